@@ -1,0 +1,233 @@
+"""The `median-nerve-seg` command line: segment, measure, evaluate, train, models."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+from . import __version__
+
+SEGMENT_COLUMNS = ["image", "frame", "found", "confidence", "area_mm2", "area_px", "perimeter_mm",
+                   "circularity", "flattening_ratio", "n_components", "spacing_mm", "spacing_source",
+                   "model", "ms", "error"]
+
+
+def _spacing(text: str):
+    """'0.062' (isotropic) or '0.062,0.07' (row,col), in mm."""
+    try:
+        values = [float(v) for v in text.replace("x", ",").split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"spacing must be a number in mm or ROW,COL, got '{text}'")
+    if len(values) not in (1, 2) or min(values) <= 0:
+        raise argparse.ArgumentTypeError(f"spacing must be one or two positive numbers in mm, got '{text}'")
+    return (values[0], values[-1])
+
+
+def _progress(items: Sequence, description: str):
+    from tqdm import tqdm
+    return tqdm(items, desc=description, unit="image", file=sys.stderr, disable=len(items) < 2)
+
+
+def _fmt(value: Any, digits: int = 2) -> str:
+    if value is None or value == "":
+        return "-"
+    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def _write_csv(path: Path, rows: List[Dict[str, Any]], columns: List[str]) -> None:
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _print_table(rows: List[Dict[str, Any]]) -> None:
+    unit = "mm2" if all(r.get("area_mm2") is not None for r in rows if r.get("found")) else "px"
+    print(f"{'image':<28} {'found':>5} {'conf':>5} {'CSA mm2':>8} {'CSA px':>7} {'perim mm':>8} "
+          f"{'circ':>5} {'flat':>5} {'n':>2}")
+    for r in rows:
+        if r.get("error"):
+            print(f"{r['image']:<28} ERROR {r['error']}")
+            continue
+        print(f"{r['image']:<28} {('yes' if r['found'] else 'NO'):>5} {_fmt(r['confidence']):>5} "
+              f"{_fmt(r['area_mm2']):>8} {_fmt(r['area_px']):>7} {_fmt(r['perimeter_mm']):>8} "
+              f"{_fmt(r['circularity']):>5} {_fmt(r['flattening_ratio']):>5} {_fmt(r['n_components']):>2}")
+    if unit == "px":
+        print("note: pixel spacing unknown for some images: CSA in pixels only (give --spacing MM)")
+
+
+def cmd_segment(args: argparse.Namespace) -> int:
+    from .inference import Segmenter
+    from .io import ImageReadError, find_images, read_image, write_mask_png, write_overlay_png
+    from .measure import measure_mask
+
+    paths = find_images(args.inputs)
+    if not paths:
+        raise FileNotFoundError(f"no supported image in {', '.join(args.inputs)}")
+    segmenter = Segmenter(args.model, args.device)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows, failures = [], 0
+    for path in _progress(paths, "segmenting"):
+        try:
+            image = read_image(path, spacing_mm=args.spacing)
+        except ImageReadError as error:
+            print(f"error: {error}", file=sys.stderr)
+            rows.append({"image": path.name, "error": error.reason})
+            failures += 1
+            continue
+        for index in range(image.n_frames):
+            prediction = segmenter.predict(image, index)
+            stem = path.name.split(".")[0] + (f"_f{index:04d}" if image.n_frames > 1 else "")
+            write_mask_png(out / f"{stem}_mask.png", prediction.mask)
+            write_overlay_png(out / f"{stem}_overlay.png", image.frame(index), prediction.mask)
+            row = measure_mask(prediction.mask, image.spacing_mm).as_row()
+            row.update(image=path.name, frame=index, found=prediction.found,
+                       confidence=round(prediction.confidence, 4), spacing_source=image.spacing_source,
+                       model=f"{segmenter.info.name}@{segmenter.info.version}",
+                       ms=round(prediction.milliseconds, 1), error="")
+            rows.append(row)
+    _write_csv(out / "measurements.csv", rows, SEGMENT_COLUMNS)
+    _print_table(rows)
+    print(f"wrote {out / 'measurements.csv'} and masks/overlays for "
+          f"{sum(1 for r in rows if not r.get('error'))} frame(s); {failures} file(s) failed")
+    return 1 if failures and failures == len(rows) else 0
+
+
+def cmd_measure(args: argparse.Namespace) -> int:
+    from .io import ImageReadError, read_mask
+    from .measure import measure_mask
+
+    rows, failures = [], 0
+    for path in args.masks:
+        try:
+            row = measure_mask(read_mask(path), args.spacing).as_row()
+        except ImageReadError as error:
+            print(f"error: {error}", file=sys.stderr)
+            failures += 1
+            continue
+        row.update(image=Path(path).name, confidence=None,
+                   spacing_source="user" if args.spacing else "unknown")
+        rows.append(row)
+    _print_table(rows)
+    if args.out:
+        _write_csv(Path(args.out), rows, [c for c in SEGMENT_COLUMNS if c not in ("frame", "model", "ms", "error")])
+    return 1 if failures else 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .evaluate import evaluate_folders
+
+    summary = evaluate_folders(Path(args.pred), Path(args.gt), Path(args.out), args.spacing)
+    print(json.dumps({k: summary[k] for k in ("n", "dice_mean", "dice_median", "iou_mean", "hd95_mean_mm",
+                                              "found_rate", "csa_mae_mm2", "csa_icc", "csa_bias_mm2")
+                      if k in summary}, indent=2))
+    print(f"wrote {Path(args.out) / 'metrics.csv'} and {Path(args.out) / 'summary.json'}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .train import config_from_json, train
+
+    cfg = config_from_json(args.config, architecture=args.architecture, epochs=args.epochs,
+                           batch_size=args.batch_size, learning_rate=args.lr, device=args.device,
+                           input_size=tuple(args.input_size) if args.input_size else None,
+                           max_images=args.max_images, init_weights=args.init_weights,
+                           name=args.name, seed=args.seed, spacing_mm=args.spacing)
+    info = train(Path(args.dataset), Path(args.out), cfg)
+    print(json.dumps(info.metrics, indent=2))
+    print(f"model written to {args.out}; use it with: median-nerve-seg segment IMAGE --model {args.out}")
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from .models import MODEL_REGISTRY, build_model, count_parameters
+    from .zoo import installed_models, load_info
+
+    print("architectures:")
+    for name, spec in sorted(MODEL_REGISTRY.items()):
+        print(f"  {name:<14} {count_parameters(build_model(name)):>10,d} params  {spec.reference}")
+    print("installed models:")
+    for folder in installed_models():
+        info = load_info(folder)
+        dice = info.metrics.get("dice_mean")
+        print(f"  {folder.name:<14} {info.architecture} v{info.version}"
+              + (f"  val DSC {dice:.3f}" if dice is not None else "") + f"  ({folder})")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="median-nerve-seg", description=(
+        "Median nerve segmentation and cross-sectional area (CSA) in transverse wrist ultrasound."))
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    spacing_help = ("pixel spacing in mm, isotropic (0.062) or ROW,COL; overrides the file's own. "
+                    "Without it, PNG/BMP/JPEG have no spacing and CSA is reported in pixels only")
+
+    seg = sub.add_parser("segment", help="segment the median nerve and measure its CSA",
+                         description="Segment every image (or every image in each folder) and write "
+                                     "<stem>_mask.png, <stem>_overlay.png and measurements.csv to --out.")
+    seg.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR",
+                     help="images (PNG, BMP, JPEG, TIFF, NRRD, NIfTI, MHA, DICOM) or folders of them")
+    seg.add_argument("--out", required=True, help="output folder (created if missing)")
+    seg.add_argument("--model", default=None, help="installed model name or model folder (default: the shipped model)")
+    seg.add_argument("--spacing", type=_spacing, default=None, metavar="MM", help=spacing_help)
+    seg.add_argument("--device", default="cpu", help="cpu (default) or cuda / cuda:N where a GPU is available")
+    seg.set_defaults(func=cmd_segment)
+
+    mea = sub.add_parser("measure", help="measure masks drawn elsewhere (CSA, perimeter, shape)")
+    mea.add_argument("masks", nargs="+", metavar="MASK", help="mask files: PNG/BMP (nonzero = nerve), NRRD, .seg.nrrd")
+    mea.add_argument("--spacing", type=_spacing, default=None, metavar="MM", help=spacing_help)
+    mea.add_argument("--out", default=None, help="also write the measurements to this CSV file")
+    mea.set_defaults(func=cmd_measure)
+
+    eva = sub.add_parser("evaluate", help="compare predicted masks with ground truth (DSC, HD95, CSA agreement)",
+                         description="Matches <stem>_mask.png or <stem>.png in --pred to <stem>.png in --gt; "
+                                     "writes metrics.csv and summary.json to --out.")
+    eva.add_argument("--pred", required=True, help="folder of predicted masks")
+    eva.add_argument("--gt", required=True, help="folder of ground-truth masks")
+    eva.add_argument("--out", required=True, help="output folder for metrics.csv and summary.json")
+    eva.add_argument("--spacing", type=_spacing, default=None, metavar="MM",
+                     help="pixel spacing in mm for mm-based metrics; without it they are in pixels")
+    eva.set_defaults(func=cmd_evaluate)
+
+    tra = sub.add_parser("train", help="train or fine-tune a model on a folder with images/ and masks/",
+                         description="Patient-level split (PzNNN prefix), augmentation, BCE+Dice, AdamW with "
+                                     "cosine schedule; writes a model folder usable with segment --model.")
+    tra.add_argument("--dataset", required=True, help="folder with images/ and masks/ of the same stems")
+    tra.add_argument("--out", required=True, help="model folder to write")
+    tra.add_argument("--config", default=None, help="JSON file of TrainConfig fields (options below override it)")
+    tra.add_argument("--architecture", default=None, help="registry architecture (see `models`)")
+    tra.add_argument("--epochs", type=int, default=None, help="training epochs (default 200)")
+    tra.add_argument("--batch-size", type=int, default=None, help="batch size (default 16)")
+    tra.add_argument("--lr", type=float, default=None, help="peak learning rate (default 2e-3)")
+    tra.add_argument("--input-size", type=int, nargs=2, default=None, metavar=("H", "W"),
+                     help="network input size; must divide by 16 (default 288 384)")
+    tra.add_argument("--max-images", type=int, default=None, help="use only the first N pairs (smoke runs)")
+    tra.add_argument("--init-weights", default=None, help="model folder to fine-tune from")
+    tra.add_argument("--name", default=None, help="model name written to model.json")
+    tra.add_argument("--seed", type=int, default=None, help="seed of the patient split and training")
+    tra.add_argument("--spacing", type=float, default=None, help="dataset pixel spacing in mm (default 0.062)")
+    tra.add_argument("--device", default=None, help="cpu (default) or cuda")
+    tra.set_defaults(func=cmd_train)
+
+    mod = sub.add_parser("models", help="list architectures and installed models")
+    mod.set_defaults(func=cmd_models)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (FileNotFoundError, RuntimeError, KeyError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

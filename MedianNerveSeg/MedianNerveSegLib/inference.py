@@ -1,0 +1,71 @@
+"""Segmenter: image -> network -> probability -> clean mask, at the input's resolution."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Union
+
+import numpy as np
+import torch
+
+from .image import UltrasoundImage
+from .postprocess import clean_mask, min_component_pixels
+from .preprocess import resize, to_network_input
+from .zoo import ModelInfo, load_network, resolve_model
+
+
+@dataclass
+class Prediction:
+    """One frame's result: probability map and mask at the frame's size."""
+
+    probability: np.ndarray
+    mask: np.ndarray
+    confidence: float
+    found: bool
+    milliseconds: float
+
+
+def resolve_device(device: Optional[str]) -> str:
+    """'cpu' unless asked otherwise; a clear error when CUDA is asked for but absent."""
+    device = (device or "cpu").lower()
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError("--device cuda was asked for, but PyTorch sees no CUDA GPU here; use --device cpu")
+    return device
+
+
+class Segmenter:
+    """Loads a model folder (or installed model name) once and segments frames with it."""
+
+    def __init__(self, model: Optional[Union[str, Path]] = None, device: Optional[str] = None):
+        self.device = resolve_device(device)
+        self.model_dir = resolve_model(model)
+        self.network, self.info = load_network(self.model_dir, self.device)
+
+    @classmethod
+    def from_network(cls, network: torch.nn.Module, info: ModelInfo, device: str = "cpu") -> "Segmenter":
+        """A Segmenter around a network in memory (used during training)."""
+        segmenter = cls.__new__(cls)
+        segmenter.device, segmenter.model_dir = device, None
+        segmenter.network, segmenter.info = network.to(device).eval(), info
+        return segmenter
+
+    @torch.no_grad()
+    def probability(self, frame: np.ndarray) -> np.ndarray:
+        """Nerve probability (H, W) for one frame at its own size."""
+        batch = to_network_input(frame, self.info.input_size).to(self.device)
+        logits = self.network(batch)
+        probability = torch.sigmoid(resize(logits.float(), frame.shape))
+        return probability[0, 0].cpu().numpy()
+
+    def predict(self, image: UltrasoundImage, frame_index: int = 0) -> Prediction:
+        """Segment one frame of ``image``; the mask has the frame's shape."""
+        start = time.perf_counter()
+        frame = image.frame(frame_index)
+        probability = self.probability(frame)
+        min_px = min_component_pixels(self.info.min_component_mm2, image.spacing_mm, frame.shape)
+        mask = clean_mask(probability, self.info.threshold, min_px, self.info.min_branch_fraction)
+        found = bool(mask.any())
+        confidence = float(probability[mask].mean()) if found else float(probability.max())
+        return Prediction(probability, mask, confidence, found, 1000.0 * (time.perf_counter() - start))

@@ -1,0 +1,389 @@
+"""Reading ultrasound images and masks, writing masks, segmentations and overlays.
+
+Every failure to read a file raises :class:`ImageReadError` with a short reason.
+SimpleITK, pydicom, pynrrd, slicerio and scikit-image are imported only where needed,
+so that PNG reading and writing work with numpy and Pillow alone.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+from PIL import Image, ImageSequence
+
+from .image import SpacingSource, UltrasoundImage
+
+PathLike = Union[str, Path]
+Spacing = Optional[Tuple[float, float]]
+
+IMAGE_EXTENSIONS = (".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff", ".nrrd", ".nhdr",
+                    ".nii", ".nii.gz", ".mha", ".mhd", ".dcm")
+NERVE_SEGMENT_NAME = "Median nerve"
+
+_PIL_FORMATS = {".png": "png", ".bmp": "bmp", ".jpg": "jpeg", ".jpeg": "jpeg", ".tif": "tiff", ".tiff": "tiff"}
+_ITK_FORMATS = {".nrrd": "nrrd", ".nhdr": "nrrd", ".nii": "nifti", ".nii.gz": "nifti",
+                ".mha": "metaimage", ".mhd": "metaimage"}
+_SKIPPED_SUFFIXES = ("_mask.png", "_overlay.png", ".seg.nrrd")
+_LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601
+_FILL_ALPHA = 0.25
+_DICOM_CM_UNITS = 3
+
+
+class ImageReadError(ValueError):
+    """A file that cannot be read as an image or mask."""
+
+    def __init__(self, path: PathLike, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
+# ----------------------------------------------------------------------------- finding files
+
+def _suffix(path: Path) -> str:
+    name = path.name.lower()
+    return ".nii.gz" if name.endswith(".nii.gz") else path.suffix.lower()
+
+
+def _has_dicom_magic(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read(132)[128:] == b"DICM"
+    except OSError:
+        return False
+
+
+def _format_of(path: Path) -> Optional[str]:
+    """'png', 'nrrd', 'dicom'... from the extension (or the DICOM magic), None if unsupported."""
+    suffix = _suffix(path)
+    if suffix in _PIL_FORMATS:
+        return _PIL_FORMATS[suffix]
+    if suffix in _ITK_FORMATS:
+        return _ITK_FORMATS[suffix]
+    if suffix == ".dcm" or _has_dicom_magic(path):
+        return "dicom"
+    return None
+
+
+def _is_listed_image(path: Path) -> bool:
+    name = path.name.lower()
+    return (path.is_file() and not name.startswith(".") and not name.endswith(_SKIPPED_SUFFIXES)
+            and _format_of(path) is not None)
+
+
+def find_images(paths: Sequence[PathLike]) -> List[Path]:
+    """Given files as they are, plus the supported images directly inside given folders (sorted)."""
+    found: List[Path] = []
+    for item in map(Path, paths):
+        if item.is_dir():
+            found.extend(sorted(p for p in item.iterdir() if _is_listed_image(p)))
+        elif item.exists():
+            found.append(item)
+        else:
+            raise FileNotFoundError(f"{item}: no such file or directory")
+    return found
+
+
+# ----------------------------------------------------------------------------- reading images
+
+def _check_file(path: Path) -> None:
+    if not path.exists():
+        raise ImageReadError(path, "file not found")
+    if path.is_dir():
+        raise ImageReadError(path, "is a directory, not a file")
+    if path.stat().st_size == 0:
+        raise ImageReadError(path, "file is empty")
+
+
+def _luma(rgb: np.ndarray) -> np.ndarray:
+    rgb = rgb.astype(np.float64)
+    return rgb[..., 0] * _LUMA[0] + rgb[..., 1] * _LUMA[1] + rgb[..., 2] * _LUMA[2]
+
+
+def _channels_to_gray(arr: np.ndarray) -> np.ndarray:
+    """(..., C) -> (...): luma of RGB(A), the first channel otherwise."""
+    return _luma(arr[..., :3]) if arr.shape[-1] >= 3 else arr[..., 0]
+
+
+def _pil_array(frame: Image.Image) -> np.ndarray:
+    """Pixels of a Pillow image; palette, bilevel and other colour spaces become RGB."""
+    if frame.mode not in ("L", "LA", "RGB", "RGBA", "I", "I;16", "I;16B", "I;16L", "F"):
+        frame = frame.convert("RGBA" if frame.mode == "PA" else "RGB")
+    return np.asarray(frame)
+
+
+def _read_pil(path: Path, fmt: str) -> Tuple[np.ndarray, Tuple[int, ...]]:
+    try:
+        with Image.open(path) as img:
+            frames = [_pil_array(frame) for frame in ImageSequence.Iterator(img)]
+    except Exception as exc:
+        raise ImageReadError(path, f"not a valid or complete {fmt.upper()} image") from exc
+    if len({f.shape for f in frames}) != 1:
+        raise ImageReadError(path, "frames differ in size")
+    stack = np.stack([_channels_to_gray(f) if f.ndim == 3 else f for f in frames])
+    return (stack[0] if len(frames) == 1 else stack), frames[0].shape
+
+
+def _squeeze_stack(path: Path, arr: np.ndarray, spacing_zyx: Sequence[float]) -> Tuple[np.ndarray, Spacing]:
+    """Drop singleton axes; keep (H, W) or (T, H, W) with the (row, col) spacing."""
+    keep = [axis for axis, size in enumerate(arr.shape) if size > 1]
+    if len(keep) not in (2, 3):
+        raise ImageReadError(path, f"not a 2D image or 2D+time stack (shape {arr.shape})")
+    arr = arr.reshape([arr.shape[axis] for axis in keep])
+    return arr, (float(spacing_zyx[keep[-2]]), float(spacing_zyx[keep[-1]]))
+
+
+def _read_itk(path: Path, fmt: str) -> Tuple[np.ndarray, Spacing, Tuple[int, ...]]:
+    import SimpleITK as sitk
+
+    try:
+        img = sitk.ReadImage(str(path))
+        arr = sitk.GetArrayFromImage(img)
+    except Exception as exc:
+        raise ImageReadError(path, f"not a valid or complete {fmt.upper()} image") from exc
+    original_shape = arr.shape
+    if img.GetNumberOfComponentsPerPixel() > 1:
+        arr = _channels_to_gray(arr)
+    spacing_zyx = tuple(reversed(img.GetSpacing()))
+    arr, spacing = _squeeze_stack(path, arr, spacing_zyx)
+    return arr, spacing, original_shape
+
+
+def _dicom_spacing(ds: Any) -> Tuple[Spacing, str]:
+    """(row, col) mm from the ultrasound regions (cm), else PixelSpacing / ImagerPixelSpacing."""
+    for region in ds.get("SequenceOfUltrasoundRegions", None) or []:
+        units = (region.get("PhysicalUnitsXDirection"), region.get("PhysicalUnitsYDirection"))
+        dx, dy = region.get("PhysicalDeltaX"), region.get("PhysicalDeltaY")
+        if units == (_DICOM_CM_UNITS, _DICOM_CM_UNITS) and dx and dy:
+            return (abs(float(dy)) * 10.0, abs(float(dx)) * 10.0), SpacingSource.DICOM_US_REGION
+    for keyword in ("PixelSpacing", "ImagerPixelSpacing"):
+        value = ds.get(keyword)
+        if value is not None and len(value) == 2 and all(float(v) > 0 for v in value):
+            return (float(value[0]), float(value[1])), SpacingSource.DICOM_PIXEL_SPACING
+    return None, SpacingSource.UNKNOWN
+
+
+def _dicom_pixels(path: Path, ds: Any) -> np.ndarray:
+    """Decoded pixels; pydicom 3 returns YBR data as RGB (as_rgb=True by default)."""
+    try:
+        arr = ds.pixel_array
+    except Exception as exc:
+        ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+        detail = f" with transfer syntax {ts.name} ({ts})" if ts else ""
+        raise ImageReadError(path, f"cannot decode the DICOM pixel data{detail}") from exc
+    photometric = str(ds.get("PhotometricInterpretation", ""))
+    if photometric == "PALETTE COLOR":
+        from pydicom.pixels import apply_color_lut
+
+        arr = apply_color_lut(arr, ds)
+    elif photometric == "MONOCHROME1":
+        bits = int(ds.get("BitsStored", 8))
+        lo, hi = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if ds.get("PixelRepresentation") == 1 else (0, 2 ** bits - 1)
+        arr = (lo + hi) - arr.astype(np.float64)
+    colour = photometric == "PALETTE COLOR" or int(ds.get("SamplesPerPixel", 1)) > 1
+    return _channels_to_gray(arr) if colour else arr
+
+
+def _read_dicom(path: Path) -> Tuple[np.ndarray, Spacing, str, Dict[str, Any]]:
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(str(path), force=True)
+    except Exception as exc:
+        raise ImageReadError(path, "not a readable DICOM file") from exc
+    if "PixelData" not in ds:
+        raise ImageReadError(path, "DICOM file has no pixel data")
+    arr = _dicom_pixels(path, ds)
+    if arr.ndim not in (2, 3):
+        raise ImageReadError(path, f"not a 2D image or 2D+time stack (shape {arr.shape})")
+    spacing, source = _dicom_spacing(ds)
+    meta = {"Manufacturer": ds.get("Manufacturer"), "ModelName": ds.get("ManufacturerModelName"),
+            "NumberOfFrames": ds.get("NumberOfFrames")}
+    meta = {key: (int(value) if key == "NumberOfFrames" else str(value))
+            for key, value in meta.items() if value not in (None, "")}
+    return arr, spacing, source, meta
+
+
+def _as_spacing(spacing_mm: Union[float, Sequence[float]]) -> Tuple[float, float]:
+    values = (spacing_mm, spacing_mm) if np.isscalar(spacing_mm) else tuple(spacing_mm)  # type: ignore[arg-type]
+    if len(values) != 2 or not all(np.isfinite(v) and v > 0 for v in map(float, values)):
+        raise ValueError(f"spacing must be a positive number or a (row, col) pair in mm, got {spacing_mm!r}")
+    return float(values[0]), float(values[1])
+
+
+def read_image(path: PathLike, spacing_mm: Optional[Union[float, Sequence[float]]] = None) -> UltrasoundImage:
+    """Read a frame (H, W) or clip (T, H, W) as float32 grayscale with its pixel spacing.
+
+    ``spacing_mm`` (a number, or a (row, col) pair) overrides the file's spacing.
+    """
+    path = Path(path)
+    _check_file(path)
+    fmt = _format_of(path)
+    if fmt is None:
+        raise ImageReadError(path, f"unsupported file type '{_suffix(path) or 'no extension'}'")
+    spacing: Spacing = None
+    source = SpacingSource.UNKNOWN
+    extra: Dict[str, Any] = {}
+    if fmt == "dicom":
+        arr, spacing, source, extra = _read_dicom(path)
+        original_shape = tuple(arr.shape)
+    elif fmt in _ITK_FORMATS.values():
+        arr, spacing, original_shape = _read_itk(path, fmt)
+        source = SpacingSource.FILE_HEADER
+    else:
+        arr, original_shape = _read_pil(path, fmt)
+    image = UltrasoundImage(np.ascontiguousarray(arr, dtype=np.float32), spacing, source, str(path),
+                            {"format": fmt, "original_shape": tuple(original_shape), **extra})
+    return image if spacing_mm is None else image.with_spacing(_as_spacing(spacing_mm), SpacingSource.USER)
+
+
+# ----------------------------------------------------------------------------- reading masks
+
+def _squeeze_mask(path: Path, mask: np.ndarray) -> np.ndarray:
+    mask = np.squeeze(mask)
+    if mask.ndim != 2:
+        raise ImageReadError(path, f"mask is not 2D (shape {mask.shape})")
+    return mask
+
+
+def _read_pil_mask(path: Path, fmt: str) -> np.ndarray:
+    try:
+        with Image.open(path) as img:
+            arr = _pil_array(img)
+    except Exception as exc:
+        raise ImageReadError(path, f"not a valid or complete {fmt.upper()} image") from exc
+    if arr.ndim == 3:  # colour mask: any colour channel (never alpha) nonzero
+        return np.any(arr[..., :3] if arr.shape[-1] >= 3 else arr[..., :1], axis=-1)
+    return arr != 0
+
+
+def _read_segmentation_mask(path: Path) -> np.ndarray:
+    """The 'Median nerve' segment (else the first) of a Slicer .seg.nrrd, as (rows, cols)."""
+    import slicerio
+
+    try:
+        seg = slicerio.read_segmentation(str(path))
+    except Exception as exc:
+        raise ImageReadError(path, "not a valid Slicer segmentation file") from exc
+    segments = seg.get("segments") or []
+    if not segments:
+        raise ImageReadError(path, "segmentation has no segments")
+    segment = next((s for s in segments if s.get("name") == NERVE_SEGMENT_NAME), segments[0])
+    ijk = slicerio.segment_mask(seg, segment)  # axes (i, j, k) = (column, row, slice)
+    return _squeeze_mask(path, ijk).T
+
+
+def _read_nrrd_mask(path: Path) -> np.ndarray:
+    import nrrd
+
+    try:
+        header = nrrd.read_header(str(path))
+        if any(key.startswith(("Segment0_", "Segmentation_")) for key in header):
+            return _read_segmentation_mask(path)
+        data, _ = nrrd.read(str(path), index_order="C")
+    except ImageReadError:
+        raise
+    except Exception as exc:
+        raise ImageReadError(path, "not a valid or complete NRRD file") from exc
+    return _squeeze_mask(path, data != 0)
+
+
+def read_mask(path: PathLike) -> np.ndarray:
+    """A binary nerve mask (H, W) from a PNG/BMP/TIFF, NRRD, NIfTI/MHA or Slicer .seg.nrrd file."""
+    path = Path(path)
+    _check_file(path)
+    fmt = _format_of(path)
+    if fmt in ("png", "bmp", "tiff"):
+        return _read_pil_mask(path, fmt)
+    if fmt == "nrrd":
+        return _read_nrrd_mask(path)
+    if fmt in ("nifti", "metaimage"):
+        arr, _, _ = _read_itk(path, fmt)
+        return _squeeze_mask(path, arr != 0)
+    raise ImageReadError(path, f"unsupported mask file type '{_suffix(path) or 'no extension'}'")
+
+
+# ----------------------------------------------------------------------------- writing
+
+def _atomic_write(path: PathLike, write: Callable[[str], None], tmp_suffix: str = "") -> None:
+    """Call ``write`` on a temporary file next to ``path``, then move it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp{tmp_suffix}")
+    try:
+        write(str(tmp))
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _as_mask2d(mask: np.ndarray) -> np.ndarray:
+    mask = np.asarray(mask)
+    if mask.ndim != 2:
+        raise ValueError(f"expected a 2D mask, got shape {mask.shape}")
+    return mask != 0
+
+
+def write_mask_png(path: PathLike, mask: np.ndarray) -> None:
+    """Write a mask as an 8-bit single-channel 0/255 PNG."""
+    pixels = _as_mask2d(mask).astype(np.uint8) * 255
+    _atomic_write(path, lambda tmp: Image.fromarray(pixels).save(tmp, format="PNG"))
+
+
+def write_mask_nrrd(path: PathLike, mask: np.ndarray, spacing_mm: Spacing = None) -> None:
+    """Write a mask as a uint8 0/1 NRRD, with (row, col) spacing in the space directions when known."""
+    import nrrd
+
+    data = _as_mask2d(mask).astype(np.uint8)
+    header: Dict[str, Any] = {"encoding": "gzip", "kinds": ["domain", "domain"]}
+    if spacing_mm is not None:
+        row, col = _as_spacing(spacing_mm)
+        header.update({"space dimension": 2, "space directions": np.array([[col, 0.0], [0.0, row]]),
+                       "space origin": np.zeros(2)})
+    _atomic_write(path, lambda tmp: nrrd.write(tmp, data, header, index_order="C"), ".nrrd")
+
+
+def write_segmentation_nrrd(path: PathLike, mask: np.ndarray, spacing_mm: Spacing = None,
+                            segment_name: str = NERVE_SEGMENT_NAME,
+                            color: Tuple[float, float, float] = (0.85, 0.75, 0.2)) -> None:
+    """Write a Slicer .seg.nrrd with one segment (label value 1) on a single-slice grid."""
+    import slicerio
+
+    row, col = _as_spacing(spacing_mm) if spacing_mm is not None else (1.0, 1.0)
+    ijk = _as_mask2d(mask).T[:, :, np.newaxis]  # slicerio voxels are (i, j, k) = (column, row, slice)
+    seg = slicerio.create_segmentation(ijk.shape, np.diag([col, row, 1.0, 1.0]))
+    seg.update({"containedRepresentationNames": ["Binary labelmap"], "masterRepresentation": "Binary labelmap"})
+    slicerio.add_segment(seg, ijk, {"id": "Segment_1", "name": segment_name,
+                                    "color": [float(c) for c in color]})
+    _atomic_write(path, lambda tmp: slicerio.write_segmentation(tmp, seg), ".seg.nrrd")
+
+
+def to_uint8(frame: np.ndarray) -> np.ndarray:
+    """Pixels as uint8: kept if already within 0..255, else scaled by their own min/max."""
+    values = np.asarray(frame, dtype=np.float64)
+    lo, hi = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
+    if lo < 0 or hi > 255:
+        values = (values - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(values)
+    return np.clip(np.round(values), 0, 255).astype(np.uint8)
+
+
+def write_overlay_png(path: PathLike, frame: np.ndarray, mask: np.ndarray,
+                      color: Tuple[int, int, int] = (255, 215, 0)) -> None:
+    """Write an RGB PNG of the frame with the mask lightly filled and outlined (2 px) in ``color``."""
+    from skimage.segmentation import find_boundaries
+
+    gray = to_uint8(frame)
+    nerve = _as_mask2d(mask)
+    if gray.shape != nerve.shape:
+        raise ValueError(f"frame {gray.shape} and mask {nerve.shape} differ in shape")
+    rgb = np.repeat(gray[..., np.newaxis], 3, axis=2).astype(np.float64)
+    tint = np.asarray(color, dtype=np.float64)
+    rgb[nerve] = rgb[nerve] * (1.0 - _FILL_ALPHA) + tint * _FILL_ALPHA
+    rgb[find_boundaries(nerve, mode="thick")] = tint
+    pixels = np.round(rgb).astype(np.uint8)
+    _atomic_write(path, lambda tmp: Image.fromarray(pixels).save(tmp, format="PNG"))

@@ -1,0 +1,69 @@
+"""Segmentation architectures behind one registry: name -> constructor, defaults, reference.
+
+Every network takes a (B, 1, H, W) grayscale batch and returns (B, 1, H, W) nerve logits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List
+
+import math
+
+import torch
+
+from .monai_nets import basic_unet, monai_unet
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A registry entry."""
+
+    name: str
+    build: Callable[..., torch.nn.Module]
+    defaults: Dict[str, Any] = field(default_factory=dict)
+    reference: str = ""
+
+
+MODEL_REGISTRY: Dict[str, ModelSpec] = {
+    spec.name: spec
+    for spec in (
+        ModelSpec("monai_unet", monai_unet,
+                  {"channels": [16, 32, 64, 128, 256], "num_res_units": 2, "dropout": 0.0},
+                  "MONAI UNet with residual units (Kerfoot et al., 2018)"),
+        ModelSpec("basic_unet", basic_unet,
+                  {"features": [32, 32, 64, 128, 256, 32], "dropout": 0.0},
+                  "MONAI BasicUNet: the classic U-Net of Ronneberger et al., 2015"),
+    )
+}
+
+
+def available_models() -> List[str]:
+    return sorted(MODEL_REGISTRY)
+
+
+NERVE_PRIOR = 0.01  # fraction of an image that is nerve (about 1% in the Jesi dataset)
+
+
+def build_model(name: str, **kwargs: Any) -> torch.nn.Module:
+    """Build a registry model; ``kwargs`` override its defaults."""
+    if name not in MODEL_REGISTRY:
+        raise KeyError(f"unknown model '{name}'; available: {', '.join(available_models())}")
+    spec = MODEL_REGISTRY[name]
+    return init_output_bias(spec.build(**{**spec.defaults, **kwargs}))
+
+
+def init_output_bias(model: torch.nn.Module, prior: float = NERVE_PRIOR) -> torch.nn.Module:
+    """Start the nerve logit at the prior's log-odds (Lin et al., RetinaNet, 2017).
+
+    With a zero bias every pixel starts at p = 0.5 and Adam moves the bias by about the
+    learning rate per step: thousands of steps pass before the background is learnt.
+    """
+    last = [m for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d))][-1]
+    if last.bias is not None:
+        torch.nn.init.constant_(last.bias, math.log(prior / (1 - prior)))
+    return model
+
+
+def count_parameters(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,88 @@
+"""The shipped model on real images, and the Segmenter's handling of odd inputs."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from MedianNerveSegLib.data import list_samples
+from MedianNerveSegLib.evaluate import segmentation_metrics
+from MedianNerveSegLib.image import UltrasoundImage
+from MedianNerveSegLib.inference import Segmenter, resolve_device
+from MedianNerveSegLib.io import read_image, read_mask
+from MedianNerveSegLib.models import build_model
+from MedianNerveSegLib.zoo import ModelInfo, installed_models, load_info, resolve_model, save_model
+
+from conftest import SPACING
+
+
+@pytest.fixture(scope="module")
+def segmenter():
+    torch.set_num_threads(2)
+    return Segmenter()
+
+
+@pytest.fixture(scope="module")
+def held_out(dataset_dir, segmenter):
+    """Images of the patients the shipped model never saw in training."""
+    patients = set(segmenter.info.training["val_patients"])
+    return [s for s in list_samples(dataset_dir) if s.patient in patients]
+
+
+def test_default_model_is_installed_and_small():
+    folder = resolve_model()
+    assert folder in installed_models()
+    assert (folder / "model.pt").stat().st_size <= 10 * 1024 * 1024
+    info = load_info(folder)
+    assert info.metrics["dice_mean"] >= 0.85
+    assert len(info.training["val_patients"]) >= 10
+
+
+def test_shipped_model_segments_held_out_patients(segmenter, held_out):
+    dice = []
+    for sample in held_out[:12]:
+        prediction = segmenter.predict(read_image(sample.image, SPACING))
+        gt = read_mask(sample.mask)
+        assert prediction.mask.shape == gt.shape == prediction.probability.shape
+        dice.append(segmentation_metrics(prediction.mask, gt, (SPACING, SPACING))["dice"])
+    assert np.mean(dice) >= 0.8, dice
+    assert np.median(dice) >= 0.88, dice
+
+
+def test_all_black_image_is_not_found(segmenter):
+    prediction = segmenter.predict(UltrasoundImage(np.zeros((468, 606), np.float32), (SPACING, SPACING)))
+    assert not prediction.found and not prediction.mask.any()
+    assert 0.0 <= prediction.confidence < 0.5
+
+
+def test_any_frame_size_and_a_cine_clip(segmenter, dataset_dir):
+    frame = read_image(sorted((dataset_dir / "images").iterdir())[0]).frame()
+    crop = frame[13:414, 27:528]  # odd size
+    clip = UltrasoundImage(np.stack([crop, crop[:, ::-1]]), (SPACING, SPACING))
+    first, mirrored = segmenter.predict(clip, 0), segmenter.predict(clip, 1)
+    assert first.mask.shape == crop.shape
+    assert first.found and mirrored.found
+    overlap = (first.mask & mirrored.mask[:, ::-1]).sum() / first.mask.sum()
+    assert overlap > 0.7  # the nerve is found in the same place in the mirrored frame
+
+
+def test_model_folder_round_trip(tmp_path):
+    network = build_model("monai_unet", channels=[8, 16, 32, 64, 128]).eval()
+    info = ModelInfo(name="tiny", architecture="monai_unet", arch_kwargs={"channels": [8, 16, 32, 64, 128]},
+                     input_size=(64, 96))
+    save_model(tmp_path / "tiny", network, info)
+    assert json.loads((tmp_path / "tiny" / "model.json").read_text())["input_size"] == [64, 96]
+    loaded = Segmenter(tmp_path / "tiny")
+    x = torch.randn(1, 1, 64, 96)
+    with torch.no_grad():
+        assert torch.allclose(loaded.network(x), network(x), atol=0.05)
+    assert loaded.probability(np.random.rand(50, 70).astype(np.float32)).shape == (50, 70)
+
+
+def test_unknown_model_and_missing_cuda_are_clear_errors():
+    with pytest.raises(FileNotFoundError, match="installed: .*median_nerve_unet"):
+        resolve_model("no-such-model")
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="no CUDA GPU"):
+            resolve_device("cuda")
