@@ -18,9 +18,9 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 from monai.metrics.utils import get_edge_surface_distance
-from PIL import Image
 from scipy import stats
 
+from .io import read_mask
 from .measure import Spacing, as_binary, as_spacing
 
 NAN = float("nan")
@@ -174,15 +174,6 @@ def summarize(rows: Sequence[Mapping[str, Any]], spacing_mm: Spacing = None) -> 
     }
 
 
-def read_mask(path: Union[str, Path]) -> np.ndarray:
-    """A bool mask from a PNG: nonzero in any colour channel is nerve (alpha is ignored)."""
-    with Image.open(path) as image:
-        if image.mode not in ("1", "L", "I", "I;16", "F"):
-            image = image.convert("RGB")
-        pixels = np.asarray(image)
-    return pixels.any(axis=-1) if pixels.ndim == 3 else pixels > 0
-
-
 def _find_prediction(pred_dir: Path, stem: str) -> Optional[Path]:
     for candidate in (pred_dir / f"{stem}_mask.png", pred_dir / f"{stem}.png"):
         if candidate.is_file():
@@ -226,8 +217,11 @@ def evaluate_folders(pred_dir: Union[str, Path], gt_dir: Union[str, Path], out_d
     empty cell) and ``summary.json`` (NaN as null) to ``out_dir`` and returns that summary.
     """
     pred_dir, out_dir, spacing = Path(pred_dir), Path(out_dir), as_spacing(spacing_mm)
+    gt_paths = sorted(Path(gt_dir).glob("*.png"))
+    if not gt_paths:
+        raise FileNotFoundError(f"{gt_dir}: no ground-truth <stem>.png masks")
     rows, missing = [], []
-    for gt_path in sorted(Path(gt_dir).glob("*.png")):
+    for gt_path in gt_paths:
         gt = read_mask(gt_path)
         pred_path = _find_prediction(pred_dir, gt_path.stem)
         if pred_path is None:

@@ -1,0 +1,75 @@
+"""Accuracy and CPU speed of a model on the patients it was validated on (never trained on).
+
+    .venv/bin/python benchmarks/default_model.py [--model NAME_OR_DIR] [--dataset DIR] [--out DIR]
+
+Segments every image of the model's held-out patients (model.json: training.val_patients),
+evaluates against the expert masks with the papers' metrics, times the Segmenter on this
+CPU (torch threads = --threads), and writes OUT/report.json (plus metrics.csv, summary.json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from MedianNerveSegLib.data import list_samples
+from MedianNerveSegLib.evaluate import evaluate_folders
+from MedianNerveSegLib.inference import Segmenter
+from MedianNerveSegLib.io import read_image, write_mask_png
+
+REPO = Path(__file__).resolve().parents[1]
+SPACING = 0.062  # mm, from the dataset README
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default=None, help="installed model name or folder (default: shipped model)")
+    parser.add_argument("--dataset", default=str(REPO.parent / "shared/data/median-nerve-us"))
+    parser.add_argument("--out", default=str(REPO / "benchmarks/results/default_model"))
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    args = parser.parse_args()
+
+    torch.set_num_threads(args.threads)
+    segmenter = Segmenter(args.model)
+    patients = set(segmenter.info.training.get("val_patients", []))
+    samples = [s for s in list_samples(Path(args.dataset)) if s.patient in patients]
+    if not samples:
+        raise SystemExit("no held-out patients of this model in the dataset")
+    out = Path(args.out)
+    with tempfile.TemporaryDirectory() as tmp:
+        pred, gt = Path(tmp, "pred"), Path(tmp, "gt")
+        pred.mkdir(), gt.mkdir()
+        milliseconds = []
+        for sample in samples:
+            image = read_image(sample.image, SPACING)
+            segmenter.predict(image)  # warm-up: first calls are slower
+            start = time.perf_counter()
+            prediction = segmenter.predict(image)
+            milliseconds.append(1000 * (time.perf_counter() - start))
+            write_mask_png(pred / f"{sample.stem}_mask.png", prediction.mask)
+            (gt / f"{sample.stem}.png").symlink_to(sample.mask.resolve())
+        summary = evaluate_folders(pred, gt, out, (SPACING, SPACING))
+    report = {
+        "model": f"{segmenter.info.name}@{segmenter.info.version}",
+        "n_images": len(samples), "n_patients": len(patients),
+        "accuracy": {k: summary[k] for k in ("dice_mean", "dice_sd", "dice_median", "iou_mean", "precision_mean",
+                                             "recall_mean", "hd95_mean_mm", "found_rate", "csa_mae_mm2",
+                                             "csa_icc", "csa_icc_ci", "csa_bias_mm2", "csa_loa_low_mm2",
+                                             "csa_loa_high_mm2")},
+        "cpu_ms_per_frame": {"median": float(np.median(milliseconds)), "p90": float(np.percentile(milliseconds, 90)),
+                             "threads": args.threads, "frame_size": [468, 606]},
+        "machine": {"processor": platform.processor() or platform.machine(), "torch": torch.__version__},
+    }
+    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
