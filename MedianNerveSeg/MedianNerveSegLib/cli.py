@@ -60,10 +60,20 @@ def _print_table(rows: List[Dict[str, Any]]) -> None:
         print("note: pixel spacing unknown for some images: CSA in pixels only (give --spacing MM)")
 
 
+def _extra_mask_writers(formats: Sequence[str]):
+    """(file suffix, writer) for each extra mask format asked for."""
+    from .io import write_mask_nrrd, write_segmentation_nrrd
+
+    writers = {"nrrd": ("_mask.nrrd", write_mask_nrrd), "seg.nrrd": (".seg.nrrd", write_segmentation_nrrd)}
+    return [writers[name] for name in formats]
+
+
 def cmd_segment(args: argparse.Namespace) -> int:
     from .inference import Segmenter
     from .io import ImageReadError, find_images, read_image, write_mask_png, write_overlay_png
     from .measure import measure_mask
+
+    extra_writers = _extra_mask_writers(args.mask_formats)
 
     paths = find_images(args.inputs)
     if not paths:
@@ -85,6 +95,8 @@ def cmd_segment(args: argparse.Namespace) -> int:
             stem = path.name.split(".")[0] + (f"_f{index:04d}" if image.n_frames > 1 else "")
             write_mask_png(out / f"{stem}_mask.png", prediction.mask)
             write_overlay_png(out / f"{stem}_overlay.png", image.frame(index), prediction.mask)
+            for suffix, write in extra_writers:
+                write(out / f"{stem}{suffix}", prediction.mask, image.spacing_mm)
             row = measure_mask(prediction.mask, image.spacing_mm).as_row()
             row.update(image=path.name, frame=index, found=prediction.found,
                        confidence=round(prediction.confidence, 4), spacing_source=image.spacing_source,
@@ -177,6 +189,9 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--model", default=None, help="installed model name or model folder (default: the shipped model)")
     seg.add_argument("--spacing", type=_spacing, default=None, metavar="MM", help=spacing_help)
     seg.add_argument("--device", default="cpu", help="cpu (default) or cuda / cuda:N where a GPU is available")
+    seg.add_argument("--mask-formats", nargs="+", default=[], choices=["nrrd", "seg.nrrd"],
+                     help="also write <stem>_mask.nrrd (with spacing) and/or <stem>.seg.nrrd "
+                          "(a Slicer segmentation with a 'Median nerve' segment)")
     seg.set_defaults(func=cmd_segment)
 
     mea = sub.add_parser("measure", help="measure masks drawn elsewhere (CSA, perimeter, shape)")

@@ -12,8 +12,10 @@ from PIL import Image
 
 from MedianNerveSegLib.cli import main
 from MedianNerveSegLib.inference import Segmenter
+from MedianNerveSegLib.io import read_mask
 
 from conftest import SPACING
+from test_io import write_dicom
 
 SEGMENT_COLUMNS = {"image", "found", "confidence", "area_mm2", "area_px", "perimeter_mm", "circularity",
                    "flattening_ratio", "n_components", "spacing_mm", "spacing_source", "ms"}
@@ -126,3 +128,36 @@ def test_console_script_help_explains_every_command():
     listing = subprocess.run([sys.executable, "-m", "MedianNerveSegLib", "models"],
                              capture_output=True, text=True, check=True).stdout
     assert "monai_unet" in listing and "median_nerve_unet" in listing
+
+
+def test_cine_dicom_frames_with_scanner_spacing_and_slicer_masks(dataset_dir, tmp_path):
+    frame = np.asarray(Image.open(sorted((dataset_dir / "images").iterdir())[0]).convert("L"))
+    clip = write_dicom(tmp_path / "clip.dcm", np.stack([frame, frame, frame[:, ::-1]]), region_cm=0.0062, frames=3)
+    out = tmp_path / "out"
+    assert main(["segment", str(clip), "--out", str(out), "--mask-formats", "nrrd", "seg.nrrd"]) == 0
+    rows = _rows(out / "measurements.csv")
+    assert [r["frame"] for r in rows] == ["0", "1", "2"]
+    assert all(r["spacing_source"] == "dicom-us-region" and r["found"] == "True" for r in rows)
+    assert rows[0]["area_mm2"] == rows[1]["area_mm2"]
+    assert float(rows[2]["area_mm2"]) == pytest.approx(float(rows[0]["area_mm2"]), rel=0.15)
+    import slicerio
+    segmentation = slicerio.read_segmentation(str(out / "clip_f0000.seg.nrrd"))
+    assert [s["name"] for s in segmentation["segments"]] == ["Median nerve"]
+    mask = np.asarray(Image.open(out / "clip_f0000_mask.png")) > 0
+    assert np.array_equal(read_mask(out / "clip_f0000.seg.nrrd"), mask)
+    assert np.array_equal(read_mask(out / "clip_f0000_mask.nrrd"), mask)
+
+
+def test_awkward_images_give_a_result_or_one_clear_line(tmp_path, capsys):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    Image.fromarray(np.zeros((300, 400), np.uint8)).save(folder / "black.png")
+    Image.fromarray((np.random.default_rng(0).random((300, 400)) * 65535).astype(np.uint16)).save(folder / "deep.png")
+    (folder / "cut.png").write_bytes((folder / "deep.png").read_bytes()[:100])
+    assert main(["segment", str(folder), "--out", str(tmp_path / "out"), "--spacing", "0.07"]) == 0
+    rows = {r["image"]: r for r in _rows(tmp_path / "out" / "measurements.csv")}
+    assert rows["black.png"]["found"] == "False" and rows["black.png"]["area_mm2"] == "0.0"
+    assert rows["deep.png"]["error"] == ""
+    assert rows["cut.png"]["error"]
+    err = capsys.readouterr().err
+    assert "cut.png:" in err and "Traceback" not in err

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Optional
 
@@ -14,8 +13,8 @@ from MedianNerveSegLib.image import SpacingSource
 from MedianNerveSegLib.io import (IMAGE_EXTENSIONS, ImageReadError, find_images, read_image, read_mask, to_uint8,
                                   write_mask_nrrd, write_mask_png, write_overlay_png, write_segmentation_nrrd)
 
-DATA_DIR = Path(os.environ.get("MEDIAN_NERVE_DATA",
-                               Path(__file__).resolve().parents[3] / "shared/data/median-nerve-us"))
+from conftest import DATA as DATA_DIR
+
 REAL_IMAGE = DATA_DIR / "images" / "Pz001-001.png"
 REAL_MASK = DATA_DIR / "masks" / "Pz001-001.png"
 needs_data = pytest.mark.skipif(not REAL_IMAGE.exists(), reason=f"dataset not found at {DATA_DIR}")
