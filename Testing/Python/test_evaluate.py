@@ -3,7 +3,6 @@
 import csv
 import json
 import math
-import os
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +16,7 @@ from skimage.draw import disk
 from MedianNerveSegLib.evaluate import _icc, csa_agreement, evaluate_folders, segmentation_metrics, summarize
 
 S = 0.062
-DATA = Path(os.environ.get("MEDIAN_NERVE_DATA", Path(__file__).resolve().parents[3] / "shared/data/median-nerve-us"))
+from conftest import DATA
 SUMMARY_KEYS = {"n", "dice_mean", "dice_sd", "dice_median", "dice_iqr", "iou_mean", "precision_mean", "recall_mean",
                 "hd95_mean_mm", "hd95_n_excluded", "found_rate", "csa_mae_mm2", "csa_icc", "csa_icc_ci",
                 "csa_bias_mm2", "csa_loa_low_mm2", "csa_loa_high_mm2", "spacing_mm", "spacing_known", "units",

@@ -12,7 +12,7 @@ import math
 
 import torch
 
-from .monai_nets import basic_unet, monai_unet
+from .monai_nets import UNetPlusPlus, attention_unet, basic_unet, monai_unet
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,10 @@ MODEL_REGISTRY: Dict[str, ModelSpec] = {
         ModelSpec("basic_unet", basic_unet,
                   {"features": [32, 32, 64, 128, 256, 32], "dropout": 0.0},
                   "MONAI BasicUNet: the classic U-Net of Ronneberger et al., 2015"),
+        ModelSpec("attention_unet", attention_unet, {"channels": [32, 64, 128, 256, 512]},
+                  "Attention U-Net (Oktay et al., 2018), MONAI AttentionUnet; Kim et al. 2022 baseline"),
+        ModelSpec("unetpp", UNetPlusPlus, {"features": [32, 32, 64, 128, 256, 32]},
+                  "UNet++ (Zhou et al., 2018), MONAI BasicUNetPlusPlus; Kim et al. 2022 baseline"),
     )
 }
 
