@@ -172,6 +172,16 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_benchmark_speed(args: argparse.Namespace) -> int:
+    from .inference import resolve_device
+    from .speed import benchmark_speed, write_report
+
+    rows = benchmark_speed(args.models, resolve_device(args.device), args.threads, args.repeats)
+    write_report(rows, Path(args.out))
+    print((Path(args.out) / "speed.md").read_text())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="median-nerve-seg", description=(
         "Median nerve segmentation and cross-sectional area (CSA) in transverse wrist ultrasound."))
@@ -229,6 +239,16 @@ def build_parser() -> argparse.ArgumentParser:
     tra.add_argument("--spacing", type=float, default=None, help="dataset pixel spacing in mm (default 0.062)")
     tra.add_argument("--device", default=None, help="cpu (default) or cuda")
     tra.set_defaults(func=cmd_train)
+
+    spd = sub.add_parser("benchmark-speed", help="parameters, MFLOPs and ms/frame of each architecture",
+                         description="Times each registry architecture on a 468 x 606 frame (batch 1 and 8) "
+                                     "and writes speed.json and speed.md to --out.")
+    spd.add_argument("--out", required=True, help="output folder")
+    spd.add_argument("--models", nargs="+", default=None, help="architectures to time (default: all)")
+    spd.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    spd.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    spd.add_argument("--repeats", type=int, default=5, help="timed passes per measurement (default 5)")
+    spd.set_defaults(func=cmd_benchmark_speed)
 
     mod = sub.add_parser("models", help="list architectures and installed models")
     mod.set_defaults(func=cmd_models)

@@ -28,15 +28,16 @@ class PaddedAttentionUnet(AttentionUnet):
 
 
 class UNetPlusPlus(torch.nn.Module):
-    """MONAI BasicUNetPlusPlus (Zhou et al., 2018) returning the final output's logits only."""
+    """MONAI BasicUNetPlusPlus (Zhou et al., 2018) in the paper's accurate mode: the mean of
+    the four nested decoders' logits (each is deeply supervised through that mean)."""
 
     def __init__(self, features: Sequence[int] = (32, 32, 64, 128, 256, 32), dropout: float = 0.0):
         super().__init__()
         self.network = BasicUNetPlusPlus(spatial_dims=2, in_channels=1, out_channels=1, features=tuple(features),
-                                         norm="batch", dropout=dropout)
+                                         deep_supervision=True, norm="batch", dropout=dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.network(x)[-1]
+        return torch.stack(self.network(x)).mean(dim=0)
 
 
 def monai_unet(channels: Sequence[int] = (16, 32, 64, 128, 256), num_res_units: int = 2,
