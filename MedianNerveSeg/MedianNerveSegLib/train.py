@@ -6,6 +6,7 @@ training device, so one loop serves a 2-core laptop and a GPU.
 
 from __future__ import annotations
 
+import copy
 import csv
 import json
 import math
@@ -40,10 +41,15 @@ class TrainConfig:
     input_size: Tuple[int, int] = (288, 384)
     epochs: int = 200
     batch_size: int = 16
+    optimizer: str = "adamw"  # adamw | adam | sgd (momentum 0.9)
     learning_rate: float = 2e-3
     weight_decay: float = 1e-4
+    scheduler: str = "cosine"  # cosine (with warm-up) | plateau (halve on a validation-Dice plateau)
     warmup_epochs: int = 5
+    loss: str = "bce_dice"  # bce_dice | dice
     ema_decay: float = 0.995  # per-step exponential moving average of the weights; 0 = off
+    early_stopping: int = 0  # stop after this many validations without a better Dice; 0 = off
+    keep_best: bool = False  # save the best-validation-Dice weights instead of the last
     val_fraction: float = 0.2
     seed: int = 0
     val_every: int = 10
@@ -96,72 +102,204 @@ def validate(segmenter: Segmenter, samples: Sequence[Sample], spacing_mm: float)
             "ms_mean": float(np.mean([r["ms"] for r in rows]))}
 
 
-def train(dataset_dir: Path, out_dir: Path, cfg: TrainConfig,
-          log: Callable[[str], None] = print) -> ModelInfo:
-    """Train on a patient-level split of ``dataset_dir`` and write a model folder to ``out_dir``."""
+def _optimizer(network: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    params, lr, wd = network.parameters(), cfg.learning_rate, cfg.weight_decay
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=wd)
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=wd)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=wd)
+    raise ValueError(f"unknown optimizer '{cfg.optimizer}' (adamw, adam, sgd)")
+
+
+def _loss_function(cfg: TrainConfig) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    dice = DiceLoss(sigmoid=True)
+    if cfg.loss == "dice":
+        return dice
+    if cfg.loss == "bce_dice":
+        return lambda logits, target: F.binary_cross_entropy_with_logits(logits, target) + dice(logits, target)
+    raise ValueError(f"unknown loss '{cfg.loss}' (bce_dice, dice)")
+
+
+def _split(dataset_dir: Path, cfg: TrainConfig) -> Tuple[List[Sample], List[Sample]]:
+    """Training and validation samples: a dataset store's own split, or a patient split of images/ + masks/."""
+    if (Path(dataset_dir) / "datalist.json").is_file():
+        from .dataset import LabelledDataset
+
+        store = LabelledDataset(dataset_dir)
+        return store.samples("training")[: cfg.max_images], store.samples("validation")
+    return split_by_patient(list_samples(dataset_dir)[: cfg.max_images], cfg.val_fraction, cfg.seed)
+
+
+def _build_network(cfg: TrainConfig, device: str) -> torch.nn.Module:
+    if cfg.init_weights:
+        network, info = load_network(Path(cfg.init_weights), device)
+        if info.architecture != cfg.architecture:
+            raise ValueError(f"--init-weights is a '{info.architecture}' model, not '{cfg.architecture}'")
+        return network
+    return build_model(cfg.architecture, **cfg.arch_kwargs).to(device)
+
+
+class _Epochs:
+    """Learning-rate schedule, best-weights bookkeeping and early stopping."""
+
+    def __init__(self, cfg: TrainConfig, optimizer: torch.optim.Optimizer):
+        self.cfg, self.optimizer = cfg, optimizer
+        self.best_dice, self.best_state, self.stale = -1.0, None, 0
+        self.plateau = (torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=0.5, patience=2)
+                        if cfg.scheduler == "plateau" else None)
+        if cfg.scheduler not in ("cosine", "plateau"):
+            raise ValueError(f"unknown scheduler '{cfg.scheduler}' (cosine, plateau)")
+
+    def start(self, epoch: int) -> None:
+        if self.plateau is None:
+            for group in self.optimizer.param_groups:
+                group["lr"] = _learning_rate(epoch, self.cfg)
+        elif epoch < self.cfg.warmup_epochs:
+            for group in self.optimizer.param_groups:
+                group["lr"] = self.cfg.learning_rate * (epoch + 1) / self.cfg.warmup_epochs
+
+    def validated(self, dice: float, network: torch.nn.Module) -> bool:
+        """Record a validation Dice; True when training should stop early."""
+        if self.plateau is not None:
+            self.plateau.step(dice)
+        if dice > self.best_dice:
+            self.best_dice, self.stale = dice, 0
+            if self.cfg.keep_best:
+                self.best_state = copy.deepcopy(network.state_dict())
+        else:
+            self.stale += 1
+        return 0 < self.cfg.early_stopping <= self.stale
+
+
+def _train_epoch(network, averaged, optimizer, loss_fn, images, masks, cfg: TrainConfig, device: str) -> float:
+    network.train()
+    losses = []
+    for batch in torch.randperm(len(images), device=device).split(cfg.batch_size):
+        if len(batch) < 2:  # batch norm needs two samples
+            continue
+        x, y = augment(images[batch], masks[batch], cfg.augment)
+        with torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16, enabled=device != "cpu"):
+            logits = network(zscore(x)).float()
+        loss = loss_fn(logits, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        averaged.update_parameters(network)
+        losses.append(loss.item())
+    return float(np.mean(losses))
+
+
+def train(dataset_dir: Path, out_dir: Path, cfg: TrainConfig, log: Callable[[str], None] = print,
+          stop: Optional[Callable[[], bool]] = None) -> ModelInfo:
+    """Train on ``dataset_dir`` (a dataset store, or images/ + masks/ split by patient) and write a
+    model folder to ``out_dir``. ``stop()`` returning True ends training after the current epoch."""
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
-    samples = list_samples(dataset_dir)[: cfg.max_images]
-    train_samples, val_samples = split_by_patient(samples, cfg.val_fraction, cfg.seed)
+    train_samples, val_samples = _split(Path(dataset_dir), cfg)
+    if not train_samples:
+        raise ValueError(f"{dataset_dir}: no training samples")
     log(f"{len(train_samples)} training images, {len(val_samples)} validation images "
         f"({len({s.patient for s in val_samples})} held-out patients)")
     images, masks = (t.to(device) for t in _load_tensors(train_samples, cfg.input_size))
-
     info = ModelInfo(name=cfg.name, architecture=cfg.architecture, version=cfg.version,
                      arch_kwargs=cfg.arch_kwargs, input_size=tuple(cfg.input_size))
-    if cfg.init_weights:
-        network, _ = load_network(Path(cfg.init_weights), device)
-    else:
-        network = build_model(cfg.architecture, **cfg.arch_kwargs).to(device)
+    network = _build_network(cfg, device)
     averaged = _weight_average(network, cfg.ema_decay)
-    optimizer = torch.optim.AdamW(network.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-    dice_loss = DiceLoss(sigmoid=True)
+    optimizer, loss_fn = _optimizer(network, cfg), _loss_function(cfg)
+    epochs = _Epochs(cfg, optimizer)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    history: List[Dict[str, Any]] = []
+    logger = _TrainingLogger(out_dir, log)
     start = time.time()
     for epoch in range(cfg.epochs):
-        network.train()
-        for group in optimizer.param_groups:
-            group["lr"] = _learning_rate(epoch, cfg)
-        losses = []
-        for batch in torch.randperm(len(images), device=device).split(cfg.batch_size):
-            if len(batch) < 2:  # batch norm needs two samples
-                continue
-            x, y = augment(images[batch], masks[batch], cfg.augment)
-            with torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16, enabled=device != "cpu"):
-                logits = network(zscore(x)).float()
-            loss = F.binary_cross_entropy_with_logits(logits, y) + dice_loss(logits, y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            averaged.update_parameters(network)
-            losses.append(loss.item())
-        row = {"epoch": epoch + 1, "loss": float(np.mean(losses)), "lr": optimizer.param_groups[0]["lr"],
+        epochs.start(epoch)
+        loss = _train_epoch(network, averaged, optimizer, loss_fn, images, masks, cfg, device)
+        row = {"epoch": epoch + 1, "loss": loss, "lr": optimizer.param_groups[0]["lr"],
                "seconds": round(time.time() - start, 1)}
-        if val_samples and ((epoch + 1) % cfg.val_every == 0 or epoch + 1 == cfg.epochs):
+        last = epoch + 1 == cfg.epochs or bool(stop and stop())
+        early = False
+        if val_samples and ((epoch + 1) % cfg.val_every == 0 or last):
             row.update(validate(Segmenter.from_network(averaged.module, info, device), val_samples, cfg.spacing_mm))
-        history.append(row)
-        log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
+            early = epochs.validated(row["dice_mean"], averaged.module)
+        logger.epoch(row)
+        if last or early:
+            break
 
-    info.metrics = {k: v for k, v in history[-1].items() if k not in ("loss", "lr", "seconds", "epoch")}
+    if epochs.best_state is not None:
+        averaged.module.load_state_dict(epochs.best_state)
+    info.metrics = logger.final_metrics(best=epochs.best_state is not None)
     info.training = {
         "dataset": str(dataset_dir), "n_train_images": len(train_samples), "n_val_images": len(val_samples),
-        "val_patients": sorted({s.patient for s in val_samples}), "epochs": cfg.epochs,
+        "val_patients": sorted({s.patient for s in val_samples}), "epochs": len(logger.history),
         "seconds": round(time.time() - start, 1), "device": device, "parameters": count_parameters(network),
         "package_version": __version__, "config": {k: v for k, v in asdict(cfg).items() if k != "device"},
     }
     save_model(out_dir, averaged.module.cpu(), info)
-    _write_history(out_dir / "training_log.csv", history)
+    logger.close()
     return info
 
 
-def _write_history(path: Path, history: List[Dict[str, Any]]) -> None:
-    columns = list(dict.fromkeys(k for row in history for k in row))
-    with open(path, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(history)
+class _TrainingLogger:
+    """Per-epoch rows to the log callback, training_log.csv (rewritten each epoch, so a GUI
+    can follow it), TensorBoard when installed, and learning_curve.png at the end."""
+
+    def __init__(self, out_dir: Path, log: Callable[[str], None]):
+        self.out_dir, self.log, self.history = out_dir, log, []
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.board = SummaryWriter(str(out_dir / "tensorboard"))
+        except ImportError:
+            self.board = None
+
+    def epoch(self, row: Dict[str, Any]) -> None:
+        self.history.append(row)
+        self.log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
+        columns = list(dict.fromkeys(k for r in self.history for k in r))
+        with open(self.out_dir / "training_log.csv", "w", newline="", encoding="utf-8") as handle:
+            writer = csv.DictWriter(handle, fieldnames=columns)
+            writer.writeheader()
+            writer.writerows(self.history)
+        if self.board is not None:
+            for key, value in row.items():
+                if key != "epoch" and isinstance(value, (int, float)):
+                    self.board.add_scalar(key, value, row["epoch"])
+
+    def final_metrics(self, best: bool) -> Dict[str, Any]:
+        validated = [r for r in self.history if "dice_mean" in r]
+        if not validated:
+            return {}
+        row = max(validated, key=lambda r: r["dice_mean"]) if best else validated[-1]
+        return {k: v for k, v in row.items() if k not in ("loss", "lr", "seconds")}
+
+    def close(self) -> None:
+        if self.board is not None:
+            self.board.close()
+        plot_learning_curve(self.history, self.out_dir / "learning_curve.png")
+
+
+def plot_learning_curve(history: Sequence[Dict[str, Any]], path: Path) -> None:
+    """Training loss and validation Dice per epoch."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, loss_axis = plt.subplots(figsize=(7, 4))
+    loss_axis.plot([r["epoch"] for r in history], [r["loss"] for r in history], color="tab:blue")
+    loss_axis.set_xlabel("epoch")
+    loss_axis.set_ylabel("training loss", color="tab:blue")
+    validated = [r for r in history if "dice_mean" in r]
+    if validated:
+        dice_axis = loss_axis.twinx()
+        dice_axis.plot([r["epoch"] for r in validated], [r["dice_mean"] for r in validated], "o-", color="tab:red")
+        dice_axis.set_ylabel("validation Dice (mean)", color="tab:red")
+        dice_axis.set_ylim(0, 1)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
 
 
 def config_from_json(path: Optional[Path], **overrides: Any) -> TrainConfig:

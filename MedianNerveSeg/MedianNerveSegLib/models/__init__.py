@@ -13,6 +13,8 @@ import math
 import torch
 
 from .monai_nets import UNetPlusPlus, attention_unet, basic_unet, monai_unet
+from .multiresunet import MultiResUNet
+from .sa_unet import ScaleAttentionalUNet
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,10 @@ MODEL_REGISTRY: Dict[str, ModelSpec] = {
         ModelSpec("basic_unet", basic_unet,
                   {"features": [32, 32, 64, 128, 256, 32], "dropout": 0.0},
                   "MONAI BasicUNet: the classic U-Net of Ronneberger et al., 2015"),
+        ModelSpec("sa_unet", ScaleAttentionalUNet, {"features": [32, 64, 128, 256, 512], "num_scales": 4},
+                  "Scale-attentional U-Net (Kim et al., 2022), 491K parameters in the paper"),
+        ModelSpec("multiresunet", MultiResUNet, {"filters": 32, "alpha": 1.67},
+                  "MultiResUNet (Ibtehaz & Rahman, 2020); Kim et al. 2022 baseline"),
         ModelSpec("attention_unet", attention_unet, {"channels": [32, 64, 128, 256, 512]},
                   "Attention U-Net (Oktay et al., 2018), MONAI AttentionUnet; Kim et al. 2022 baseline"),
         ModelSpec("unetpp", UNetPlusPlus, {"features": [32, 32, 64, 128, 256, 32]},
