@@ -145,15 +145,41 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from .train import config_from_json, train
 
-    cfg = config_from_json(args.config, architecture=args.architecture, epochs=args.epochs,
-                           batch_size=args.batch_size, learning_rate=args.lr, device=args.device,
-                           input_size=tuple(args.input_size) if args.input_size else None,
-                           max_images=args.max_images, init_weights=args.init_weights,
-                           name=args.name, seed=args.seed, spacing_mm=args.spacing)
-    info = train(Path(args.dataset), Path(args.out), cfg)
+    overrides = dict(architecture=args.architecture, epochs=args.epochs, batch_size=args.batch_size,
+                     learning_rate=args.lr, device=args.device,
+                     input_size=list(args.input_size) if args.input_size else None, max_images=args.max_images,
+                     init_weights=args.init_weights, name=args.name, seed=args.seed, spacing_mm=args.spacing)
+    if args.bundle:
+        out = Path(args.out or Path(args.bundle) / "models")
+        info = _train_bundle(Path(args.bundle), Path(args.dataset), out, overrides)
+    else:
+        if not args.out:
+            raise ValueError("--out is required without --bundle")
+        out = Path(args.out)
+        info = train(Path(args.dataset), out, config_from_json(args.config, **overrides))
     print(json.dumps(info.metrics, indent=2))
-    print(f"model written to {args.out}; use it with: median-nerve-seg segment IMAGE --model {args.out}")
+    print(f"model written to {out}; use it with: median-nerve-seg segment IMAGE --model {out}")
     return 0
+
+
+def _train_bundle(bundle: Path, dataset: Path, out: Path, overrides: Dict[str, Any]):
+    """Run a bundle's configs/train.json with the command line's overrides."""
+    from monai.bundle import ConfigParser
+
+    config_file = bundle / "configs" / "train.json"
+    if not config_file.is_file():
+        raise FileNotFoundError(f"{bundle}: not a bundle (no configs/train.json)")
+    parser = ConfigParser()
+    parser.read_config(str(config_file))
+    parser["bundle_root"], parser["dataset_dir"], parser["output_dir"] = str(bundle), str(dataset), str(out)
+    top_level = {key: overrides.pop(key) for key in ("epochs", "device", "input_size", "init_weights")}
+    for key, value in top_level.items():
+        if value is not None:
+            parser[key] = value
+    for key, value in overrides.items():
+        if value is not None:
+            parser[f"train_config#{key}"] = value
+    return parser.get_parsed_content("run")
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -169,6 +195,18 @@ def cmd_models(args: argparse.Namespace) -> int:
         dice = info.metrics.get("dice_mean")
         print(f"  {folder.name:<14} {info.architecture} v{info.version}"
               + (f"  val DSC {dice:.3f}" if dice is not None else "") + f"  ({folder})")
+    return 0
+
+
+def cmd_benchmark(args: argparse.Namespace) -> int:
+    from .benchmark import run_benchmark
+    from .train import config_from_json
+
+    base = config_from_json(args.config, epochs=args.epochs, time_budget_s=args.time_budget, device=args.device,
+                            input_size=tuple(args.input_size) if args.input_size else None,
+                            max_images=args.max_images, seed=args.seed, val_every=10 ** 6)  # last epoch only
+    run_benchmark(Path(args.dataset), Path(args.out), base, args.models, cpu_timing=not args.no_cpu_timing)
+    print((Path(args.out) / "benchmark.md").read_text())
     return 0
 
 
@@ -224,7 +262,9 @@ def build_parser() -> argparse.ArgumentParser:
                          description="Patient-level split (PzNNN prefix), augmentation, BCE+Dice, AdamW with "
                                      "cosine schedule; writes a model folder usable with segment --model.")
     tra.add_argument("--dataset", required=True, help="folder with images/ and masks/ of the same stems")
-    tra.add_argument("--out", required=True, help="model folder to write")
+    tra.add_argument("--out", default=None, help="model folder to write (default with --bundle: BUNDLE/models)")
+    tra.add_argument("--bundle", default=None, help="train with a MONAI bundle's configs/train.json "
+                                                    "(training/<model>); the options below override it")
     tra.add_argument("--config", default=None, help="JSON file of TrainConfig fields (options below override it)")
     tra.add_argument("--architecture", default=None, help="registry architecture (see `models`)")
     tra.add_argument("--epochs", type=int, default=None, help="training epochs (default 200)")
@@ -239,6 +279,23 @@ def build_parser() -> argparse.ArgumentParser:
     tra.add_argument("--spacing", type=float, default=None, help="dataset pixel spacing in mm (default 0.062)")
     tra.add_argument("--device", default=None, help="cpu (default) or cuda")
     tra.set_defaults(func=cmd_train)
+
+    ben = sub.add_parser("benchmark", help="train every architecture under one budget and compare them",
+                         description="Trains each registry architecture on the same patient split (skipping those "
+                                     "with OUT/<model>/result.json), evaluates the held-out patients with the "
+                                     "papers' metrics, times each on this CPU and writes benchmark.md/json.")
+    ben.add_argument("--dataset", required=True, help="images/ + masks/ folder or a dataset store")
+    ben.add_argument("--out", required=True, help="output folder (one model folder per architecture)")
+    ben.add_argument("--models", nargs="+", default=None, help="architectures (default: all)")
+    ben.add_argument("--config", default=None, help="JSON of TrainConfig fields shared by every model")
+    ben.add_argument("--epochs", type=int, default=None, help="epochs per model (default 200)")
+    ben.add_argument("--time-budget", type=float, default=None, help="seconds of training per model")
+    ben.add_argument("--input-size", type=int, nargs=2, default=None, metavar=("H", "W"))
+    ben.add_argument("--max-images", type=int, default=None, help="use only the first N pairs (smoke runs)")
+    ben.add_argument("--seed", type=int, default=None, help="seed of the patient split")
+    ben.add_argument("--device", default=None, help="cpu (default) or cuda")
+    ben.add_argument("--no-cpu-timing", action="store_true", help="skip the CPU ms/frame column (GPU machines)")
+    ben.set_defaults(func=cmd_benchmark)
 
     spd = sub.add_parser("benchmark-speed", help="parameters, MFLOPs and ms/frame of each architecture",
                          description="Times each registry architecture on a 468 x 606 frame (batch 1 and 8) "

@@ -11,7 +11,7 @@ import csv
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -44,7 +44,9 @@ class TrainConfig:
     optimizer: str = "adamw"  # adamw | adam | sgd (momentum 0.9)
     learning_rate: float = 2e-3
     weight_decay: float = 1e-4
-    scheduler: str = "cosine"  # cosine (with warm-up) | plateau (halve on a validation-Dice plateau)
+    scheduler: str = "cosine"  # cosine (with warm-up) | plateau (on a validation-Dice plateau)
+    plateau_factor: float = 0.5  # plateau: lr multiplier
+    plateau_patience: int = 2  # plateau: validations without improvement before lowering the lr
     warmup_epochs: int = 5
     loss: str = "bce_dice"  # bce_dice | dice
     ema_decay: float = 0.995  # per-step exponential moving average of the weights; 0 = off
@@ -55,6 +57,7 @@ class TrainConfig:
     val_every: int = 10
     spacing_mm: float = 0.062
     max_images: Optional[int] = None
+    time_budget_s: Optional[float] = None  # fit the schedule to this wall-clock budget (timed on epoch 1)
     init_weights: Optional[str] = None  # fine-tune from this model folder
     device: str = "cpu"
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -147,7 +150,8 @@ class _Epochs:
     def __init__(self, cfg: TrainConfig, optimizer: torch.optim.Optimizer):
         self.cfg, self.optimizer = cfg, optimizer
         self.best_dice, self.best_state, self.stale = -1.0, None, 0
-        self.plateau = (torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=0.5, patience=2)
+        self.plateau = (torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=cfg.plateau_factor,
+                                                                   patience=cfg.plateau_patience)
                         if cfg.scheduler == "plateau" else None)
         if cfg.scheduler not in ("cosine", "plateau"):
             raise ValueError(f"unknown scheduler '{cfg.scheduler}' (cosine, plateau)")
@@ -216,6 +220,10 @@ def train(dataset_dir: Path, out_dir: Path, cfg: TrainConfig, log: Callable[[str
     for epoch in range(cfg.epochs):
         epochs.start(epoch)
         loss = _train_epoch(network, averaged, optimizer, loss_fn, images, masks, cfg, device)
+        if epoch == 0 and cfg.time_budget_s:
+            cfg = replace(cfg, epochs=max(2, min(cfg.epochs, int(cfg.time_budget_s / (time.time() - start)))))
+            epochs.cfg = cfg
+            log(f"time budget {cfg.time_budget_s:.0f} s: {cfg.epochs} epochs")
         row = {"epoch": epoch + 1, "loss": loss, "lr": optimizer.param_groups[0]["lr"],
                "seconds": round(time.time() - start, 1)}
         last = epoch + 1 == cfg.epochs or bool(stop and stop())

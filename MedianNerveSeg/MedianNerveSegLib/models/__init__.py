@@ -12,9 +12,13 @@ import math
 
 import torch
 
+from .dbunet import DoubleUNet
+from .dlunet import DoubleLightweightUNet
+from .lunet import LUNet
 from .monai_nets import UNetPlusPlus, attention_unet, basic_unet, monai_unet
 from .multiresunet import MultiResUNet
 from .sa_unet import ScaleAttentionalUNet
+from .unet import UNet
 
 
 @dataclass(frozen=True)
@@ -31,11 +35,19 @@ MODEL_REGISTRY: Dict[str, ModelSpec] = {
     spec.name: spec
     for spec in (
         ModelSpec("monai_unet", monai_unet,
-                  {"channels": [16, 32, 64, 128, 256], "num_res_units": 2, "dropout": 0.0},
+                  {"channels": [24, 48, 96, 192, 384], "num_res_units": 2, "dropout": 0.0},
                   "MONAI UNet with residual units (Kerfoot et al., 2018)"),
         ModelSpec("basic_unet", basic_unet,
                   {"features": [32, 32, 64, 128, 256, 32], "dropout": 0.0},
                   "MONAI BasicUNet: the classic U-Net of Ronneberger et al., 2015"),
+        ModelSpec("unet", UNet, {"features": [32, 64, 128, 256, 512]},
+                  "U-Net (Ronneberger et al., 2015) as in DL-UNet (Melnic et al.), 7.86M parameters in the paper"),
+        ModelSpec("lunet", LUNet, {"features": [32, 64, 128, 256]},
+                  "Lightweight U-Net (DeepNerve, Horng et al., 2020), 1.95M parameters in DL-UNet"),
+        ModelSpec("dbunet", DoubleUNet, {},
+                  "Double U-Net (Jha et al., 2020), random init (VGG-19 weights optional), 29.3M in DL-UNet"),
+        ModelSpec("dlunet", DoubleLightweightUNet, {"encoder": "vgg19"},
+                  "Double Lightweight U-Net (DL-UNet, Melnic et al.), 14.77M parameters in the paper"),
         ModelSpec("sa_unet", ScaleAttentionalUNet, {"features": [32, 64, 128, 256, 512], "num_scales": 4},
                   "Scale-attentional U-Net (Kim et al., 2022), 491K parameters in the paper"),
         ModelSpec("multiresunet", MultiResUNet, {"filters": 32, "alpha": 1.67},

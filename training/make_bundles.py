@@ -1,0 +1,183 @@
+"""Writes one MONAI bundle per registry architecture into training/<model>/.
+
+    .venv/bin/python training/make_bundles.py
+
+The bundles only reference the core package (`MedianNerveSegLib.*` targets); rerun this
+after adding an architecture to the registry. models/ (trained weights) is left untouched.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import monai
+import numpy
+import torch
+
+from MedianNerveSegLib import __version__
+from MedianNerveSegLib.models import MODEL_REGISTRY, build_model, count_parameters
+
+HERE = Path(__file__).resolve().parent
+MELNIC = ("Melnic et al., DL-UNet: a convolutional neural network for median nerve segmentation: "
+          "100 epochs, batch 8, Adam lr 1e-3, ReduceLROnPlateau (x0.1), early stopping, BCE + Dice")
+KIM = ("Kim et al. 2022, scale-attentional U-Net: batch 4, Adam lr 5e-4, Dice loss, shear augmentation")
+PROJECT = ("MedianNerveSeg recipe (shipped model): 250 epochs, batch 16, AdamW lr 1e-3 with cosine decay, "
+           "weight EMA, BCE + Dice")
+PAPER_RECIPES = {
+    MELNIC: {"epochs": 100, "batch_size": 8, "optimizer": "adam", "learning_rate": 1e-3, "scheduler": "plateau",
+             "plateau_factor": 0.1, "plateau_patience": 2, "early_stopping": 5, "val_every": 5,
+             "loss": "bce_dice", "ema_decay": 0.0},
+    KIM: {"epochs": 100, "batch_size": 4, "optimizer": "adam", "learning_rate": 5e-4, "scheduler": "cosine",
+          "loss": "dice", "ema_decay": 0.0, "val_every": 5},
+    PROJECT: {"epochs": 250, "batch_size": 16, "optimizer": "adamw", "learning_rate": 1e-3, "scheduler": "cosine",
+              "loss": "bce_dice", "ema_decay": 0.995, "val_every": 25},
+}
+RECIPE_OF = {"unet": MELNIC, "lunet": MELNIC, "dbunet": MELNIC, "dlunet": MELNIC,
+             "sa_unet": KIM, "attention_unet": KIM, "unetpp": KIM, "multiresunet": KIM}
+AUGMENT_OF = {KIM: {"shear_deg": 15.0}}
+INPUT_SIZE = [288, 384]
+
+
+def train_config(name: str) -> dict:
+    recipe = RECIPE_OF.get(name, PROJECT)
+    settings = dict(PAPER_RECIPES[recipe], augment=dict(AUGMENT_OF.get(recipe, {})))
+    return {
+        "imports": ["$from MedianNerveSegLib.train import train"],
+        "bundle_root": ".",
+        "dataset_dir": "../shared/data/median-nerve-us",
+        "output_dir": "$@bundle_root + '/models'",
+        "device": "cpu",
+        "epochs": settings.pop("epochs"),
+        "input_size": INPUT_SIZE,
+        "init_weights": None,
+        "augment": {"_target_": "MedianNerveSegLib.augment.AugmentConfig", **settings.pop("augment")},
+        "train_config": {"_target_": "MedianNerveSegLib.train.TrainConfig", "name": name, "architecture": name,
+                         "epochs": "@epochs", "input_size": "@input_size", "device": "@device",
+                         "init_weights": "@init_weights", "augment": "@augment", **settings},
+        "run": "$train(@dataset_dir, @output_dir, @train_config)",
+    }
+
+
+def inference_config() -> dict:
+    return {
+        "imports": ["$from MedianNerveSegLib.cli import main"],
+        "bundle_root": ".",
+        "input_dir": "../shared/data/median-nerve-us/images",
+        "output_dir": "$@bundle_root + '/eval/segment'",
+        "spacing_mm": "0.062",
+        "device": "cpu",
+        "run": "$main(['segment', @input_dir, '--out', @output_dir, '--model', "
+               "@bundle_root + '/models', '--spacing', @spacing_mm, '--device', @device])",
+    }
+
+
+def evaluate_config() -> dict:
+    return {
+        "imports": ["$from MedianNerveSegLib.cli import main"],
+        "bundle_root": ".",
+        "pred_dir": "$@bundle_root + '/eval/segment'",
+        "gt_dir": "../shared/data/median-nerve-us/masks",
+        "output_dir": "$@bundle_root + '/eval/metrics'",
+        "spacing_mm": "0.062",
+        "run": "$main(['evaluate', '--pred', @pred_dir, '--gt', @gt_dir, '--out', "
+               "@output_dir, '--spacing', @spacing_mm])",
+    }
+
+
+def metadata(name: str) -> dict:
+    spec = MODEL_REGISTRY[name]
+    shape = {"spatial_shape": INPUT_SIZE, "dtype": "float32", "num_channels": 1, "is_patch_data": False}
+    return {
+        "schema": "https://github.com/Project-MONAI/MONAI-extra-test-data/releases/download/0.8.1/meta_schema_20220324.json",
+        "version": "0.1.0",
+        "changelog": {"0.1.0": "first bundle, from the MedianNerveSeg architecture registry"},
+        "monai_version": monai.__version__,
+        "pytorch_version": torch.__version__.split("+")[0],
+        "numpy_version": numpy.__version__,
+        "required_packages_version": {"median-nerve-seg": __version__},
+        "name": f"Median nerve segmentation: {name}",
+        "task": "Median nerve segmentation in transverse wrist ultrasound",
+        "description": f"{spec.reference}. {count_parameters(build_model(name)):,} parameters.",
+        "authors": "MedianNerveSeg developers",
+        "copyright": "Copyright (c) MedianNerveSeg developers",
+        "data_source": "Jesi median nerve ultrasound dataset (SasageyoOrg/cvdl-deep-mn, GPL-3.0)",
+        "data_type": "png",
+        "intended_use": "Research; pre-segmentation to be checked and corrected by an expert",
+        "references": [spec.reference, RECIPE_OF.get(name, PROJECT)],
+        "network_data_format": {
+            "inputs": {"image": {"type": "image", "format": "magnitude", "modality": "US",
+                                 "value_range": ["z-score per image"], "channel_def": {"0": "image"}, **shape}},
+            "outputs": {"pred": {"type": "image", "format": "segmentation", "value_range": [0, 1],
+                                 "channel_def": {"0": "median nerve (logit)"}, **shape}},
+        },
+    }
+
+
+LOGGING_CONF = """[loggers]
+keys=root
+
+[handlers]
+keys=consoleHandler
+
+[formatters]
+keys=fullFormatter
+
+[logger_root]
+level=INFO
+handlers=consoleHandler
+
+[handler_consoleHandler]
+class=StreamHandler
+level=INFO
+formatter=fullFormatter
+args=(sys.stdout,)
+
+[formatter_fullFormatter]
+format=%(asctime)s - %(name)s - %(levelname)s - %(message)s
+"""
+
+
+def readme(name: str) -> str:
+    spec = MODEL_REGISTRY[name]
+    return f"""# {name}: median nerve segmentation bundle
+
+{spec.reference}. Recipe: {RECIPE_OF.get(name, PROJECT)}.
+
+Train (from the repository root; `--dataset_dir` may be a folder with images/ + masks/,
+split by patient, or a MedianNerveSeg dataset store, whose own split is used):
+
+    python -m monai.bundle run --config_file training/{name}/configs/train.json \\
+        --bundle_root training/{name} --dataset_dir ../shared/data/median-nerve-us --device cuda
+
+or `median-nerve-seg train --bundle training/{name} --dataset DIR`. Fine-tune with
+`--init_weights MODEL_DIR`. Training writes models/model.pt, models/model.json,
+models/training_log.csv and models/learning_curve.png.
+
+Segment and evaluate with the trained weights:
+
+    python -m monai.bundle run --config_file training/{name}/configs/inference.json --bundle_root training/{name}
+    python -m monai.bundle run --config_file training/{name}/configs/evaluate.json --bundle_root training/{name}
+
+`median-nerve-seg segment IMAGE --model training/{name}/models` uses the same weights.
+Parsing a bundle config runs code: use bundles you trust.
+"""
+
+
+def write_bundle(name: str) -> None:
+    folder = HERE / name
+    (folder / "configs").mkdir(parents=True, exist_ok=True)
+    (folder / "docs").mkdir(exist_ok=True)
+    for file_name, content in (("train.json", train_config(name)), ("inference.json", inference_config()),
+                               ("evaluate.json", evaluate_config()), ("metadata.json", metadata(name))):
+        (folder / "configs" / file_name).write_text(json.dumps(content, indent=2) + "\n")
+    (folder / "configs" / "logging.conf").write_text(LOGGING_CONF)
+    (folder / "docs" / "README.md").write_text(readme(name))
+    (folder / "LICENSE").write_text("Apache License 2.0: see the MedianNerveSeg repository's licence. "
+                                    "Weights trained on GPL-3.0 data carry that data's terms.\n")
+
+
+if __name__ == "__main__":
+    for model_name in sorted(MODEL_REGISTRY):
+        write_bundle(model_name)
+        print(f"wrote training/{model_name}")
