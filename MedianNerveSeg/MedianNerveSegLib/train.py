@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from monai.losses import DiceLoss
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.optim.swa_utils import AveragedModel
 
 from . import __version__
 from .augment import AugmentConfig, augment, zscore
@@ -76,8 +76,16 @@ def _load_tensors(samples: Sequence[Sample], size: Sequence[int]) -> Tuple[torch
 
 
 def _weight_average(network: torch.nn.Module, decay: float) -> AveragedModel:
-    """EMA of weights and batch-norm statistics (decay 0: a plain copy of the latest weights)."""
-    return AveragedModel(network, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+    """EMA of weights and batch-norm statistics (decay 0: a plain copy of the latest weights).
+
+    The decay warms up as (1 + n) / (10 + n) after n updates, so a short run (a time budget,
+    a quick fine-tune) is not left holding mostly its initial weights.
+    """
+    def average(averaged: torch.Tensor, current: torch.Tensor, updates: torch.Tensor) -> torch.Tensor:
+        rate = min(decay, (1.0 + float(updates)) / (10.0 + float(updates)))
+        return rate * averaged + (1.0 - rate) * current
+
+    return AveragedModel(network, avg_fn=average, use_buffers=True)
 
 
 def _learning_rate(epoch: float, cfg: TrainConfig) -> float:

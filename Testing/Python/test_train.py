@@ -1,0 +1,54 @@
+"""Training options on real data at a tiny size: EMA, budget, stop, early stopping, plateau."""
+
+import csv
+import json
+
+import pytest
+import torch
+
+from MedianNerveSegLib.train import TrainConfig, _weight_average, train
+
+TINY = dict(input_size=(32, 48), batch_size=4, max_images=10, architecture="lunet",
+            arch_kwargs={"features": [8, 16, 32, 64]})
+
+
+def test_weight_average_follows_a_short_run():
+    network = torch.nn.Linear(3, 1)
+    averaged = _weight_average(network, decay=0.995)
+    for _ in range(20):
+        with torch.no_grad():
+            network.weight.add_(1.0)
+        averaged.update_parameters(network)
+    # a fixed 0.995 decay would still sit ~19 below the latest weights after 20 updates
+    assert torch.allclose(averaged.module.weight, network.weight, atol=3.0)
+
+
+def test_stop_callback_ends_training_and_still_saves(dataset_dir, tmp_path):
+    calls = []
+    info = train(dataset_dir, tmp_path, TrainConfig(epochs=50, **TINY), log=lambda _: None,
+                 stop=lambda: calls.append(1) or len(calls) >= 2)
+    assert info.training["epochs"] == 2
+    assert "dice_mean" in info.metrics and (tmp_path / "model.pt").is_file()
+
+
+def test_time_budget_sets_the_number_of_epochs(dataset_dir, tmp_path):
+    info = train(dataset_dir, tmp_path, TrainConfig(epochs=500, time_budget_s=0.001, **TINY), log=lambda _: None)
+    assert info.training["epochs"] == 2
+
+
+def test_early_stopping_and_plateau_schedule(dataset_dir, tmp_path):
+    cfg = TrainConfig(epochs=40, val_every=1, early_stopping=2, scheduler="plateau", plateau_patience=0,
+                      plateau_factor=0.5, learning_rate=1e-6, warmup_epochs=0, keep_best=True, **TINY)
+    info = train(dataset_dir, tmp_path, cfg, log=lambda _: None)
+    assert info.training["epochs"] < 40
+    with open(tmp_path / "training_log.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert float(rows[-1]["lr"]) < 1e-6  # the plateau lowered the learning rate
+    saved = json.loads((tmp_path / "model.json").read_text())
+    assert saved["metrics"]["dice_mean"] == pytest.approx(max(float(r["dice_mean"]) for r in rows))
+
+
+def test_bad_options_are_named(dataset_dir, tmp_path):
+    for bad in ({"optimizer": "rmsprop"}, {"loss": "focal"}, {"scheduler": "step"}):
+        with pytest.raises(ValueError, match=list(bad.values())[0]):
+            train(dataset_dir, tmp_path, TrainConfig(epochs=1, **{**TINY, **bad}), log=lambda _: None)
