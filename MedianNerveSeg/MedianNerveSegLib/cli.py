@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 from . import __version__
+from .cli_dataset import add_dataset_parser
 
 SEGMENT_COLUMNS = ["image", "frame", "found", "confidence", "area_mm2", "area_px", "perimeter_mm",
                    "circularity", "flattening_ratio", "n_components", "spacing_mm", "spacing_source",
@@ -306,6 +307,8 @@ def build_parser() -> argparse.ArgumentParser:
     spd.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     spd.add_argument("--repeats", type=int, default=5, help="timed passes per measurement (default 5)")
     spd.set_defaults(func=cmd_benchmark_speed)
+
+    add_dataset_parser(sub)
 
     mod = sub.add_parser("models", help="list architectures and installed models")
     mod.set_defaults(func=cmd_models)
