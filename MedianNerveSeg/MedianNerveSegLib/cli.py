@@ -185,7 +185,7 @@ def _train_bundle(bundle: Path, dataset: Path, out: Path, overrides: Dict[str, A
 
 def cmd_models(args: argparse.Namespace) -> int:
     from .models import MODEL_REGISTRY, build_model, count_parameters
-    from .zoo import installed_models, load_info
+    from .zoo import installed_models, load_info, model_name
 
     print("architectures:")
     for name, spec in sorted(MODEL_REGISTRY.items()):
@@ -194,7 +194,7 @@ def cmd_models(args: argparse.Namespace) -> int:
     for folder in installed_models():
         info = load_info(folder)
         dice = info.metrics.get("dice_mean")
-        print(f"  {folder.name:<14} {info.architecture} v{info.version}"
+        print(f"  {model_name(folder):<14} {info.architecture} v{info.version}"
               + (f"  val DSC {dice:.3f}" if dice is not None else "") + f"  ({folder})")
     return 0
 

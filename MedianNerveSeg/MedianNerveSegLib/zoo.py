@@ -1,7 +1,8 @@
 """Installed models: a model is a folder with model.json (preprocessing, version) and model.pt.
 
-Names resolve to the models shipped in this package (pretrained/) or to the user's model
-folder (``$MEDIAN_NERVE_SEG_MODELS``, default ``~/.median-nerve-seg/models``).
+Names resolve to the models shipped in this package (pretrained/), to the user's model
+folder (``$MEDIAN_NERVE_SEG_MODELS``, default ``~/.median-nerve-seg/models``), or, in a
+repository checkout, to a trained bundle (training/<name>/models, named <name>).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ MODEL_JSON = "model.json"
 WEIGHTS = "model.pt"
 DEFAULT_MODEL = "median_nerve_unet"
 PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
+BUNDLES_DIR = Path(__file__).resolve().parents[2] / "training"  # in a repository checkout
 
 
 @dataclass
@@ -52,9 +54,16 @@ def user_models_dir() -> Path:
 
 
 def installed_models() -> List[Path]:
-    """Every model folder found in pretrained/ and the user's model folder."""
+    """Every model folder found in pretrained/, the user's model folder and trained bundles."""
     roots = [PRETRAINED_DIR, user_models_dir()]
-    return sorted(p for root in roots if root.is_dir() for p in root.iterdir() if (p / MODEL_JSON).is_file())
+    folders = [p for root in roots if root.is_dir() for p in root.iterdir() if (p / MODEL_JSON).is_file()]
+    bundles = sorted(BUNDLES_DIR.glob(f"*/models/{MODEL_JSON}")) if BUNDLES_DIR.is_dir() else []
+    return sorted(folders) + [p.parent for p in bundles]
+
+
+def model_name(folder: Path) -> str:
+    """The name a model folder is selected by: its folder name, or its bundle's name."""
+    return folder.parent.name if folder.name == "models" else folder.name
 
 
 def resolve_model(name_or_path: Optional[Union[str, Path]] = None) -> Path:
@@ -64,9 +73,9 @@ def resolve_model(name_or_path: Optional[Union[str, Path]] = None) -> Path:
     if (path / MODEL_JSON).is_file():
         return path
     for folder in installed_models():
-        if folder.name == name:
+        if model_name(folder) == name:
             return folder
-    names = ", ".join(p.name for p in installed_models()) or "none"
+    names = ", ".join(model_name(p) for p in installed_models()) or "none"
     raise FileNotFoundError(f"model '{name}' not found: not a folder with {MODEL_JSON}, "
                             f"nor an installed model (installed: {names})")
 

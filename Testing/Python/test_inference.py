@@ -86,3 +86,14 @@ def test_unknown_model_and_missing_cuda_are_clear_errors():
     if not torch.cuda.is_available():
         with pytest.raises(RuntimeError, match="no CUDA GPU"):
             resolve_device("cuda")
+
+
+def test_a_trained_bundle_is_selected_by_its_name(tmp_path, monkeypatch):
+    import MedianNerveSegLib.zoo as zoo
+
+    network = build_model("monai_unet", channels=[8, 16, 32, 64, 128])
+    save_model(tmp_path / "lunet_bundle" / "models", network,
+               ModelInfo(name="x", architecture="monai_unet", arch_kwargs={"channels": [8, 16, 32, 64, 128]}))
+    monkeypatch.setattr(zoo, "BUNDLES_DIR", tmp_path)
+    assert resolve_model("lunet_bundle") == tmp_path / "lunet_bundle" / "models"
+    assert Segmenter("lunet_bundle").info.architecture == "monai_unet"

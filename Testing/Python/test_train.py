@@ -52,3 +52,18 @@ def test_bad_options_are_named(dataset_dir, tmp_path):
     for bad in ({"optimizer": "rmsprop"}, {"loss": "focal"}, {"scheduler": "step"}):
         with pytest.raises(ValueError, match=list(bad.values())[0]):
             train(dataset_dir, tmp_path, TrainConfig(epochs=1, **{**TINY, **bad}), log=lambda _: None)
+
+
+def test_training_uses_a_dataset_store_and_its_split(dataset_dir, tmp_path):
+    from MedianNerveSegLib.dataset import LabelledDataset
+    from MedianNerveSegLib.data import list_samples
+
+    store = LabelledDataset.init(tmp_path / "store")
+    for sample in list_samples(dataset_dir)[:12]:
+        store.add(sample.image, sample.mask, author="test")
+    store.split(val_fraction=0.3)
+    validation_patients = {s.patient for s in store.samples("validation")}
+    info = train(tmp_path / "store", tmp_path / "model", TrainConfig(epochs=1, **{**TINY, "max_images": None}),
+                 log=lambda _: None)
+    assert set(info.training["val_patients"]) == validation_patients
+    assert info.training["n_train_images"] == len(store.samples("training"))
