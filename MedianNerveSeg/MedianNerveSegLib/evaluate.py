@@ -1,9 +1,13 @@
-"""Segmentation accuracy and CSA agreement of predicted nerve masks against ground truth.
+"""Segmentation accuracy, detection and CSA agreement of predicted nerve masks against ground truth.
 
 Overlap: dice, iou, precision, recall. Boundary: symmetric Hausdorff distance and its 95th
-percentile (MONAI's edge surface distances, anisotropic spacing honoured). CSA agreement:
-ICC(3,1) with its 95% CI, mean absolute error and Bland-Altman bias and limits of agreement.
-With unknown spacing every "mm" value is in pixels and the summary says ``"units": "px"``.
+percentile (MONAI's edge surface distances, anisotropic spacing honoured). Pixel-wise ROC AUC
+of a probability map (MONAI's ``compute_roc_auc``). Detection as in Di Cosmo et al. 2021 and
+Smerilli et al. 2022: TP/FP/FN per image, precision, recall and AP ranked by confidence.
+CSA agreement: ICC(3,1) with its 95% CI, mean absolute error and Bland-Altman bias and limits
+of agreement. With unknown spacing every "mm" value is in pixels and the summary says
+``"units": "px"``. :func:`evaluate_folders` also writes a paper-style ``report.md`` and
+Bland-Altman and scatter plots of the CSA.
 """
 
 from __future__ import annotations
@@ -12,12 +16,15 @@ import csv
 import json
 import math
 import warnings
+from collections import Counter
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
+from monai.metrics import compute_roc_auc
 from monai.metrics.utils import get_edge_surface_distance
+from PIL import Image
 from scipy import stats
 
 from .io import read_mask
@@ -25,8 +32,24 @@ from .measure import Spacing, as_binary, as_spacing
 
 NAN = float("nan")
 
-ROW_KEYS = ["image", "dice", "iou", "precision", "recall", "hd95_mm", "hd_mm", "area_pred_px", "area_gt_px",
-            "csa_pred_mm2", "csa_gt_mm2", "csa_error_mm2", "units"]
+ROW_KEYS = ["image", "dice", "iou", "precision", "recall", "hd95_mm", "hd_mm", "hd95_px", "hd_px", "auc",
+            "area_pred_px", "area_gt_px", "csa_pred_mm2", "csa_gt_mm2", "csa_error_mm2", "bbox_pred", "bbox_gt",
+            "box_iou", "confidence", "detection", "units"]
+NUMERIC_KEYS = [k for k in ROW_KEYS if k not in ("image", "bbox_pred", "bbox_gt", "detection", "units")]
+# Described in the summary by mean, SD, median, q1 and q3: (row key, name in the summary keys, unit suffix).
+DESCRIBED = [("dice", "dice", ""), ("iou", "iou", ""), ("precision", "precision", ""), ("recall", "recall", ""),
+             ("hd_mm", "hd", "_mm"), ("hd95_mm", "hd95", "_mm"), ("auc", "auc", "")]
+
+# Detection rule of Di Cosmo et al. 2021 and Smerilli et al. 2022: "We considered a TP prediction if
+# the detected bounding box overlapped the bounding box surrounding the ground-truth segmentation for
+# at least 70% and had confidence higher than 0.98. Otherwise, the nerve detection was considered as
+# FP. We considered a FN when no bounding box was predicted at all." "Overlap" is read as the
+# intersection over union of the two boxes: the PASCAL VOC "area of overlap" criterion, which the
+# mAP they report (a Mask R-CNN detection metric) is defined with. The other reading, the fraction
+# of the ground-truth box covered, would count any box enclosing the nerve (the whole image) as a TP.
+BOX_IOU_THRESHOLD = 0.7
+CONFIDENCE_THRESHOLD = 0.98
+Box = Tuple[int, int, int, int]
 
 
 def _ratio(num: float, den: float, empty: float) -> float:
@@ -51,13 +74,62 @@ def hausdorff(pred: np.ndarray, gt: np.ndarray, spacing: Optional[Tuple[float, f
     return hd, hd95
 
 
-def segmentation_metrics(pred: np.ndarray, gt: np.ndarray, spacing_mm: Spacing = None) -> Dict[str, float]:
-    """Overlap, boundary and area metrics of one predicted mask against its ground truth.
+def roc_auc(probability: Optional[np.ndarray], gt: np.ndarray) -> float:
+    """Pixel-wise ROC AUC of a probability map against a binary mask (MONAI, ties count half).
+
+    NaN without a probability map or when the ground truth has a single class.
+    """
+    if probability is None:
+        return NAN
+    probability = np.asarray(probability, np.float64)
+    if probability.shape != gt.shape:
+        raise ValueError(f"probability {probability.shape} and ground truth {gt.shape} differ in shape")
+    if gt.all() or not gt.any():
+        return NAN
+    return float(compute_roc_auc(torch.from_numpy(probability.ravel()), torch.from_numpy(gt.ravel().astype(np.int64))))
+
+
+def bounding_box(mask: np.ndarray) -> Optional[Box]:
+    """(row0, col0, row1, col1) of the nonzero pixels, ends exclusive; None for an empty mask."""
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if rows.size == 0:
+        return None
+    return int(rows[0]), int(cols[0]), int(rows[-1]) + 1, int(cols[-1]) + 1
+
+
+def box_iou(a: Optional[Box], b: Optional[Box]) -> float:
+    """Intersection over union of two boxes (pixel areas); NaN when either is missing."""
+    if a is None or b is None:
+        return NAN
+    area = lambda box: (box[2] - box[0]) * (box[3] - box[1])  # noqa: E731
+    inter = max(0, min(a[2], b[2]) - max(a[0], b[0])) * max(0, min(a[3], b[3]) - max(a[1], b[1]))
+    return inter / (area(a) + area(b) - inter)
+
+
+def detection_outcome(pred_box: Optional[Box], gt_box: Optional[Box], confidence: Optional[float] = None,
+                      confidence_threshold: float = CONFIDENCE_THRESHOLD) -> str:
+    """"TP", "FP", "FN" or "TN" of one image by the papers' rule (see ``BOX_IOU_THRESHOLD``).
+
+    A prediction is a TP when its box has IoU >= 0.7 with the ground-truth box and its confidence
+    is above the threshold (without a confidence, a predicted mask counts as confident), else FP;
+    no prediction is a FN, or a TN when there is no nerve either.
+    """
+    if pred_box is None:
+        return "TN" if gt_box is None else "FN"
+    confident = confidence is None or confidence > confidence_threshold
+    return "TP" if confident and box_iou(pred_box, gt_box) >= BOX_IOU_THRESHOLD else "FP"
+
+
+def segmentation_metrics(pred: np.ndarray, gt: np.ndarray, spacing_mm: Spacing = None,
+                         probability: Optional[np.ndarray] = None, confidence: Optional[float] = None,
+                         confidence_threshold: float = CONFIDENCE_THRESHOLD) -> Dict[str, Any]:
+    """Overlap, boundary, area and detection metrics of one predicted mask against its ground truth.
 
     Both empty: dice, iou, precision and recall are 1. Otherwise precision is NaN when the
     prediction is empty and recall is NaN when the ground truth is empty. Hausdorff
     distances are NaN when either mask is empty; ``hd_mm`` and ``hd95_mm`` are in pixels when
-    ``spacing_mm`` is None (``hd95_px`` always is), and the CSA values are then NaN.
+    ``spacing_mm`` is None (``hd_px`` and ``hd95_px`` always are), and the CSA values are then
+    NaN. ``auc``: see :func:`roc_auc`; ``detection``: see :func:`detection_outcome`.
     """
     p, g = as_binary(pred), as_binary(gt)
     if p.shape != g.shape:
@@ -68,6 +140,7 @@ def segmentation_metrics(pred: np.ndarray, gt: np.ndarray, spacing_mm: Spacing =
     hd_px, hd95_px = hausdorff(p, g, None)
     hd, hd95 = hausdorff(p, g, spacing) if spacing else (hd_px, hd95_px)
     pixel_mm2 = spacing[0] * spacing[1] if spacing else NAN
+    box_pred, box_gt = bounding_box(p), bounding_box(g)
     return {
         "dice": _ratio(2 * tp, n_pred + n_gt, 1.0),
         "iou": _ratio(tp, n_pred + n_gt - tp, 1.0),
@@ -76,10 +149,17 @@ def segmentation_metrics(pred: np.ndarray, gt: np.ndarray, spacing_mm: Spacing =
         "hd_mm": hd,
         "hd95_mm": hd95,
         "hd95_px": hd95_px,
+        "hd_px": hd_px,
+        "auc": roc_auc(probability, g),
         "area_pred_px": float(n_pred),
         "area_gt_px": float(n_gt),
         "csa_pred_mm2": n_pred * pixel_mm2,
         "csa_gt_mm2": n_gt * pixel_mm2,
+        "bbox_pred": box_pred,
+        "bbox_gt": box_gt,
+        "box_iou": box_iou(box_pred, box_gt),
+        "confidence": NAN if confidence is None else float(confidence),
+        "detection": detection_outcome(box_pred, box_gt, confidence, confidence_threshold),
     }
 
 
@@ -135,32 +215,86 @@ def _stat(values: Sequence[float], fn) -> float:
     return float(fn(v)) if v.size else NAN
 
 
+STATS = {"mean": np.mean, "sd": _sd, "median": np.median,
+         "q1": lambda v: np.percentile(v, 25), "q3": lambda v: np.percentile(v, 75)}
+
+
+def describe(values: Sequence[float], name: str, suffix: str = "") -> Dict[str, float]:
+    """Mean, SD (ddof 1), median, q1 and q3 of the non-NaN values, keyed ``<name>_<stat><suffix>``."""
+    return {f"{name}_{stat}{suffix}": _stat(values, fn) for stat, fn in STATS.items()}
+
+
+def average_precision(confidences: Sequence[float], hits: Sequence[bool], n_positive: int) -> float:
+    """PASCAL VOC all-point interpolated AP of detections ranked by confidence (ties keep input order).
+
+    ``hits[i]``: detection i matches a ground-truth nerve; ``n_positive``: images with a nerve
+    (missed ones lower the recall reached). NaN when there is no nerve.
+    """
+    if n_positive == 0:
+        return NAN
+    hit = np.asarray(hits, bool)[np.argsort(-np.asarray(confidences, float), kind="stable")]
+    tp, fp = np.cumsum(hit), np.cumsum(~hit)
+    recall = np.concatenate([[0.0], tp / n_positive, [1.0]])
+    precision = np.concatenate([[0.0], tp / np.maximum(tp + fp, 1), [0.0]])
+    precision = np.maximum.accumulate(precision[::-1])[::-1]
+    steps = np.flatnonzero(recall[1:] != recall[:-1])
+    return float(np.sum((recall[steps + 1] - recall[steps]) * precision[steps + 1]))
+
+
+def _ranked_ap(rows: Sequence[Mapping[str, Any]]) -> Tuple[float, str]:
+    """AP at box IoU >= 0.7 over the predicted masks, and how it was (or why it was not) computed."""
+    predicted = [r for r in rows if _number(r.get("area_pred_px")) > 0]
+    confidences = [_number(r.get("confidence")) for r in predicted]
+    unranked = int(np.isnan(confidences).sum())
+    if unranked:
+        return NAN, f"not computed: {unranked} of {len(predicted)} predicted masks have no confidence to rank by"
+    hits = [_number(r.get("box_iou")) >= BOX_IOU_THRESHOLD for r in predicted]
+    n_positive = sum(_number(r.get("area_gt_px")) > 0 for r in rows)
+    return (average_precision(confidences, hits, n_positive),
+            f"VOC all-point AP (one class, so mAP = AP) at box IoU >= {BOX_IOU_THRESHOLD}, "
+            f"{len(predicted)} predictions ranked by confidence, {n_positive} nerves")
+
+
+def detection_summary(rows: Sequence[Mapping[str, Any]]) -> Dict[str, Any]:
+    """Counts of the per-image detection outcomes, precision TP/(TP+FP), recall TP/(TP+FN) and mAP."""
+    count = Counter(r.get("detection") for r in rows)
+    tp, fp, fn = count["TP"], count["FP"], count["FN"]
+    ap, note = _ranked_ap(rows)
+    return {"detection_tp": tp, "detection_fp": fp, "detection_fn": fn, "detection_tn": count["TN"],
+            "detection_precision": _ratio(tp, tp + fp, NAN), "detection_recall": _ratio(tp, tp + fn, NAN),
+            "detection_map": ap, "detection_map_note": note, "detection_box_iou_threshold": BOX_IOU_THRESHOLD}
+
+
+def _number(value: Any) -> float:
+    """float(value), NaN for None."""
+    return NAN if value is None else float(value)
+
+
 def summarize(rows: Sequence[Mapping[str, Any]], spacing_mm: Spacing = None) -> Dict[str, Any]:
     """Summary over per-image rows (keys of ``ROW_KEYS``); NaNs are left out of each statistic.
 
+    Mean, SD, median, q1 and q3 of each metric of ``DESCRIBED``, detection counts, precision,
+    recall and mAP (:func:`detection_summary`) and CSA agreement (:func:`csa_agreement`).
     With ``spacing_mm`` None the "mm" values are taken to be pixels (``"units": "px"``).
     """
     spacing = as_spacing(spacing_mm)
-    col = {key: [float(r[key]) for r in rows] for key in ROW_KEYS[1:-1]}
-    dice = np.asarray(col["dice"])
+    col = {key: np.array([_number(r.get(key)) for r in rows]) for key in NUMERIC_KEYS}
+    dice = col["dice"]
     agreement = csa_agreement(col["csa_pred_mm2"], col["csa_gt_mm2"])
-    return {
+    summary: Dict[str, Any] = {
         "n": len(rows),
         "units": "mm" if spacing else "px",
         "spacing_mm": list(spacing) if spacing else None,
         "spacing_known": spacing is not None,
-        "dice_mean": _stat(dice, np.mean),
-        "dice_sd": _stat(dice, _sd),
-        "dice_median": _stat(dice, np.median),
+    }
+    for key, name, suffix in DESCRIBED:
+        summary.update(describe(col[key], name, suffix))
+    summary.update({
         "dice_iqr": _stat(dice, stats.iqr),
-        "iou_mean": _stat(col["iou"], np.mean),
-        "precision_mean": _stat(col["precision"], np.mean),
-        "recall_mean": _stat(col["recall"], np.mean),
+        "dice_tp_mean": _stat(dice[[r.get("detection") == "TP" for r in rows]], np.mean),
         "found_rate": _stat(dice >= 0.5, np.mean),
-        "hd95_mean_mm": _stat(col["hd95_mm"], np.mean),
-        "hd95_median_mm": _stat(col["hd95_mm"], np.median),
-        "hd_mean_mm": _stat(col["hd_mm"], np.mean),
         "hd95_n_excluded": int(np.isnan(col["hd95_mm"]).sum()),
+        "auc_n": int((~np.isnan(col["auc"])).sum()),
         "csa_pred_mean_mm2": _stat(col["csa_pred_mm2"], np.mean),
         "csa_gt_mean_mm2": _stat(col["csa_gt_mm2"], np.mean),
         "csa_gt_sd_mm2": _stat(col["csa_gt_mm2"], _sd),
@@ -171,7 +305,110 @@ def summarize(rows: Sequence[Mapping[str, Any]], spacing_mm: Spacing = None) -> 
         "csa_sd_diff_mm2": agreement["sd_diff"],
         "csa_loa_low_mm2": agreement["loa_low"],
         "csa_loa_high_mm2": agreement["loa_high"],
-    }
+    })
+    summary.update(detection_summary(rows))
+    return summary
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    """A number with ``digits`` decimals, "n/a" for None or NaN."""
+    return "n/a" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
+
+
+def _described_row(label: str, summary: Mapping[str, Any], name: str, suffix: str, digits: int) -> str:
+    v = {stat: _fmt(summary.get(f"{name}_{stat}{suffix}"), digits) for stat in STATS}
+    return f"| {label} | {v['mean']} ± {v['sd']} | {v['median']} [{v['q1']}, {v['q3']}] |"
+
+
+def _report_notes(s: Mapping[str, Any]) -> List[str]:
+    threshold = s.get("detection_confidence_threshold")
+    confidence = (f"confidence > {threshold}" if threshold is not None
+                  else "no confidences given, so any predicted mask counts as confident")
+    return [
+        f"- n = {s['n']} images, {len(s.get('missing_predictions', []))} without a prediction (counted as empty); "
+        + (f"pixel spacing {s['spacing_mm'][0]:g} x {s['spacing_mm'][1]:g} mm." if s["spacing_known"]
+           else "pixel spacing unknown: distances and areas in pixels."),
+        f"- SD with ddof 1; IQR as [q1, q3]; images where a metric is undefined are left out "
+        f"(HD: {s['hd95_n_excluded']} with an empty mask; AUC: {s['auc_n']} with a probability map).",
+        f"- Detection (Di Cosmo et al. 2021, Smerilli et al. 2022): TP when the predicted box has IoU >= "
+        f"{s['detection_box_iou_threshold']} with the ground-truth box and {confidence}; FP otherwise; FN when "
+        f"nothing is predicted. TP {s['detection_tp']}, FP {s['detection_fp']}, FN {s['detection_fn']}, "
+        f"TN {s['detection_tn']}. DSC over TP images only: {_fmt(s['dice_tp_mean'])}.",
+        f"- mAP: {s['detection_map_note']}.",
+        "- ICC(3,1): two-way mixed, consistency, single measures; LoA: bias -/+ 1.96 SD of the differences.",
+    ]
+
+
+def report_markdown(summary: Mapping[str, Any]) -> str:
+    """A Markdown table of the summary laid out like the papers' tables (rows: metrics), with notes."""
+    s, unit = summary, summary["units"]
+    area = "mm^2" if unit == "mm" else "px"
+    low, high = s["csa_icc_ci"]
+    lines = ["# Median nerve segmentation: evaluation", "", "| Metric | Mean ± SD | Median [IQR] |",
+             "|---|---|---|"]
+    lines += [_described_row(label.format(unit=unit), s, name, suffix, 3 if suffix == "" else 2)
+              for label, name, suffix in (("DSC", "dice", ""), ("IoU", "iou", ""), ("Precision", "precision", ""),
+                                          ("Recall", "recall", ""), ("HD ({unit})", "hd", "_mm"),
+                                          ("HD95 ({unit})", "hd95", "_mm"), ("AUC", "auc", ""))]
+    lines += [
+        f"| CSA MAE ({area}) | {_fmt(s['csa_mae_mm2'], 2)} | – |",
+        f"| ICC(3,1) [95% CI] | {_fmt(s['csa_icc'])} [{_fmt(low)}, {_fmt(high)}] | – |",
+        f"| CSA bias [LoA] ({area}) | {_fmt(s['csa_bias_mm2'], 2)} [{_fmt(s['csa_loa_low_mm2'], 2)}, "
+        f"{_fmt(s['csa_loa_high_mm2'], 2)}] | – |",
+        f"| Detection precision | {_fmt(s['detection_precision'])} | – |",
+        f"| Detection recall | {_fmt(s['detection_recall'])} | – |",
+        f"| Detection mAP | {_fmt(s['detection_map'])} | – |",
+        "",
+    ]
+    return "\n".join(lines + _report_notes(s)) + "\n"
+
+
+def _draw_bland_altman(ax, pred: np.ndarray, gt: np.ndarray, summary: Mapping[str, Any], unit: str) -> None:
+    ax.scatter((pred + gt) / 2, pred - gt, s=14, alpha=0.7)
+    for key, label, style in (("csa_loa_high_mm2", "+1.96 SD", "--"), ("csa_bias_mm2", "bias", "-"),
+                              ("csa_loa_low_mm2", "-1.96 SD", "--")):
+        if summary.get(key) is not None:
+            ax.axhline(summary[key], color="k", linestyle=style, linewidth=1, label=f"{label}: {summary[key]:.2f}")
+    ax.set_xlabel(f"Mean of predicted and reference CSA ({unit})")
+    ax.set_ylabel(f"Predicted - reference CSA ({unit})")
+    ax.set_title("Bland-Altman plot of the CSA")
+
+
+def _draw_scatter(ax, pred: np.ndarray, gt: np.ndarray, summary: Mapping[str, Any], unit: str) -> None:
+    ax.scatter(gt, pred, s=14, alpha=0.7)
+    both = np.concatenate([pred, gt])
+    low, high = (both.min(), both.max()) if both.size else (0.0, 1.0)
+    ax.plot([low, high], [low, high], "k--", linewidth=1, label="identity")
+    ax.set_aspect("equal", adjustable="datalim")
+    ax.set_xlabel(f"Reference CSA ({unit})")
+    ax.set_ylabel(f"Predicted CSA ({unit})")
+    ax.set_title(f"CSA, ICC(3,1) = {_fmt(summary.get('csa_icc'))}")
+
+
+def plot_csa_agreement(pred: Sequence[float], gt: Sequence[float], summary: Mapping[str, Any],
+                       out_dir: Union[str, Path]) -> List[Path]:
+    """Write ``bland_altman.png`` and ``csa_scatter.png`` to ``out_dir`` (Agg canvas, no display needed).
+
+    ``summary``: from :func:`summarize` (NaN or None for a missing bias/LoA line).
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    x = np.column_stack([np.asarray(pred, float), np.asarray(gt, float)])
+    x = x[~np.isnan(x).any(axis=1)]
+    summary = _json_ready(dict(summary))
+    unit = "mm$^2$" if summary["units"] == "mm" else "px"
+    paths = []
+    for name, draw in (("bland_altman.png", _draw_bland_altman), ("csa_scatter.png", _draw_scatter)):
+        figure = Figure(figsize=(5.5, 4.5), dpi=120)
+        FigureCanvasAgg(figure)
+        ax = figure.add_subplot()
+        draw(ax, x[:, 0], x[:, 1], summary, unit)
+        ax.legend(fontsize=8)
+        figure.tight_layout()
+        figure.savefig(Path(out_dir) / name)
+        paths.append(Path(out_dir) / name)
+    return paths
 
 
 def _find_prediction(pred_dir: Path, stem: str) -> Optional[Path]:
@@ -181,8 +418,47 @@ def _find_prediction(pred_dir: Path, stem: str) -> Optional[Path]:
     return None
 
 
-def _row(name: str, pred: np.ndarray, gt: np.ndarray, spacing: Optional[Tuple[float, float]]) -> Dict[str, Any]:
-    m = segmentation_metrics(pred, gt, spacing)
+def read_probability(probability_dir: Union[str, Path], stem: str) -> Optional[np.ndarray]:
+    """``<stem>_prob.npy`` (0..1) or ``<stem>_prob.png`` (0..255) of ``probability_dir``; None if neither."""
+    npy, png = Path(probability_dir) / f"{stem}_prob.npy", Path(probability_dir) / f"{stem}_prob.png"
+    if npy.is_file():
+        return np.squeeze(np.load(npy)).astype(np.float64)
+    if png.is_file():
+        with Image.open(png) as image:
+            return np.asarray(image.convert("L"), np.float64) / 255
+    return None
+
+
+def read_confidences(path: Union[str, Path]) -> Dict[str, float]:
+    """Confidence by mask stem from the ``measurements.csv`` of ``segment`` (columns image, confidence).
+
+    ``image`` is a file name (``Pz001-001.png`` -> stem ``Pz001-001``); a file with several rows
+    is multi-frame and its stems get ``_f<frame:04d>`` as the masks do. Rows without a
+    confidence (failed files) are skipped.
+    """
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = [r for r in csv.DictReader(f) if r.get("image") and r.get("confidence")]
+    per_file = Counter(r["image"] for r in rows)
+
+    def stem(row: Mapping[str, str]) -> str:
+        base = row["image"].split(".")[0]
+        return f"{base}_f{int(row['frame']):04d}" if per_file[row["image"]] > 1 and row.get("frame") else base
+
+    return {stem(r): float(r["confidence"]) for r in rows}
+
+
+def _confidences(pred_dir: Path, given: Optional[Mapping[str, float]]) -> Tuple[Mapping[str, float], Optional[str]]:
+    """The confidences to use and where they came from (None: no confidences)."""
+    if given is not None:
+        return given, "argument"
+    if (pred_dir / "measurements.csv").is_file():
+        return read_confidences(pred_dir / "measurements.csv"), "measurements.csv"
+    return {}, None
+
+
+def _row(name: str, pred: np.ndarray, gt: np.ndarray, spacing: Optional[Tuple[float, float]],
+         **inputs: Any) -> Dict[str, Any]:
+    m = segmentation_metrics(pred, gt, spacing, **inputs)
     if spacing is None:
         m["csa_pred_mm2"], m["csa_gt_mm2"] = m["area_pred_px"], m["area_gt_px"]
     m["csa_error_mm2"] = m["csa_pred_mm2"] - m["csa_gt_mm2"]
@@ -201,25 +477,39 @@ def _json_ready(value: Any) -> Any:
     return value
 
 
+def _cell(value: Any) -> Any:
+    """A CSV cell: empty for None or NaN, ``r0;c0;r1;c1`` for a box."""
+    if isinstance(value, tuple):
+        return ";".join(map(str, value))
+    return "" if _json_ready(value) is None else value
+
+
 def _write_csv(path: Path, rows: List[Dict[str, Any]]) -> None:
     with open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=ROW_KEYS)
         writer.writeheader()
-        writer.writerows({k: "" if _json_ready(v) is None else v for k, v in r.items()} for r in rows)
+        writer.writerows({k: _cell(v) for k, v in r.items()} for r in rows)
 
 
 def evaluate_folders(pred_dir: Union[str, Path], gt_dir: Union[str, Path], out_dir: Union[str, Path],
-                     spacing_mm: Spacing = None) -> Dict[str, Any]:
+                     spacing_mm: Spacing = None, probability_dir: Optional[Union[str, Path]] = None,
+                     confidences: Optional[Dict[str, float]] = None,
+                     confidence_threshold: float = CONFIDENCE_THRESHOLD) -> Dict[str, Any]:
     """Evaluate ``pred_dir`` against every ``<stem>.png`` of ``gt_dir``.
 
     The prediction is ``<stem>_mask.png`` or ``<stem>.png``; a missing one counts as empty and
-    is listed in ``missing_predictions``. Writes ``metrics.csv`` (one row per image, NaN as an
-    empty cell) and ``summary.json`` (NaN as null) to ``out_dir`` and returns that summary.
+    is listed in ``missing_predictions``. ``probability_dir``: ``<stem>_prob.npy`` or
+    ``<stem>_prob.png`` give the AUC. ``confidences`` by stem, or else those of a
+    ``measurements.csv`` in ``pred_dir``, enter the detection rule and the mAP (without
+    either, a predicted mask counts as a confident detection and the mAP is null). Writes
+    ``metrics.csv`` (one row per image, NaN as an empty cell), ``summary.json`` (NaN as null),
+    ``report.md``, ``bland_altman.png`` and ``csa_scatter.png`` to ``out_dir`` and returns the summary.
     """
     pred_dir, out_dir, spacing = Path(pred_dir), Path(out_dir), as_spacing(spacing_mm)
     gt_paths = sorted(Path(gt_dir).glob("*.png"))
     if not gt_paths:
         raise FileNotFoundError(f"{gt_dir}: no ground-truth <stem>.png masks")
+    confidences, source = _confidences(pred_dir, confidences)
     rows, missing = [], []
     for gt_path in gt_paths:
         gt = read_mask(gt_path)
@@ -227,9 +517,14 @@ def evaluate_folders(pred_dir: Union[str, Path], gt_dir: Union[str, Path], out_d
         if pred_path is None:
             missing.append(gt_path.stem)
         pred = read_mask(pred_path) if pred_path else np.zeros_like(gt)
-        rows.append(_row(gt_path.stem, pred, gt, spacing))
-    summary = _json_ready(dict(summarize(rows, spacing), missing_predictions=missing))
+        probability = read_probability(probability_dir, gt_path.stem) if probability_dir else None
+        rows.append(_row(gt_path.stem, pred, gt, spacing, probability=probability,
+                         confidence=confidences.get(gt_path.stem), confidence_threshold=confidence_threshold))
+    summary = _json_ready(dict(summarize(rows, spacing), missing_predictions=missing, confidence_source=source,
+                               detection_confidence_threshold=confidence_threshold if source else None))
     out_dir.mkdir(parents=True, exist_ok=True)
     _write_csv(out_dir / "metrics.csv", rows)
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n")
+    (out_dir / "report.md").write_text(report_markdown(summary), encoding="utf-8")
+    plot_csa_agreement([r["csa_pred_mm2"] for r in rows], [r["csa_gt_mm2"] for r in rows], summary, out_dir)
     return summary

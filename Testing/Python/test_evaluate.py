@@ -13,7 +13,9 @@ from PIL import Image
 from scipy import stats
 from skimage.draw import disk
 
-from MedianNerveSegLib.evaluate import _icc, csa_agreement, evaluate_folders, segmentation_metrics, summarize
+from MedianNerveSegLib.evaluate import (_icc, average_precision, bounding_box, box_iou, csa_agreement,
+                                        detection_outcome, evaluate_folders, read_confidences, roc_auc,
+                                        segmentation_metrics, summarize)
 
 S = 0.062
 from conftest import DATA
@@ -46,6 +48,7 @@ def test_shifted_disk_overlap_and_distances():
     assert m["hd_mm"] == pytest.approx(3 * S, rel=1e-6)
     assert m["hd95_mm"] == pytest.approx(3 * S, rel=0.05)
     assert m["hd95_px"] == pytest.approx(3, rel=0.05)
+    assert m["hd_px"] == pytest.approx(3, rel=1e-6)
 
 
 @pytest.mark.filterwarnings("ignore::FutureWarning")  # raised inside MONAI
@@ -180,6 +183,12 @@ def test_evaluate_folders(tmp_path):
     assert float(rows[2]["csa_error_mm2"]) == pytest.approx(-area)
     assert {"image", "dice", "iou", "precision", "recall", "hd95_mm", "hd_mm", "area_pred_px", "area_gt_px",
             "csa_pred_mm2", "csa_gt_mm2", "csa_error_mm2"} <= set(rows[0])
+    # no confidences anywhere: presence of a mask is a detection, and no mAP without a ranking
+    assert [r["detection"] for r in rows] == ["TP", "TP", "FN"] and rows[0]["confidence"] == ""
+    assert summary["detection_precision"] == 1.0 and summary["detection_recall"] == pytest.approx(2 / 3)
+    assert summary["detection_map"] is None and "no confidence" in summary["detection_map_note"]
+    assert summary["confidence_source"] is None and summary["detection_confidence_threshold"] is None
+    assert "| Detection mAP | n/a |" in (out_dir / "report.md").read_text(encoding="utf-8")
 
 
 def test_evaluate_folders_unknown_spacing_in_pixels(tmp_path):
@@ -205,3 +214,180 @@ def test_dataset_masks_against_themselves(tmp_path):
     assert summary["dice_mean"] == 1.0 and summary["csa_mae_mm2"] == 0 and summary["hd95_mean_mm"] == 0
     assert summary["csa_gt_mean_mm2"] == pytest.approx(11.1, abs=0.05)
     assert summary["csa_gt_sd_mm2"] == pytest.approx(4.0, abs=0.1)
+
+
+# ----------------------------------------------------------------------------- AUC
+
+def test_auc_perfect_ranking_and_its_inverse():
+    gt = disk_mask()
+    rng = np.random.default_rng(0)
+    probability = np.where(gt, 0.6 + 0.4 * rng.random(gt.shape), 0.4 * rng.random(gt.shape))
+    assert segmentation_metrics(gt, gt, S, probability=probability)["auc"] == 1.0
+    assert segmentation_metrics(gt, gt, S, probability=1 - probability)["auc"] == 0.0
+
+
+def test_auc_mann_whitney_hand_computed():
+    """AUC = U / (n_pos n_neg), U counting pairs ranked right (ties half): 3 + 2 + 2.5 = 7.5 of 9."""
+    gt = np.array([[1, 0, 0], [1, 0, 1]], bool)
+    probability = np.array([[0.9, 0.3, 0.6], [0.4, 0.2, 0.6]])
+    pos, neg = probability[gt], probability[~gt]
+    pairs = sum(1.0 if p > q else 0.5 if p == q else 0.0 for p in pos for q in neg)
+    assert pairs == 7.5
+    assert roc_auc(probability, gt) == pytest.approx(7.5 / 9)
+    assert roc_auc(probability, gt) == pytest.approx(stats.mannwhitneyu(pos, neg).statistic / 9)
+
+
+def test_auc_undefined():
+    gt = disk_mask()
+    assert math.isnan(segmentation_metrics(gt, gt, S)["auc"])  # no probability map
+    assert math.isnan(roc_auc(np.random.rand(8, 8), np.zeros((8, 8), bool)))  # one class only
+    assert math.isnan(roc_auc(np.random.rand(8, 8), np.ones((8, 8), bool)))
+    with pytest.raises(ValueError):
+        roc_auc(np.zeros((4, 5)), gt)
+
+
+# ----------------------------------------------------------------------------- detection
+
+def square(shift=0, shape=(100, 120)) -> np.ndarray:
+    mask = np.zeros(shape, bool)
+    mask[30:70, 30 + shift:70 + shift] = True  # 40 x 40 px
+    return mask
+
+
+def test_bounding_box_and_iou():
+    assert bounding_box(square()) == (30, 30, 70, 70)
+    assert bounding_box(np.zeros((5, 5))) is None
+    assert box_iou((0, 0, 10, 10), (0, 5, 10, 15)) == pytest.approx(50 / 150)
+    assert box_iou((0, 0, 10, 10), (20, 20, 30, 30)) == 0
+    assert math.isnan(box_iou(None, (0, 0, 1, 1)))
+
+
+def test_detection_flips_at_70_percent_box_iou():
+    """Shifted by s columns the box IoU is (40 - s) / (40 + s): 33/47 = 0.702 at s = 7, 32/48 = 0.667 at s = 8.
+
+    At s = 8 the prediction still covers 80% of the ground-truth box: the rule is IoU, not coverage.
+    """
+    above = segmentation_metrics(square(7), square(), S)
+    below = segmentation_metrics(square(8), square(), S)
+    assert above["box_iou"] == pytest.approx(33 / 47) and above["detection"] == "TP"
+    assert below["box_iou"] == pytest.approx(32 / 48) and below["detection"] == "FP"
+    assert above["bbox_pred"] == (30, 37, 70, 77) and above["bbox_gt"] == (30, 30, 70, 70)
+
+
+def test_detection_confidence_threshold():
+    outcome = lambda confidence, **kw: segmentation_metrics(square(), square(), S, confidence=confidence,  # noqa: E731
+                                                            **kw)["detection"]
+    assert outcome(None) == "TP"  # no confidence: a predicted mask is a detection
+    assert outcome(0.99) == "TP"
+    assert outcome(0.98) == "FP"  # "confidence higher than 0.98"
+    assert outcome(0.5) == "FP"
+    assert outcome(0.6, confidence_threshold=0.5) == "TP"
+    assert segmentation_metrics(square(), square(), S, confidence=0.99)["confidence"] == 0.99
+
+
+def test_detection_empty_masks():
+    empty = np.zeros((100, 120), bool)
+    assert segmentation_metrics(empty, square(), S, confidence=0.999)["detection"] == "FN"
+    assert segmentation_metrics(empty, empty, S)["detection"] == "TN"
+    assert segmentation_metrics(square(), empty, S, confidence=0.999)["detection"] == "FP"
+    assert detection_outcome(None, None) == "TN"
+
+
+def test_average_precision_hand_computed():
+    """Ranked hits 1 0 1 1 0 of 4 nerves: precision 1, 1/2, 2/3, 3/4, 3/5 at recall 1/4, 1/4, 1/2, 3/4, 3/4;
+    interpolated precision 1, 3/4, 3/4 over the three recall steps of 1/4: AP = 0.25 + 0.1875 + 0.1875."""
+    confidences = [0.8, 0.99, 0.7, 0.9, 0.95]  # given out of order
+    hits = [True, True, False, True, False]
+    assert average_precision(confidences, hits, 4) == pytest.approx(0.625)
+    assert average_precision([0.9, 0.8], [True, True], 2) == 1.0
+    assert average_precision([], [], 3) == 0.0
+    assert math.isnan(average_precision([0.9], [False], 0))
+
+
+def test_summary_statistics_and_detection():
+    rows = [dict(segmentation_metrics(pred, square(), S, confidence=c), image=str(i), csa_error_mm2=0.0, units="mm")
+            for i, (pred, c) in enumerate([(square(0), 0.99), (square(2), 0.995), (square(9), 0.999),
+                                           (square(1), 0.9), (np.zeros((100, 120)), 0.1)])]
+    summary = summarize(rows, S)
+    dice = [r["dice"] for r in rows]
+    assert summary["dice_q1"] == pytest.approx(np.percentile(dice, 25))
+    assert summary["dice_q3"] == pytest.approx(np.percentile(dice, 75))
+    assert summary["dice_sd"] == pytest.approx(np.std(dice, ddof=1))
+    assert summary["dice_iqr"] == pytest.approx(summary["dice_q3"] - summary["dice_q1"])
+    assert summary["hd_median_mm"] == pytest.approx(np.median([0, 2 * S, 9 * S, S]))
+    assert [r["detection"] for r in rows] == ["TP", "TP", "FP", "FP", "FN"]
+    assert (summary["detection_tp"], summary["detection_fp"], summary["detection_fn"]) == (2, 2, 1)
+    assert summary["detection_precision"] == 0.5 and summary["detection_recall"] == pytest.approx(2 / 3)
+    assert summary["dice_tp_mean"] == pytest.approx(np.mean(dice[:2]))
+    # ranked 0.999 miss (box IoU 31/49), 0.995 hit, 0.99 hit, 0.9 hit of 5 nerves: precision 1/2, 2/3, 3/4 at
+    # recall 0.2, 0.4, 0.6, interpolated 3/4 at each step of 0.2
+    assert summary["detection_map"] == pytest.approx(0.2 * 0.75 + 0.2 * 0.75 + 0.2 * 0.75)
+    assert math.isnan(summary["auc_mean"]) and summary["auc_n"] == 0
+
+
+# ----------------------------------------------------------------------------- folders, report and plots
+
+def test_read_confidences_multiframe_and_failed_rows(tmp_path):
+    path = tmp_path / "measurements.csv"
+    path.write_text("image,frame,found,confidence,error\nPz001-001.png,0,True,0.9912,\n"
+                    "clip.nrrd,0,True,0.5,\nclip.nrrd,1,False,0.2,\nbroken.png,,,,not an image\n")
+    assert read_confidences(path) == {"Pz001-001": 0.9912, "clip_f0000": 0.5, "clip_f0001": 0.2}
+
+
+def assert_valid_png(path: Path) -> None:
+    with Image.open(path) as image:
+        image.verify()
+    with Image.open(path) as image:
+        assert image.format == "PNG" and image.size[0] >= 300 and image.size[1] >= 300
+        assert np.asarray(image.convert("L")).std() > 5  # something drawn, not a blank canvas
+
+
+def test_evaluate_folders_confidences_probabilities_report_and_plots(tmp_path):
+    gt_dir, pred_dir, prob_dir, out_dir = (tmp_path / d for d in ("gt", "pred", "prob", "out"))
+    for d in (gt_dir, pred_dir, prob_dir):
+        d.mkdir()
+    for stem in "abcd":
+        write_png(gt_dir / f"{stem}.png", disk_mask())
+    write_png(pred_dir / "a_mask.png", disk_mask())
+    write_png(pred_dir / "b_mask.png", disk_mask(center=(63, 70)))
+    write_png(pred_dir / "c_mask.png", disk_mask(radius=22))  # box IoU (43/49)^2 = 0.77, but confidence 0.5
+    (pred_dir / "measurements.csv").write_text("image,frame,found,confidence\n"
+                                               "a.png,0,True,0.99\nb.png,0,True,0.995\nc.png,0,True,0.5\n")
+    gt = disk_mask()
+    np.save(prob_dir / "a_prob.npy", np.where(gt, 0.9, 0.1))
+    Image.fromarray(np.where(disk_mask(center=(63, 70)), 230, 20).astype(np.uint8)).save(prob_dir / "b_prob.png")
+    summary = evaluate_folders(pred_dir, gt_dir, out_dir, S, probability_dir=prob_dir)
+
+    rows = read_csv(out_dir / "metrics.csv")
+    assert [r["detection"] for r in rows] == ["TP", "TP", "FP", "FN"]
+    assert [r["confidence"] for r in rows] == ["0.99", "0.995", "0.5", ""]
+    assert float(rows[0]["auc"]) == 1.0 and rows[2]["auc"] == ""
+    expected_b = segmentation_metrics(disk_mask(center=(63, 70)), gt, S,
+                                      probability=np.where(disk_mask(center=(63, 70)), 230, 20) / 255)
+    assert float(rows[1]["auc"]) == pytest.approx(expected_b["auc"]) and 0.5 < expected_b["auc"] < 1
+    assert rows[0]["bbox_gt"] == "36;46;85;95" and rows[3]["bbox_pred"] == ""
+    assert {"hd_px", "hd95_px", "box_iou"} <= set(rows[0])
+
+    assert summary["confidence_source"] == "measurements.csv" and summary["detection_confidence_threshold"] == 0.98
+    assert summary["detection_precision"] == pytest.approx(2 / 3)
+    assert summary["detection_recall"] == pytest.approx(2 / 3)
+    # AP sweeps the threshold: c's low confidence only ranks it last; 3 hits first of 4 nerves, AP = 3/4
+    assert summary["detection_map"] == pytest.approx(0.75)
+    assert summary["auc_n"] == 2 and summary["auc_mean"] == pytest.approx((1 + expected_b["auc"]) / 2)
+    for name in ("dice", "iou", "precision", "recall", "auc"):
+        assert {f"{name}_{s}" for s in ("mean", "sd", "median", "q1", "q3")} <= set(summary)
+    assert {f"{name}_{s}_mm" for name in ("hd", "hd95") for s in ("mean", "sd", "median", "q1", "q3")} <= set(summary)
+    assert summary == json.loads((out_dir / "summary.json").read_text())
+
+    report = (out_dir / "report.md").read_text(encoding="utf-8")
+    for row in ("| DSC |", "| IoU |", "| Precision |", "| Recall |", "| HD95 (mm) |", "| AUC |", "| CSA MAE (mm^2) |",
+                "| ICC(3,1) [95% CI] |", "| CSA bias [LoA] (mm^2) |", "| Detection precision | 0.667 |",
+                "| Detection recall | 0.667 |", "| Detection mAP | 0.750 |", "| Metric | Mean ± SD | Median [IQR] |"):
+        assert row in report
+    assert f"| DSC | {summary['dice_mean']:.3f} ± {summary['dice_sd']:.3f} | {summary['dice_median']:.3f} [" in report
+    assert_valid_png(out_dir / "bland_altman.png")
+    assert_valid_png(out_dir / "csa_scatter.png")
+
+    override = evaluate_folders(pred_dir, gt_dir, tmp_path / "out2", S, confidences={"a": 0.1, "b": 0.999, "c": 0.999})
+    assert override["confidence_source"] == "argument"
+    assert [r["detection"] for r in read_csv(tmp_path / "out2" / "metrics.csv")] == ["FP", "TP", "TP", "FN"]

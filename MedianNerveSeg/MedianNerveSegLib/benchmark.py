@@ -1,0 +1,106 @@
+"""Every registry architecture trained under the same budget on the same patient split,
+evaluated with the papers' metrics, timed on the CPU, in one table.
+
+Resumable: a model whose OUT/<model>/result.json exists is not trained again, so the
+training can run on a GPU machine and the CPU timing and table on the user's machine.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+
+from .evaluate import evaluate_folders
+from .inference import Segmenter
+from .io import read_image, write_mask_png
+from .models import available_models
+from .train import TrainConfig, _split, train
+
+TABLE_COLUMNS = [("model", "model"), ("dice_mean", "DSC"), ("dice_sd", "DSC SD"), ("iou_mean", "IoU"),
+                 ("precision_mean", "precision"), ("recall_mean", "recall"), ("hd95_mean_mm", "HD95 mm"),
+                 ("auc_mean", "AUC"), ("found_rate", "found"), ("csa_mae_mm2", "CSA MAE mm2"),
+                 ("csa_icc", "ICC"), ("parameters", "params"), ("cpu_ms", "CPU ms/frame"),
+                 ("training_seconds", "train s"), ("epochs", "epochs")]
+
+
+def evaluate_model(model_dir: Path, samples, spacing_mm: float, device: str = "cpu") -> Dict[str, Any]:
+    """The papers' metrics of a model folder on ``samples`` (probability maps give the AUC)."""
+    segmenter = Segmenter(model_dir, device)
+    spacing = (spacing_mm, spacing_mm)
+    with tempfile.TemporaryDirectory() as tmp:
+        pred, gt, probability = (Path(tmp, name) for name in ("pred", "gt", "prob"))
+        for folder in (pred, gt, probability):
+            folder.mkdir()
+        confidences = {}
+        for sample in samples:
+            prediction = segmenter.predict(read_image(sample.image, spacing))
+            write_mask_png(pred / f"{sample.stem}_mask.png", prediction.mask)
+            np.save(probability / f"{sample.stem}_prob.npy", prediction.probability.astype(np.float16))
+            (gt / f"{sample.stem}.png").symlink_to(Path(sample.mask).resolve())
+            confidences[sample.stem] = prediction.confidence
+        return evaluate_folders(pred, gt, model_dir / "evaluation", spacing, probability_dir=probability,
+                                confidences=confidences)
+
+
+def cpu_ms_per_frame(model_dir: Path, samples, threads: int = 2, frames: int = 10) -> float:
+    """Median Segmenter time (preprocess, network, post-process) per frame on this CPU."""
+    torch.set_num_threads(threads)
+    segmenter = Segmenter(model_dir, "cpu")
+    images = [read_image(s.image, 0.062) for s in samples[:frames]]
+    segmenter.predict(images[0])
+    times = []
+    for image in images:
+        start = time.perf_counter()
+        segmenter.predict(image)
+        times.append(1000 * (time.perf_counter() - start))
+    return round(statistics.median(times), 1)
+
+
+def run_benchmark(dataset_dir: Path, out_dir: Path, base: TrainConfig, models: Optional[Sequence[str]] = None,
+                  cpu_timing: bool = True, log: Callable[[str], None] = print) -> List[Dict[str, Any]]:
+    """Train (unless done), evaluate and time each model; write benchmark.json and benchmark.md."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _, val_samples = _split(Path(dataset_dir), base)
+    for name in models or available_models():
+        result_path = out_dir / name / "result.json"
+        if result_path.is_file():
+            continue
+        log(f"== {name}")
+        info = train(dataset_dir, out_dir / name, replace(base, architecture=name, name=name, arch_kwargs={}), log)
+        summary = evaluate_model(out_dir / name, val_samples, base.spacing_mm, base.device)
+        result = {"model": name, "parameters": info.training["parameters"], "epochs": info.training["epochs"],
+                  "training_seconds": info.training["seconds"], "training_device": info.training["device"], **summary}
+        result_path.write_text(json.dumps(result, indent=2) + "\n")
+    rows = [json.loads(p.read_text()) for p in sorted(out_dir.glob("*/result.json"))]
+    for row in rows:
+        if cpu_timing and "cpu_ms" not in row:
+            row["cpu_ms"] = cpu_ms_per_frame(out_dir / row["model"], val_samples)
+            (out_dir / row["model"] / "result.json").write_text(json.dumps(row, indent=2) + "\n")
+    write_table(rows, out_dir)
+    return rows
+
+
+def write_table(rows: List[Dict[str, Any]], out_dir: Path) -> None:
+    rows = sorted(rows, key=lambda r: -(r.get("dice_mean") or 0))
+    (out_dir / "benchmark.json").write_text(json.dumps(rows, indent=2) + "\n")
+    lines = ["| " + " | ".join(title for _, title in TABLE_COLUMNS) + " |", "|" + "---|" * len(TABLE_COLUMNS)]
+    for row in rows:
+        cells = [_cell(row.get(key)) for key, _ in TABLE_COLUMNS]
+        lines.append("| " + " | ".join(cells) + " |")
+    (out_dir / "benchmark.md").write_text("\n".join(lines) + "\n")
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.3f}" if abs(value) < 10 else f"{value:.1f}"
+    return f"{value:,}" if isinstance(value, int) else str(value)
