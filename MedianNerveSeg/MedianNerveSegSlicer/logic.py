@@ -1,0 +1,453 @@
+"""MedianNerveSegLogic: MRML nodes <-> the core (images, segmenter, measurement, dataset store).
+
+The Logic is given the MRML scene and the module logics it uses; it never reaches for
+slicer.mrmlScene, slicer.app or slicer.modules, and imports no Qt. In Slicer the widget
+passes ``slicer.mrmlScene``, ``slicer.modules.segmentations.logic()`` and
+``slicer.modules.sequences.logic()``; in tests they are built from the slicer-core wheel.
+
+Conventions
+-----------
+* A 2D image is a single-slice scalar volume: array (1, H, W), spacing (col, row, 1) and
+  the IJK->RAS directions diag(-1, -1, 1) that Slicer gives 2D images read through ITK
+  (identity LPS directions). Unknown spacing is stored as 1.0 and flagged with the node
+  attribute ``MedianNerveSeg.SpacingSource = "unknown"``: it is then never read back as mm.
+* A cine clip (T, H, W) becomes a vtkMRMLSequenceNode of T frame volumes with a sequence
+  browser; ``load_image`` returns the browser's proxy volume (what the views show) and
+  ``frame`` arguments index the sequence. Without a Sequences logic the clip becomes a
+  multi-slice volume whose slice k is frame k (same ``frame`` arguments).
+* A segmentation made by ``segment`` holds one segment "Median nerve" (terminology
+  Tissue / Nerve of the DICOM master list, its recommended colour), has the volume as
+  reference geometry, sits under the volume in the subject hierarchy, and records the
+  frame, model, version, confidence and found flag in ``MedianNerveSeg.*`` attributes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+
+import numpy as np
+import slicer
+import vtk
+from vtk.util import numpy_support
+
+from MedianNerveSegLib.data import DEFAULT_PATIENT_PATTERN, patient_id
+from MedianNerveSegLib.dataset import LabelledDataset
+from MedianNerveSegLib.image import SpacingSource, UltrasoundImage
+from MedianNerveSegLib.io import NERVE_SEGMENT_NAME, read_image
+from MedianNerveSegLib.measure import NerveMeasurement, as_spacing, measure_mask
+
+PathLike = Union[str, Path]
+
+ATTR_SPACING_SOURCE = "MedianNerveSeg.SpacingSource"
+ATTR_SOURCE_FILE = "MedianNerveSeg.SourceFile"
+ATTR_FRAME = "MedianNerveSeg.Frame"
+ATTR_MODEL = "MedianNerveSeg.Model"
+ATTR_MODEL_VERSION = "MedianNerveSeg.ModelVersion"
+ATTR_CONFIDENCE = "MedianNerveSeg.Confidence"
+ATTR_FOUND = "MedianNerveSeg.Found"
+ATTR_MILLISECONDS = "MedianNerveSeg.Milliseconds"
+
+# Slicer's DICOM master list: category Tissue (SCT 85756007), type Nerve (SCT 119410002),
+# recommended display colour (244, 214, 49).
+NERVE_TERMINOLOGY = ("Segmentation category and type - DICOM master list",
+                     "85756007", "SCT", "Tissue", "119410002", "SCT", "Nerve", "", "", "",
+                     "Anatomic codes - DICOM master list", "", "", "", "", "", "")
+NERVE_COLOR = (244 / 255.0, 214 / 255.0, 49 / 255.0)
+LPS_2D_DIRECTIONS = ((-1.0, 0.0, 0.0), (0.0, -1.0, 0.0), (0.0, 0.0, 1.0))
+TABLE_UNITS = {"area_px": "px", "area_mm2": "mm2", "perimeter_px": "px", "perimeter_mm": "mm"}
+_LUMA = np.array([0.299, 0.587, 0.114])
+
+
+def _terminology_entry() -> str:
+    return slicer.vtkSlicerTerminologiesModuleLogic.SerializeTerminologyEntry(*NERVE_TERMINOLOGY)
+
+
+def _matrix(getter: Callable[[vtk.vtkMatrix4x4], None]) -> vtk.vtkMatrix4x4:
+    matrix = vtk.vtkMatrix4x4()
+    getter(matrix)
+    return matrix
+
+
+def _transform_point(matrix: vtk.vtkMatrix4x4, point: Tuple[float, float, float]) -> np.ndarray:
+    return np.array(matrix.MultiplyPoint((float(point[0]), float(point[1]), float(point[2]), 1.0))[:3])
+
+
+class MedianNerveSegLogic:
+    """Slicer glue around MedianNerveSegLib; one instance per scene."""
+
+    def __init__(self, scene, segmentations_logic, sequences_logic=None) -> None:
+        self.scene = scene
+        self.segmentations_logic = segmentations_logic
+        self.sequences_logic = sequences_logic
+        self._ai_masks: Dict[str, np.ndarray] = {}  # segmentation node ID -> mask segment() produced
+        self._observations: Dict[int, Tuple[Any, List[int]]] = {}
+        self._next_handle = 1
+
+    # ------------------------------------------------------------------------- images
+
+    def load_image(self, path: PathLike, spacing_mm=None):
+        """An image file as a volume node (a cine as a sequence; see the module docstring)."""
+        image = read_image(path, spacing_mm=spacing_mm)
+        name = Path(path).name.split(".")[0]
+        if image.n_frames > 1 and self.sequences_logic is not None:
+            return self._load_sequence(image, name)
+        volume = self.scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", name)
+        self._fill_volume(volume, image.pixels if image.pixels.ndim == 3 else image.pixels[np.newaxis], image)
+        volume.CreateDefaultDisplayNodes()
+        return volume
+
+    def _fill_volume(self, volume, pixels: np.ndarray, image: UltrasoundImage) -> None:
+        slicer.util.updateVolumeFromArray(volume, np.ascontiguousarray(pixels, dtype=np.float32))
+        volume.SetIJKToRASDirections(*[v for row in LPS_2D_DIRECTIONS for v in row])
+        row, col = image.spacing_mm or (1.0, 1.0)
+        volume.SetSpacing(col, row, 1.0)
+        volume.SetAttribute(ATTR_SPACING_SOURCE, image.spacing_source)
+        volume.SetAttribute(ATTR_SOURCE_FILE, image.source)
+
+    def _load_sequence(self, image: UltrasoundImage, name: str):
+        sequence = self.scene.AddNewNodeByClass("vtkMRMLSequenceNode", f"{name} frames")
+        sequence.SetIndexName("frame")
+        sequence.SetIndexUnit("")
+        for index in range(image.n_frames):
+            frame = slicer.vtkMRMLScalarVolumeNode()
+            self._fill_volume(frame, image.frame(index)[np.newaxis], image)
+            sequence.SetDataNodeAtValue(frame, str(index))
+        browser = self.scene.AddNewNodeByClass("vtkMRMLSequenceBrowserNode", f"{name} browser")
+        browser.SetAndObserveMasterSequenceNodeID(sequence.GetID())
+        self.sequences_logic.AddSynchronizedNode(sequence, None, browser)
+        proxy = browser.GetProxyNode(sequence)
+        proxy.SetName(name)
+        proxy.SetAttribute(ATTR_SPACING_SOURCE, image.spacing_source)
+        proxy.SetAttribute(ATTR_SOURCE_FILE, image.source)
+        proxy.CreateDefaultDisplayNodes()
+        return proxy
+
+    def _sequence_of(self, volume_node):
+        """The sequence whose proxy ``volume_node`` is, or None."""
+        if self.sequences_logic is None:
+            return None
+        browser = self.sequences_logic.GetFirstBrowserNodeForProxyNode(volume_node)
+        return browser.GetSequenceNode(volume_node) if browser is not None else None
+
+    def n_frames(self, volume_node) -> int:
+        """Frames of a sequence proxy, or slices of a volume."""
+        sequence = self._sequence_of(volume_node)
+        if sequence is not None:
+            return sequence.GetNumberOfDataNodes()
+        return volume_node.GetImageData().GetDimensions()[2]
+
+    def current_frame(self, volume_node) -> int:
+        """The frame a sequence browser shows (0 for a plain volume)."""
+        if self.sequences_logic is None:
+            return 0
+        browser = self.sequences_logic.GetFirstBrowserNodeForProxyNode(volume_node)
+        return browser.GetSelectedItemNumber() if browser is not None else 0
+
+    def _frame_pixels(self, volume_node, frame: int) -> np.ndarray:
+        if not 0 <= frame < self.n_frames(volume_node):
+            raise IndexError(f"frame {frame} out of range: {volume_node.GetName()} has {self.n_frames(volume_node)}")
+        sequence = self._sequence_of(volume_node)
+        source, index = (sequence.GetNthDataNode(frame), 0) if sequence is not None else (volume_node, frame)
+        pixels = slicer.util.arrayFromVolume(source)[index]
+        if pixels.ndim == 3:  # vector (RGB) volume: luma of the first three channels, like the core's reader
+            pixels = pixels[..., :3] @ _LUMA if pixels.shape[-1] >= 3 else pixels[..., 0]
+        return pixels
+
+    def _spacing(self, volume_node) -> Tuple[Optional[Tuple[float, float]], str]:
+        """(row, col) mm and its source. A volume this logic did not load (no attribute) with 1 x 1
+        spacing is taken as uncalibrated: Slicer gives PNG/JPEG images 1 mm, never true for wrist US."""
+        col, row = (float(s) for s in volume_node.GetSpacing()[:2])
+        source = volume_node.GetAttribute(ATTR_SPACING_SOURCE)
+        if source is None:
+            source = SpacingSource.UNKNOWN if (row, col) == (1.0, 1.0) else SpacingSource.FILE_HEADER
+        return (None if source == SpacingSource.UNKNOWN else (row, col)), source
+
+    def volume_to_image(self, volume_node, frame: int = 0) -> UltrasoundImage:
+        """One frame of a volume node as the core's (H, W) image, with its spacing (None if unknown)."""
+        spacing, source = self._spacing(volume_node)
+        pixels = np.array(self._frame_pixels(volume_node, frame), dtype=np.float32)
+        return UltrasoundImage(pixels, spacing, source, volume_node.GetAttribute(ATTR_SOURCE_FILE) or "",
+                               {"node": volume_node.GetName(), "frame": frame})
+
+    # ------------------------------------------------------------------------- segmentation
+
+    def segment(self, volume_node, segmenter, frame: int = 0, segmentation_node=None):
+        """Segment one frame -> (segmentation node with the "Median nerve" segment, Prediction)."""
+        prediction = segmenter.predict(self.volume_to_image(volume_node, frame), 0)
+        if segmentation_node is None:
+            suffix = f" frame {frame}" if self.n_frames(volume_node) > 1 else ""
+            segmentation_node = self.scene.AddNewNodeByClass(
+                "vtkMRMLSegmentationNode", self.scene.GenerateUniqueName(f"{volume_node.GetName()}{suffix} segmentation"))
+            segmentation_node.CreateDefaultDisplayNodes()
+        segmentation_node.SetReferenceImageGeometryParameterFromVolumeNode(volume_node)
+        segmentation_node.SetAttribute(ATTR_FRAME, str(frame))
+        self.set_segment_mask(segmentation_node, volume_node, prediction.mask)
+        info = segmenter.info
+        for key, value in ((ATTR_MODEL, info.name), (ATTR_MODEL_VERSION, info.version),
+                           (ATTR_CONFIDENCE, f"{prediction.confidence:.4f}"),
+                           (ATTR_FOUND, "true" if prediction.found else "false"),
+                           (ATTR_MILLISECONDS, f"{prediction.milliseconds:.1f}")):
+            segmentation_node.SetAttribute(key, value)
+        self._ai_masks[segmentation_node.GetID()] = prediction.mask.copy()
+        self._place_under(segmentation_node, volume_node)
+        return segmentation_node, prediction
+
+    def nerve_segment_id(self, segmentation_node, create: bool = False) -> str:
+        """ID of the "Median nerve" segment ("" when absent and not created)."""
+        segmentation = segmentation_node.GetSegmentation()
+        segment_id = segmentation.GetSegmentIdBySegmentName(NERVE_SEGMENT_NAME)
+        if segment_id or not create:
+            return segment_id
+        segment_id = segmentation.AddEmptySegment("", NERVE_SEGMENT_NAME, NERVE_COLOR)
+        segment = segmentation.GetSegment(segment_id)
+        segment.SetTag(segment.GetTerminologyEntryTagName(), _terminology_entry())
+        return segment_id
+
+    def set_segment_mask(self, segmentation_node, volume_node, mask: np.ndarray) -> None:
+        """Replace the "Median nerve" segment by a (H, W) mask on the volume's grid (frame from the node).
+
+        Goes through vtkSlicerSegmentationsModuleLogic.SetBinaryLabelmapToSegment, the call the
+        Segment Editor's effects use, so observers see the same events as for a manual edit.
+        """
+        segment_id = self.nerve_segment_id(segmentation_node, create=True)
+        dims = volume_node.GetImageData().GetDimensions()
+        if np.shape(mask) != (dims[1], dims[0]):
+            raise ValueError(f"mask shape {np.shape(mask)} differs from the image {(dims[1], dims[0])}")
+        labelmap = slicer.vtkOrientedImageData()
+        labelmap.SetDimensions(dims)
+        labelmap.AllocateScalars(vtk.VTK_UNSIGNED_CHAR, 1)
+        labels = numpy_support.vtk_to_numpy(labelmap.GetPointData().GetScalars()).reshape(dims[::-1])
+        labels[:] = 0
+        labels[self._slice_index(segmentation_node, volume_node)] = np.asarray(mask) != 0
+        labelmap.SetImageToWorldMatrix(_matrix(volume_node.GetIJKToRASMatrix))
+        if not self.segmentations_logic.SetBinaryLabelmapToSegment(
+                labelmap, segmentation_node, segment_id, slicer.vtkSlicerSegmentationsModuleLogic.MODE_REPLACE):
+            raise RuntimeError(f"could not set the mask of {segmentation_node.GetName()}")
+
+    def _slice_index(self, segmentation_node, volume_node) -> int:
+        """The slice of ``volume_node`` a segmentation's frame is on (0 unless a multi-slice cine)."""
+        if self._sequence_of(volume_node) is not None:
+            return 0
+        return int(segmentation_node.GetAttribute(ATTR_FRAME) or 0)
+
+    def segment_mask(self, segmentation_node, volume_node) -> np.ndarray:
+        """The "Median nerve" segment as a (H, W) bool array on the volume's grid."""
+        segment_id = self.nerve_segment_id(segmentation_node)
+        if not segment_id:
+            raise ValueError(f"{segmentation_node.GetName()} has no '{NERVE_SEGMENT_NAME}' segment")
+        colors_before = self._node_ids("vtkMRMLColorTableNode")
+        labelmap = self.scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "__MedianNerveSeg_temp__")
+        try:
+            ids = vtk.vtkStringArray()
+            ids.InsertNextValue(segment_id)
+            if not self.segmentations_logic.ExportSegmentsToLabelmapNode(
+                    segmentation_node, ids, labelmap, volume_node, slicer.vtkSegmentation.EXTENT_REFERENCE_GEOMETRY):
+                raise RuntimeError(f"could not export {segmentation_node.GetName()}")
+            labels = slicer.util.arrayFromVolume(labelmap)
+            return labels[self._slice_index(segmentation_node, volume_node)] != 0
+        finally:
+            for node_id in self._node_ids("vtkMRMLColorTableNode") - colors_before:  # the export's colour table
+                self.scene.RemoveNode(self.scene.GetNodeByID(node_id))
+            if labelmap.GetDisplayNode() is not None:
+                self.scene.RemoveNode(labelmap.GetDisplayNode())
+            self.scene.RemoveNode(labelmap)
+
+    def _node_ids(self, class_name: str) -> set:
+        nodes = self.scene.GetNodesByClass(class_name)
+        return {nodes.GetItemAsObject(i).GetID() for i in range(nodes.GetNumberOfItems())}
+
+    def _place_under(self, node, parent_node) -> None:
+        """Put ``node`` under ``parent_node`` in the subject hierarchy (items made if missing)."""
+        sh = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(self.scene)
+        if sh is None:
+            return
+        parent_item = sh.GetItemByDataNode(parent_node) or sh.CreateItem(sh.GetSceneItemID(), parent_node)
+        item = sh.GetItemByDataNode(node) or sh.CreateItem(parent_item, node)
+        sh.SetItemParent(item, parent_item)
+
+    def segment_editor_node(self, segmentation_node, volume_node):
+        """The Segment Editor's parameter node (singleton "SegmentEditor") set to edit the nerve segment."""
+        editor = self.scene.GetSingletonNode("SegmentEditor", "vtkMRMLSegmentEditorNode")
+        if editor is None:
+            editor = slicer.vtkMRMLSegmentEditorNode()
+            editor.SetSingletonTag("SegmentEditor")
+            editor = self.scene.AddNode(editor)
+        editor.SetAndObserveSegmentationNode(segmentation_node)
+        editor.SetAndObserveSourceVolumeNode(volume_node)
+        editor.SetSelectedSegmentID(self.nerve_segment_id(segmentation_node, create=True))
+        return editor
+
+    # ------------------------------------------------------------------------- measurement
+
+    def measure(self, segmentation_node, volume_node) -> NerveMeasurement:
+        """CSA and shape of the nerve segment (in pixels, flagged, when the spacing is unknown)."""
+        spacing, _ = self._spacing(volume_node)
+        return measure_mask(self.segment_mask(segmentation_node, volume_node), spacing)
+
+    def measurement_table(self, name: str = "Median nerve CSA"):
+        """A new, empty table node for ``update_table``."""
+        return self.scene.AddNewNodeByClass("vtkMRMLTableNode", self.scene.GenerateUniqueName(name))
+
+    def update_table(self, table_node, measurement: NerveMeasurement, image_name: str) -> int:
+        """Write the measurement as the row of ``image_name`` (added, or replaced if present); returns the row."""
+        values = dict(image=image_name, **measurement.as_row())
+        table = table_node.GetTable()
+        for key, value in values.items():
+            if table.GetColumnByName(key) is None:
+                self._add_column(table_node, key, value)
+        names = table.GetColumnByName("image")
+        rows = [r for r in range(table.GetNumberOfRows()) if names.GetValue(r) == image_name]
+        row = rows[0] if rows else table_node.AddEmptyRow()
+        for key, value in values.items():
+            column = table.GetColumnByName(key)
+            if isinstance(column, vtk.vtkStringArray):
+                column.SetValue(row, _cell_text(value))
+            else:
+                column.SetValue(row, math.nan if value is None else value)
+        table.Modified()
+        table_node.Modified()
+        return row
+
+    @staticmethod
+    def _add_column(table_node, name: str, value: Any) -> None:
+        if isinstance(value, (str, bool)):
+            column = vtk.vtkStringArray()
+        elif isinstance(value, int):
+            column = vtk.vtkIntArray()
+        else:
+            column = vtk.vtkDoubleArray()
+        column.SetName(name)
+        column.SetNumberOfTuples(table_node.GetNumberOfRows())
+        table_node.AddColumn(column)
+        if name in TABLE_UNITS:
+            table_node.SetColumnUnitLabel(name, TABLE_UNITS[name])
+
+    def observe_live_measurement(self, segmentation_node, volume_node,
+                                 callback: Callable[[NerveMeasurement], None]) -> int:
+        """Call ``callback(measurement)`` after every change of the nerve segment's content; returns a handle."""
+        segmentation = segmentation_node.GetSegmentation()
+        last: Dict[str, Any] = {"mask": None, "spacing": None}
+
+        def on_modified(caller, event) -> None:
+            mask = self.segment_mask(segmentation_node, volume_node)
+            spacing, _ = self._spacing(volume_node)
+            if spacing == last["spacing"] and last["mask"] is not None and np.array_equal(mask, last["mask"]):
+                return  # one edit fires several events: measure it once
+            last.update(mask=mask, spacing=spacing)
+            callback(measure_mask(mask, spacing))
+
+        tags = [segmentation.AddObserver(event, on_modified)
+                for event in (slicer.vtkSegmentation.SourceRepresentationModified,
+                              slicer.vtkSegmentation.SegmentModified)]
+        handle = self._next_handle
+        self._next_handle += 1
+        self._observations[handle] = (segmentation, tags)
+        return handle
+
+    def remove_observer(self, handle: int) -> None:
+        """Stop a live measurement started by ``observe_live_measurement``."""
+        segmentation, tags = self._observations.pop(handle, (None, []))
+        for tag in tags:
+            segmentation.RemoveObserver(tag)
+
+    # ------------------------------------------------------------------------- calibration
+
+    def set_spacing(self, volume_node, spacing_mm, source: str = SpacingSource.USER) -> None:
+        """Calibrate a volume (and its sequence frames); its segmentations keep their pixels."""
+        row, col = as_spacing(spacing_mm)
+        segmentations = [(node, self.segment_mask(node, volume_node)) for node in self._segmentations_on(volume_node)]
+        sequence = self._sequence_of(volume_node)
+        frames = [sequence.GetNthDataNode(i) for i in range(sequence.GetNumberOfDataNodes())] if sequence else []
+        for node in [volume_node] + frames:
+            node.SetSpacing(col, row, node.GetSpacing()[2])
+            node.SetAttribute(ATTR_SPACING_SOURCE, source)
+        for node, mask in segmentations:
+            node.SetReferenceImageGeometryParameterFromVolumeNode(volume_node)
+            self.set_segment_mask(node, volume_node, mask)
+
+    def _segmentations_on(self, volume_node) -> List[Any]:
+        role = slicer.vtkMRMLSegmentationNode.GetReferenceImageGeometryReferenceRole()
+        nodes = self.scene.GetNodesByClass("vtkMRMLSegmentationNode")
+        found = [nodes.GetItemAsObject(i) for i in range(nodes.GetNumberOfItems())]
+        return [node for node in found if node.GetNodeReference(role) is volume_node
+                and self.nerve_segment_id(node)]
+
+    def calibrate_from_line(self, volume_node, line_node, length_mm: float) -> Tuple[float, float]:
+        """Scale the spacing so that ``line_node`` (drawn on the image) measures ``length_mm``.
+
+        The line's current length is in the current spacing's units (1 mm per pixel when the
+        spacing is unknown); the pixel aspect ratio is kept. The line is moved with the image
+        so that it stays on the same pixels. Returns the new (row, col) spacing in mm.
+        """
+        if not length_mm > 0:
+            raise ValueError(f"the true length must be positive, got {length_mm}")
+        ras_to_ijk = _matrix(volume_node.GetRASToIJKMatrix)
+        ends = [[0.0, 0.0, 0.0], [0.0, 0.0, 0.0]]
+        line_node.GetLineStartPositionWorld(ends[0])
+        line_node.GetLineEndPositionWorld(ends[1])
+        ijk = [_transform_point(ras_to_ijk, end) for end in ends]
+        col, row = volume_node.GetSpacing()[:2]
+        di, dj = ijk[1][:2] - ijk[0][:2]
+        current = math.hypot(di * col, dj * row)
+        if current <= 0:
+            raise ValueError("the calibration line has no length in the image plane")
+        scale = float(length_mm) / current
+        self.set_spacing(volume_node, (row * scale, col * scale), SpacingSource.USER)
+        ijk_to_ras = _matrix(volume_node.GetIJKToRASMatrix)
+        line_node.SetLineStartPositionWorld(_transform_point(ijk_to_ras, ijk[0]))
+        line_node.SetLineEndPositionWorld(_transform_point(ijk_to_ras, ijk[1]))
+        return row * scale, col * scale
+
+    # ------------------------------------------------------------------------- saving
+
+    def save_label(self, segmentation_node, volume_node, store_folder: PathLike, ai_mask: Optional[np.ndarray] = None,
+                   author: str = "", model: str = "", model_version: str = "") -> Dict[str, Any]:
+        """Save the frame and its (corrected) nerve label into a LabelledDataset; returns the provenance.
+
+        The store (created if the folder is new or empty) versions labels, never overwrites.
+        ``ai_mask`` defaults to the mask ``segment`` produced for this node; ``model`` and
+        ``model_version`` to the node's attributes. The patient comes from the volume name.
+        """
+        frame = int(segmentation_node.GetAttribute(ATTR_FRAME) or 0)
+        image = self.volume_to_image(volume_node, frame)
+        store = LabelledDataset.init(store_folder)
+        name = volume_node.GetName()
+        sample_id = name if self.n_frames(volume_node) == 1 else f"{name}_f{frame:04d}"
+        if ai_mask is None:
+            ai_mask = self._ai_masks.get(segmentation_node.GetID())
+        return store.add(image.pixels, self.segment_mask(segmentation_node, volume_node),
+                         patient=patient_id(name, _store_pattern(store)), sample_id=sample_id,
+                         source=image.source or name, author=author,
+                         model=model or segmentation_node.GetAttribute(ATTR_MODEL) or "",
+                         model_version=model_version or segmentation_node.GetAttribute(ATTR_MODEL_VERSION) or "",
+                         ai_mask=ai_mask, spacing_mm=image.spacing_mm)
+
+    def export_segmentation(self, segmentation_node, path: PathLike) -> Path:
+        """Write the segmentation as a .seg.nrrd (Slicer's segmentation storage; slicerio reads it)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        storage = self.scene.AddNewNodeByClass("vtkMRMLSegmentationStorageNode")
+        try:
+            storage.SetFileName(str(path))
+            if not storage.WriteData(segmentation_node):
+                raise RuntimeError(f"could not write {path}")
+        finally:
+            self.scene.RemoveNode(storage)
+        return path
+
+
+def _cell_text(value: Any) -> str:
+    if value is None:
+        return ""
+    return ("true" if value else "false") if isinstance(value, bool) else str(value)
+
+
+def _store_pattern(store: LabelledDataset) -> str:
+    """The store's patient id pattern (datalist.json), default ``^(Pz\\d+)``."""
+    try:
+        return json.loads(store.datalist_path.read_text(encoding="utf-8")).get("patient_pattern") or DEFAULT_PATIENT_PATTERN
+    except (OSError, ValueError):
+        return DEFAULT_PATIENT_PATTERN

@@ -1,0 +1,262 @@
+"""MedianNerveSegLogic on a real MRML scene (the slicer-core wheel); skipped where it is absent."""
+
+import sys
+
+import pytest
+
+slicer = pytest.importorskip("slicer")
+
+import numpy as np  # noqa: E402
+import vtk  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from conftest import REPO, SPACING  # noqa: E402
+
+sys.path.insert(0, str(REPO / "MedianNerveSeg"))  # MedianNerveSegSlicer ships in the extension, not the wheel
+
+from MedianNerveSegLib.dataset import LabelledDataset  # noqa: E402
+from MedianNerveSegLib.inference import Segmenter  # noqa: E402
+from MedianNerveSegLib.io import read_image, read_mask, to_uint8  # noqa: E402
+from MedianNerveSegLib.measure import measure_mask  # noqa: E402
+from MedianNerveSegSlicer import MedianNerveSegLogic  # noqa: E402
+from MedianNerveSegSlicer.logic import (ATTR_CONFIDENCE, ATTR_FOUND, ATTR_MODEL,  # noqa: E402
+                                        ATTR_SPACING_SOURCE)
+
+IMAGE = "Pz001-001.png"
+OTHER = "Pz002-001.png"
+
+
+class Mrml:
+    """A scene with the module logics Slicer would give the widget (built the way Slicer's app does)."""
+
+    def __init__(self, sequences: bool = True) -> None:
+        self.scene = slicer.vtkMRMLScene()
+        self.app = slicer.vtkSlicerApplicationLogic()
+        self.app.SetMRMLScene(self.scene)
+        self.app.GetColorLogic().SetMRMLScene(self.scene)
+        self.app.GetColorLogic().AddDefaultColorNodes()
+        self.segmentations = slicer.vtkSlicerSegmentationsModuleLogic()
+        self.segmentations.SetMRMLScene(self.scene)
+        self.segmentations.SetMRMLApplicationLogic(self.app)
+        self.sequences = None
+        if sequences:
+            self.sequences = slicer.vtkSlicerSequencesLogic()
+            self.sequences.SetMRMLScene(self.scene)
+            self.sequences.SetMRMLApplicationLogic(self.app)
+        self.logic = MedianNerveSegLogic(self.scene, self.segmentations, self.sequences)
+
+
+@pytest.fixture()
+def mrml():
+    return Mrml()
+
+
+@pytest.fixture(scope="module")
+def segmenter():
+    return Segmenter()
+
+
+@pytest.fixture()
+def image_path(dataset_dir):
+    return dataset_dir / "images" / IMAGE
+
+
+def _ijk_to_ras(volume):
+    matrix = vtk.vtkMatrix4x4()
+    volume.GetIJKToRASMatrix(matrix)
+    return matrix
+
+
+def test_png_becomes_single_slice_volume_with_spacing(mrml, image_path):
+    volume = mrml.logic.load_image(image_path, spacing_mm=SPACING)
+    pixels = read_image(image_path).pixels
+    h, w = pixels.shape
+    assert volume.GetImageData().GetDimensions() == (w, h, 1)
+    assert volume.GetSpacing() == pytest.approx((SPACING, SPACING, 1.0))
+    assert volume.GetAttribute(ATTR_SPACING_SOURCE) == "user"
+    directions = _ijk_to_ras(volume)
+    assert [directions.GetElement(i, i) / volume.GetSpacing()[i] for i in range(3)] == pytest.approx([-1, -1, 1])
+    np.testing.assert_array_equal(slicer.util.arrayFromVolume(volume)[0], pixels)
+    image = mrml.logic.volume_to_image(volume)
+    assert image.spacing_mm == pytest.approx((SPACING, SPACING)) and image.spacing_source == "user"
+    np.testing.assert_array_equal(image.pixels, pixels)
+
+
+def test_unknown_spacing_is_flagged_not_mm(mrml, image_path, segmenter):
+    volume = mrml.logic.load_image(image_path)
+    assert volume.GetSpacing() == (1.0, 1.0, 1.0)
+    assert volume.GetAttribute(ATTR_SPACING_SOURCE) == "unknown"
+    assert mrml.logic.volume_to_image(volume).spacing_mm is None
+    segmentation, _ = mrml.logic.segment(volume, segmenter)
+    measurement = mrml.logic.measure(segmentation, volume)
+    assert measurement.area_mm2 is None and measurement.area_unit == "px" and not measurement.spacing_known
+
+
+def test_segment_measure_and_table(mrml, image_path, segmenter, dataset_dir):
+    volume = mrml.logic.load_image(image_path, spacing_mm=SPACING)
+    segmentation, prediction = mrml.logic.segment(volume, segmenter)
+
+    segments = segmentation.GetSegmentation()
+    assert segments.GetNumberOfSegments() == 1
+    segment = segments.GetSegment(segments.GetNthSegmentID(0))
+    assert segment.GetName() == "Median nerve"
+    assert "SCT^119410002^Nerve" in segment.GetTerminology()
+    assert segment.GetColor() == pytest.approx((244 / 255, 214 / 255, 49 / 255))
+    role = slicer.vtkMRMLSegmentationNode.GetReferenceImageGeometryReferenceRole()
+    assert segmentation.GetNodeReference(role) is volume
+    assert segmentation.GetAttribute(ATTR_FOUND) == "true"
+    assert float(segmentation.GetAttribute(ATTR_CONFIDENCE)) == pytest.approx(prediction.confidence, abs=1e-4)
+    assert segmentation.GetAttribute(ATTR_MODEL) == segmenter.info.name
+    sh = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(mrml.scene)
+    assert sh.GetItemParent(sh.GetItemByDataNode(segmentation)) == sh.GetItemByDataNode(volume)
+
+    mask = mrml.logic.segment_mask(segmentation, volume)
+    assert prediction.found and mask.any()
+    np.testing.assert_array_equal(mask, prediction.mask)
+    direct = segmenter.predict(read_image(image_path, spacing_mm=SPACING), 0)
+    np.testing.assert_array_equal(mask, direct.mask)  # the volume round trip changes nothing
+
+    measurement = mrml.logic.measure(segmentation, volume)
+    assert measurement.as_row() == measure_mask(prediction.mask, SPACING).as_row()
+    assert measurement.area_mm2 == pytest.approx(mask.sum() * SPACING ** 2)
+
+    table = mrml.logic.measurement_table()
+    assert mrml.logic.update_table(table, measurement, volume.GetName()) == 0
+    assert mrml.logic.update_table(table, measurement, volume.GetName()) == 0  # same image: row replaced
+    other = mrml.logic.load_image(dataset_dir / "images" / OTHER, spacing_mm=SPACING)
+    other_segmentation, _ = mrml.logic.segment(other, segmenter)
+    other_measurement = mrml.logic.measure(other_segmentation, other)
+    assert mrml.logic.update_table(table, other_measurement, other.GetName()) == 1
+    assert table.GetNumberOfRows() == 2
+    columns = [table.GetColumnName(i) for i in range(table.GetNumberOfColumns())]
+    assert columns[0] == "image" and {"area_mm2", "area_px", "perimeter_mm", "circularity"} <= set(columns)
+    assert table.GetColumnUnitLabel("area_mm2") == "mm2"
+    assert table.GetCellText(0, 0) == volume.GetName()
+    assert table.GetTable().GetColumnByName("area_mm2").GetValue(0) == pytest.approx(measurement.area_mm2)
+    assert table.GetTable().GetColumnByName("area_px").GetValue(1) == other_measurement.area_px
+    assert table.GetCellText(0, columns.index("found")) == "true"
+
+
+def test_live_measurement_follows_programmatic_edit(mrml, image_path, segmenter):
+    volume = mrml.logic.load_image(image_path, spacing_mm=SPACING)
+    segmentation, prediction = mrml.logic.segment(volume, segmenter)
+    seen = []
+    handle = mrml.logic.observe_live_measurement(segmentation, volume, seen.append)
+
+    edited = prediction.mask.copy()
+    rows, cols = np.nonzero(edited)
+    edited[rows.min():rows.min() + 10, :] = False  # erase the top 10 rows of the nerve
+    mrml.logic.set_segment_mask(segmentation, volume, edited)
+    assert len(seen) == 1  # one edit, one measurement
+    assert seen[-1].area_px == int(edited.sum()) < int(prediction.mask.sum())
+    assert seen[-1].area_mm2 == pytest.approx(edited.sum() * SPACING ** 2)
+    np.testing.assert_array_equal(mrml.logic.segment_mask(segmentation, volume), edited)
+
+    mrml.logic.remove_observer(handle)
+    mrml.logic.set_segment_mask(segmentation, volume, prediction.mask)
+    assert len(seen) == 1
+
+
+def test_calibration_from_markups_line(mrml, image_path, segmenter):
+    volume = mrml.logic.load_image(image_path)  # PNG: spacing unknown
+    segmentation, prediction = mrml.logic.segment(volume, segmenter)
+    matrix = _ijk_to_ras(volume)
+    line = mrml.scene.AddNewNodeByClass("vtkMRMLMarkupsLineNode", "ruler")
+    for ijk in ((50, 200, 0), (150, 200, 0)):  # 100 px apart
+        line.AddControlPointWorld(vtk.vtkVector3d(*matrix.MultiplyPoint((*ijk, 1))[:3]))
+    assert line.GetLineLengthWorld() == pytest.approx(100.0)
+
+    spacing = mrml.logic.calibrate_from_line(volume, line, 6.2)
+    assert spacing == pytest.approx((0.062, 0.062))
+    assert volume.GetSpacing()[:2] == pytest.approx((0.062, 0.062))
+    assert volume.GetAttribute(ATTR_SPACING_SOURCE) == "user"
+    assert line.GetLineLengthWorld() == pytest.approx(6.2)  # the line moved with the image
+    np.testing.assert_array_equal(mrml.logic.segment_mask(segmentation, volume), prediction.mask)
+    assert mrml.logic.measure(segmentation, volume).area_mm2 == pytest.approx(prediction.mask.sum() * 0.062 ** 2)
+
+
+def test_save_label_versions_and_never_overwrites(mrml, image_path, segmenter, tmp_path):
+    volume = mrml.logic.load_image(image_path, spacing_mm=SPACING)
+    segmentation, prediction = mrml.logic.segment(volume, segmenter)
+    store_folder = tmp_path / "store"
+
+    first = mrml.logic.save_label(segmentation, volume, store_folder, author="tester")
+    edited = prediction.mask.copy()
+    edited[np.nonzero(edited)[0].min(), :] = False
+    mrml.logic.set_segment_mask(segmentation, volume, edited)
+    second = mrml.logic.save_label(segmentation, volume, store_folder, author="tester")
+
+    assert (first["version"], second["version"]) == (1, 2)
+    assert first["id"] == second["id"] == "Pz001-001" and first["patient"] == "Pz001"
+    assert first["model"] == segmenter.info.name and first["model_version"] == segmenter.info.version
+    assert first["ai_dsc"] == pytest.approx(1.0) and first["changed_pixels"] == 0
+    assert second["changed_pixels"] == int((edited != prediction.mask).sum()) > 0
+    assert second["spacing_mm"] == pytest.approx([SPACING, SPACING])
+    store = LabelledDataset(store_folder)
+    stats = store.stats()
+    assert (stats["n_images"], stats["n_label_versions"]) == (1, 2)
+    for version, mask in ((1, prediction.mask), (2, edited)):
+        np.testing.assert_array_equal(read_mask(store_folder / "labels" / f"Pz001-001_v{version}.png"), mask)
+    [sample] = store.samples()
+    assert sample.mask.name == "Pz001-001_v2.png"
+    np.testing.assert_array_equal(np.asarray(Image.open(sample.image)), to_uint8(read_image(image_path).pixels))
+
+
+def test_export_seg_nrrd_is_read_by_slicerio(mrml, image_path, segmenter, tmp_path):
+    slicerio = pytest.importorskip("slicerio")
+    volume = mrml.logic.load_image(image_path, spacing_mm=SPACING)
+    segmentation, prediction = mrml.logic.segment(volume, segmenter)
+    path = mrml.logic.export_segmentation(segmentation, tmp_path / "nerve.seg.nrrd")
+    seg = slicerio.read_segmentation(str(path))
+    assert [s["name"] for s in seg["segments"]] == ["Median nerve"]
+    assert seg["segments"][0]["terminology"]["type"] == ["SCT", "119410002", "Nerve"]
+    np.testing.assert_array_equal(read_mask(path), prediction.mask)
+
+
+def test_segment_editor_node_selects_the_nerve(mrml, image_path, segmenter):
+    volume = mrml.logic.load_image(image_path, spacing_mm=SPACING)
+    segmentation, _ = mrml.logic.segment(volume, segmenter)
+    editor = mrml.logic.segment_editor_node(segmentation, volume)
+    assert editor is mrml.scene.GetSingletonNode("SegmentEditor", "vtkMRMLSegmentEditorNode")
+    assert editor.GetSegmentationNode() is segmentation and editor.GetSourceVolumeNode() is volume
+    assert segmentation.GetSegmentation().GetSegment(editor.GetSelectedSegmentID()).GetName() == "Median nerve"
+
+
+@pytest.fixture()
+def cine_path(image_path, tmp_path):
+    """A 3-frame TIFF clip: the image shifted sideways by 0, 20 and 40 pixels."""
+    frame = np.asarray(Image.open(image_path).convert("L"))
+    frames = [Image.fromarray(np.roll(frame, 20 * k, axis=1)) for k in range(3)]
+    path = tmp_path / "Pz001-clip.tif"
+    frames[0].save(path, save_all=True, append_images=frames[1:])
+    return path
+
+
+@pytest.mark.parametrize("sequences", [True, False], ids=["sequence", "multi-slice"])
+def test_cine_frames(sequences, cine_path, segmenter):
+    mrml = Mrml(sequences)
+    clip = read_image(cine_path, spacing_mm=SPACING)
+    volume = mrml.logic.load_image(cine_path, spacing_mm=SPACING)
+    assert mrml.logic.n_frames(volume) == 3
+    if sequences:  # a sequence of single-slice frames, browsed through its proxy volume
+        assert volume.GetImageData().GetDimensions()[2] == 1
+        browser = mrml.sequences.GetFirstBrowserNodeForProxyNode(volume)
+        assert browser.GetSequenceNode(volume).GetNumberOfDataNodes() == 3
+    else:  # a multi-slice volume, slice k = frame k
+        assert volume.GetImageData().GetDimensions()[2] == 3
+    for k in range(3):
+        np.testing.assert_array_equal(mrml.logic.volume_to_image(volume, k).pixels, clip.frame(k))
+
+    segmentation, prediction = mrml.logic.segment(volume, segmenter, frame=1)
+    np.testing.assert_array_equal(prediction.mask, segmenter.predict(clip, 1).mask)
+    np.testing.assert_array_equal(mrml.logic.segment_mask(segmentation, volume), prediction.mask)
+    assert mrml.logic.measure(segmentation, volume).area_px == int(prediction.mask.sum())
+
+    mrml.logic.set_spacing(volume, 0.1)
+    if sequences:  # every frame is calibrated, not only the one shown
+        browser.SetSelectedItemNumber(2)
+        assert volume.GetSpacing()[:2] == pytest.approx((0.1, 0.1))
+    assert mrml.logic.volume_to_image(volume, 2).spacing_mm == pytest.approx((0.1, 0.1))
+    np.testing.assert_array_equal(mrml.logic.segment_mask(segmentation, volume), prediction.mask)
+    with pytest.raises(IndexError):
+        mrml.logic.volume_to_image(volume, 3)
