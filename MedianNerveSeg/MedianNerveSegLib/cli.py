@@ -213,10 +213,9 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
 
 def cmd_benchmark_speed(args: argparse.Namespace) -> int:
     from .inference import resolve_device
-    from .speed import benchmark_speed, write_report
+    from .speed import benchmark_speed
 
-    rows = benchmark_speed(args.models, resolve_device(args.device), args.threads, args.repeats)
-    write_report(rows, Path(args.out))
+    benchmark_speed(Path(args.out), args.models, resolve_device(args.device), args.threads, args.repeats)
     print((Path(args.out) / "speed.md").read_text())
     return 0
 

@@ -44,13 +44,15 @@ def benchmark_model(name: str, device: str = "cpu", frame: Sequence[int] = FRAME
     return row
 
 
-def benchmark_speed(names: Optional[Sequence[str]] = None, device: str = "cpu", threads: int = 2,
+def benchmark_speed(out_dir: Path, names: Optional[Sequence[str]] = None, device: str = "cpu", threads: int = 2,
                     repeats: int = 5, log: Callable[[str], None] = print) -> List[Dict[str, Any]]:
+    """Time each model; the report in ``out_dir`` is rewritten after each, so a long run keeps its rows."""
     torch.set_num_threads(threads)
     rows = []
     for name in names or sorted(MODEL_REGISTRY):
         rows.append(dict(benchmark_model(name, device, repeats=repeats), threads=threads))
         log(json.dumps(rows[-1]))
+        write_report(rows, out_dir)
     return rows
 
 

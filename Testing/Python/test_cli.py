@@ -161,3 +161,23 @@ def test_awkward_images_give_a_result_or_one_clear_line(tmp_path, capsys):
     assert rows["cut.png"]["error"]
     err = capsys.readouterr().err
     assert "cut.png:" in err and "Traceback" not in err
+
+
+def test_benchmark_speed_writes_json_and_markdown(tmp_path):
+    assert main(["benchmark-speed", "--out", str(tmp_path), "--models", "monai_unet", "--repeats", "1"]) == 0
+    rows = json.loads((tmp_path / "speed.json").read_text())
+    assert rows[0]["model"] == "monai_unet" and rows[0]["mflops"] > 0 and rows[0]["ms_per_frame_batch8"] > 0
+    assert "| monai_unet |" in (tmp_path / "speed.md").read_text()
+
+
+def test_benchmark_trains_evaluates_times_and_resumes(dataset_dir, tmp_path, capsys):
+    args = ["benchmark", "--dataset", str(dataset_dir), "--out", str(tmp_path), "--models", "lunet",
+            "--epochs", "1", "--input-size", "32", "48", "--max-images", "10"]
+    assert main(args) == 0
+    result = json.loads((tmp_path / "lunet" / "result.json").read_text())
+    assert result["epochs"] == 1 and result["cpu_ms"] > 0 and "auc_mean" in result
+    assert (tmp_path / "lunet" / "evaluation" / "report.md").is_file()
+    assert "| lunet |" in (tmp_path / "benchmark.md").read_text()
+    stamp = (tmp_path / "lunet" / "model.pt").stat().st_mtime
+    assert main(args) == 0  # resumed: nothing retrained
+    assert (tmp_path / "lunet" / "model.pt").stat().st_mtime == stamp
