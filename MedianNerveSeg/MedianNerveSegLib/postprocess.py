@@ -17,24 +17,41 @@ def clean_mask(probability: np.ndarray, threshold: float, min_component_px: int,
     second branch (bifid nerve) is kept when it is at least ``min_branch_fraction`` of the
     largest component and lies within one nerve diameter of it; other blobs are discarded.
     """
-    mask = ndimage.binary_fill_holes(probability >= threshold)
+    above = probability >= threshold
+    if not above.any():
+        return above
+    box = _bounding_box(above, margin=2)
+    keep = np.zeros_like(above)
+    keep[box] = _clean_region(above[box], min_component_px, min_branch_fraction)
+    return keep
+
+
+def _bounding_box(mask: np.ndarray, margin: int) -> Tuple[slice, slice]:
+    """The slices around the mask's nonzero pixels, ``margin`` pixels wider (cheap work on a crop)."""
+    rows, cols = np.nonzero(mask.any(axis=1))[0], np.nonzero(mask.any(axis=0))[0]
+    return (slice(max(rows[0] - margin, 0), rows[-1] + margin + 1),
+            slice(max(cols[0] - margin, 0), cols[-1] + margin + 1))
+
+
+def _clean_region(above: np.ndarray, min_component_px: int, min_branch_fraction: float) -> np.ndarray:
+    mask = ndimage.binary_fill_holes(above)
     labels = label(mask, connectivity=2)
-    if labels.max() == 0:
-        return mask
     areas = np.bincount(labels.ravel())[1:]
     largest = int(np.argmax(areas)) + 1
     main = labels == largest
+    if areas[largest - 1] < min_component_px:
+        return np.zeros_like(main)
+    branches = [index for index, area in enumerate(areas, start=1)
+                if index != largest and area >= max(min_component_px, min_branch_fraction * areas[largest - 1])]
+    if not branches:
+        return main
     diameter = 2.0 * np.sqrt(areas[largest - 1] / np.pi)
     distance_to_main = ndimage.distance_transform_edt(~main)
     keep = main.copy()
-    for index, area in enumerate(areas, start=1):
-        if index == largest or area < max(min_component_px, min_branch_fraction * areas[largest - 1]):
-            continue
+    for index in branches:
         component = labels == index
         if distance_to_main[component].min() <= diameter:
             keep |= component
-    if areas[largest - 1] < min_component_px:
-        keep[:] = False
     return keep
 
 
