@@ -22,7 +22,7 @@ from .evaluate import evaluate_folders
 from .inference import Segmenter
 from .io import read_image, write_mask_png
 from .models import available_models
-from .train import TrainConfig, _split, train
+from .train import TrainConfig, split_samples, train
 
 TABLE_COLUMNS = [("model", "model"), ("dice_mean", "DSC"), ("dice_sd", "DSC SD"), ("iou_mean", "IoU"),
                  ("precision_mean", "precision"), ("recall_mean", "recall"), ("hd95_mean_mm", "HD95 mm"),
@@ -68,7 +68,7 @@ def run_benchmark(dataset_dir: Path, out_dir: Path, base: TrainConfig, models: O
                   cpu_timing: bool = True, log: Callable[[str], None] = print) -> List[Dict[str, Any]]:
     """Train (unless done), evaluate and time each model; write benchmark.json and benchmark.md."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    _, val_samples = _split(Path(dataset_dir), base)
+    _, val_samples = split_samples(Path(dataset_dir), base)
     for name in models or available_models():
         result_path = out_dir / name / "result.json"
         if result_path.is_file():

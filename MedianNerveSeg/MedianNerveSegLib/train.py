@@ -133,7 +133,7 @@ def _loss_function(cfg: TrainConfig) -> Callable[[torch.Tensor, torch.Tensor], t
     raise ValueError(f"unknown loss '{cfg.loss}' (bce_dice, dice)")
 
 
-def _split(dataset_dir: Path, cfg: TrainConfig) -> Tuple[List[Sample], List[Sample]]:
+def split_samples(dataset_dir: Path, cfg: TrainConfig) -> Tuple[List[Sample], List[Sample]]:
     """Training and validation samples: a dataset store's own split, or a patient split of images/ + masks/."""
     if (Path(dataset_dir) / "datalist.json").is_file():
         from .dataset import LabelledDataset
@@ -209,7 +209,7 @@ def train(dataset_dir: Path, out_dir: Path, cfg: TrainConfig, log: Callable[[str
     model folder to ``out_dir``. ``stop()`` returning True ends training after the current epoch."""
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
-    train_samples, val_samples = _split(Path(dataset_dir), cfg)
+    train_samples, val_samples = split_samples(Path(dataset_dir), cfg)
     if not train_samples:
         raise ValueError(f"{dataset_dir}: no training samples")
     log(f"{len(train_samples)} training images, {len(val_samples)} validation images "
