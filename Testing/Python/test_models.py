@@ -20,6 +20,12 @@ def _threads():
     torch.set_num_threads(2)
 
 
+@pytest.fixture(autouse=True)
+def _seed():
+    # a random init can leave a squeeze-excitation ReLU all zero for one input: test connectivity, not luck
+    torch.manual_seed(0)
+
+
 @pytest.mark.parametrize("name", MODELS)
 def test_output_has_the_input_shape_for_odd_sizes(name):
     model = build_model(name).eval()
@@ -52,8 +58,8 @@ def test_registry_round_trip_through_a_model_folder(name, tmp_path):
     save_model(tmp_path, model, ModelInfo(name=name, architecture=name, input_size=(96, 128)), half=False)
     segmenter = Segmenter(tmp_path)
     x = to_network_input(np.random.rand(120, 150).astype(np.float32), (96, 128))
-    with torch.no_grad():
-        assert torch.equal(segmenter.network(x), model(x))
+    with torch.no_grad():  # the Segmenter runs channels-last: same weights, float rounding may differ
+        assert torch.allclose(segmenter.network(x), model(x), rtol=1e-4, atol=1e-4)
 
 
 def test_unknown_model_names_the_available_ones():
