@@ -71,10 +71,8 @@ def _extra_mask_writers(formats: Sequence[str]):
 
 def cmd_segment(args: argparse.Namespace) -> int:
     from .inference import Segmenter
-    from .io import ImageReadError, find_images, read_image, write_mask_png, write_overlay_png
-    from .measure import measure_mask
-
-    extra_writers = _extra_mask_writers(args.mask_formats)
+    from .io import ImageReadError, find_images, read_image
+    from .plots import plot_csa_per_frame
 
     paths = find_images(args.inputs)
     if not paths:
@@ -82,6 +80,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
     segmenter = Segmenter(args.model, args.device)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    extra_writers = _extra_mask_writers(args.mask_formats)
     rows, failures = [], 0
     for path in _progress(paths, "segmenting"):
         try:
@@ -91,24 +90,33 @@ def cmd_segment(args: argparse.Namespace) -> int:
             rows.append({"image": path.name, "error": error.reason})
             failures += 1
             continue
-        for index in range(image.n_frames):
-            prediction = segmenter.predict(image, index)
-            stem = path.name.split(".")[0] + (f"_f{index:04d}" if image.n_frames > 1 else "")
-            write_mask_png(out / f"{stem}_mask.png", prediction.mask)
-            write_overlay_png(out / f"{stem}_overlay.png", image.frame(index), prediction.mask)
-            for suffix, write in extra_writers:
-                write(out / f"{stem}{suffix}", prediction.mask, image.spacing_mm)
-            row = measure_mask(prediction.mask, image.spacing_mm).as_row()
-            row.update(image=path.name, frame=index, found=prediction.found,
-                       confidence=round(prediction.confidence, 4), spacing_source=image.spacing_source,
-                       model=f"{segmenter.info.name}@{segmenter.info.version}",
-                       ms=round(prediction.milliseconds, 1), error="")
-            rows.append(row)
+        frames = [_segment_frame(segmenter, image, index, path, out, extra_writers) for index in range(image.n_frames)]
+        if image.n_frames > 1:
+            plot_csa_per_frame(frames, out / f"{path.name.split('.')[0]}_csa.png", path.name)
+        rows += frames
     _write_csv(out / "measurements.csv", rows, SEGMENT_COLUMNS)
     _print_table(rows)
     print(f"wrote {out / 'measurements.csv'} and masks/overlays for "
           f"{sum(1 for r in rows if not r.get('error'))} frame(s); {failures} file(s) failed")
     return 1 if failures and failures == len(rows) else 0
+
+
+def _segment_frame(segmenter, image, index: int, path: Path, out: Path, extra_writers) -> Dict[str, Any]:
+    """Segment and measure one frame, write its mask, overlay and extra formats; its CSV row."""
+    from .io import write_mask_png, write_overlay_png
+    from .measure import measure_mask
+
+    prediction = segmenter.predict(image, index)
+    stem = path.name.split(".")[0] + (f"_f{index:04d}" if image.n_frames > 1 else "")
+    write_mask_png(out / f"{stem}_mask.png", prediction.mask)
+    write_overlay_png(out / f"{stem}_overlay.png", image.frame(index), prediction.mask)
+    for suffix, write in extra_writers:
+        write(out / f"{stem}{suffix}", prediction.mask, image.spacing_mm)
+    row = measure_mask(prediction.mask, image.spacing_mm).as_row()
+    row.update(image=path.name, frame=index, found=prediction.found, confidence=round(prediction.confidence, 4),
+               spacing_source=image.spacing_source, model=f"{segmenter.info.name}@{segmenter.info.version}",
+               ms=round(prediction.milliseconds, 1), error="")
+    return row
 
 
 def cmd_measure(args: argparse.Namespace) -> int:

@@ -146,6 +146,8 @@ def test_cine_dicom_frames_with_scanner_spacing_and_slicer_masks(dataset_dir, tm
     mask = np.asarray(Image.open(out / "clip_f0000_mask.png")) > 0
     assert np.array_equal(read_mask(out / "clip_f0000.seg.nrrd"), mask)
     assert np.array_equal(read_mask(out / "clip_f0000_mask.nrrd"), mask)
+    plot = Image.open(out / "clip_csa.png")  # CSA through the clip
+    assert plot.size[0] > 300 and len(np.unique(np.asarray(plot.convert("L")))) > 10
 
 
 def test_awkward_images_give_a_result_or_one_clear_line(tmp_path, capsys):
