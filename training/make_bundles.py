@@ -150,7 +150,14 @@ split by patient, or a MedianNerveSeg dataset store, whose own split is used):
     python -m monai.bundle run --config_file training/{name}/configs/train.json \\
         --bundle_root training/{name} --dataset_dir ../shared/data/median-nerve-us --device cuda
 
-or `median-nerve-seg train --bundle training/{name} --dataset DIR`. Fine-tune with
+or `median-nerve-seg train --bundle training/{name} --dataset DIR`. On several GPUs (one process
+each, DistributedDataParallel; rank 0 writes the model):
+
+    torchrun --nproc_per_node=NUM_GPUS -m monai.bundle run \
+        --config_file "['training/{name}/configs/train.json','training/{name}/configs/multi_gpu_train.json']" \
+        --bundle_root training/{name} --dataset_dir DIR
+
+Fine-tune with
 `--init_weights MODEL_DIR`. Training writes models/model.pt, models/model.json,
 models/training_log.csv and models/learning_curve.png.
 
@@ -168,7 +175,8 @@ def write_bundle(name: str) -> None:
     folder = HERE / name
     (folder / "configs").mkdir(parents=True, exist_ok=True)
     (folder / "docs").mkdir(exist_ok=True)
-    for file_name, content in (("train.json", train_config(name)), ("inference.json", inference_config()),
+    for file_name, content in (("train.json", train_config(name)), ("multi_gpu_train.json", {"device": "cuda"}),
+                               ("inference.json", inference_config()),
                                ("evaluate.json", evaluate_config()), ("metadata.json", metadata(name))):
         (folder / "configs" / file_name).write_text(json.dumps(content, indent=2) + "\n")
     (folder / "configs" / "logging.conf").write_text(LOGGING_CONF)

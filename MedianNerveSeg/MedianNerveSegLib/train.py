@@ -10,6 +10,7 @@ import copy
 import csv
 import json
 import math
+import os
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -185,29 +186,64 @@ class _Epochs:
         return 0 < self.cfg.early_stopping <= self.stale
 
 
-def _train_epoch(network, averaged, optimizer, loss_fn, images, masks, cfg: TrainConfig, device: str) -> float:
-    network.train()
+def _distributed(device: str) -> Tuple[int, int, str]:
+    """(rank, world size, device): one process per GPU (or CPU) under torchrun, else (0, 1, device)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return 0, 1, device
+    import torch.distributed as dist
+
+    if device.startswith("cuda"):
+        device = f"cuda:{int(os.environ['LOCAL_RANK'])}"
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+    return dist.get_rank(), world, device
+
+
+def _from_rank0(value: float, world: int, device: str) -> float:
+    """Rank 0's value on every rank, so that all ranks take the same decisions (epoch count from
+    rank 0's clock, its stop callback, its validation Dice: batch-norm statistics differ slightly)."""
+    if world == 1:
+        return value
+    import torch.distributed as dist
+
+    tensor = torch.tensor([float(value)], dtype=torch.float64, device=device)
+    dist.broadcast(tensor, src=0)
+    return float(tensor.item())
+
+
+def _train_epoch(trainer, averaged, optimizer, loss_fn, images, masks, cfg: TrainConfig, device: str,
+                 epoch: int, rank: int = 0, world: int = 1) -> float:
+    """One pass over this rank's shard of an epoch-seeded permutation (the same on every rank)."""
+    trainer.train()
+    order = torch.randperm(len(images), generator=torch.Generator().manual_seed(cfg.seed * 100003 + epoch))
+    order = order[: len(order) - len(order) % world]  # equal shards: every rank takes the same steps
     losses = []
-    for batch in torch.randperm(len(images), device=device).split(cfg.batch_size):
+    for batch in order[rank::world].to(device).split(cfg.batch_size):
         if len(batch) < 2:  # batch norm needs two samples
             continue
         x, y = augment(images[batch], masks[batch], cfg.augment)
         with torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16, enabled=device != "cpu"):
-            logits = network(zscore(x)).float()
+            logits = trainer(zscore(x)).float()
         loss = loss_fn(logits, y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        averaged.update_parameters(network)
+        averaged.update_parameters(trainer.module if world > 1 else trainer)
         losses.append(loss.item())
-    return float(np.mean(losses))
+    return float(np.mean(losses)) if losses else float("nan")
 
 
 def train(dataset_dir: Path, out_dir: Path, cfg: TrainConfig, log: Callable[[str], None] = print,
           stop: Optional[Callable[[], bool]] = None) -> ModelInfo:
     """Train on ``dataset_dir`` (a dataset store, or images/ + masks/ split by patient) and write a
-    model folder to ``out_dir``. ``stop()`` returning True ends training after the current epoch."""
-    device = resolve_device(cfg.device)
+    model folder to ``out_dir``. ``stop()`` returning True ends training after the current epoch.
+
+    Under torchrun each process trains on its shard of every epoch (DistributedDataParallel);
+    every rank validates the same weights, so all take the same decisions, and rank 0 writes.
+    """
+    rank, world, device = _distributed(resolve_device(cfg.device))
     torch.manual_seed(cfg.seed)
     train_samples, val_samples = split_samples(Path(dataset_dir), cfg)
     if not train_samples:
@@ -218,27 +254,33 @@ def train(dataset_dir: Path, out_dir: Path, cfg: TrainConfig, log: Callable[[str
     info = ModelInfo(name=cfg.name, architecture=cfg.architecture, version=cfg.version,
                      arch_kwargs=cfg.arch_kwargs, input_size=tuple(cfg.input_size))
     network = _build_network(cfg, device)
+    trainer = network
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        trainer = DistributedDataParallel(network, device_ids=[device] if device.startswith("cuda") else None)
     averaged = _weight_average(network, cfg.ema_decay)
     optimizer, loss_fn = _optimizer(network, cfg), _loss_function(cfg)
     epochs = _Epochs(cfg, optimizer)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    logger = _TrainingLogger(out_dir, log)
+    logger = _TrainingLogger(out_dir, log if rank == 0 else (lambda _: None), write=rank == 0)
     start = time.time()
     for epoch in range(cfg.epochs):
         epochs.start(epoch)
-        loss = _train_epoch(network, averaged, optimizer, loss_fn, images, masks, cfg, device)
+        loss = _train_epoch(trainer, averaged, optimizer, loss_fn, images, masks, cfg, device, epoch, rank, world)
         if epoch == 0 and cfg.time_budget_s:
-            cfg = replace(cfg, epochs=max(2, min(cfg.epochs, int(cfg.time_budget_s / (time.time() - start)))))
+            budget_epochs = max(2, min(cfg.epochs, int(cfg.time_budget_s / (time.time() - start))))
+            cfg = replace(cfg, epochs=int(_from_rank0(budget_epochs, world, device)))
             epochs.cfg = cfg
-            log(f"time budget {cfg.time_budget_s:.0f} s: {cfg.epochs} epochs")
+            logger.log(f"time budget {cfg.time_budget_s:.0f} s: {cfg.epochs} epochs")
         row = {"epoch": epoch + 1, "loss": loss, "lr": optimizer.param_groups[0]["lr"],
                "seconds": round(time.time() - start, 1)}
-        last = epoch + 1 == cfg.epochs or bool(stop and stop())
+        last = epoch + 1 == cfg.epochs or bool(_from_rank0(int(bool(stop and stop())), world, device))
         early = False
         if val_samples and ((epoch + 1) % cfg.val_every == 0 or last):
             row.update(validate(Segmenter.from_network(averaged.module, info, device), val_samples, cfg.spacing_mm))
-            early = epochs.validated(row["dice_mean"], averaged.module)
+            early = epochs.validated(_from_rank0(row["dice_mean"], world, device), averaged.module)
         logger.epoch(row)
         if last or early:
             break
@@ -249,11 +291,18 @@ def train(dataset_dir: Path, out_dir: Path, cfg: TrainConfig, log: Callable[[str
     info.training = {
         "dataset": str(dataset_dir), "n_train_images": len(train_samples), "n_val_images": len(val_samples),
         "val_patients": sorted({s.patient for s in val_samples}), "epochs": len(logger.history),
-        "seconds": round(time.time() - start, 1), "device": device, "parameters": count_parameters(network),
-        "package_version": __version__, "config": {k: v for k, v in asdict(cfg).items() if k != "device"},
+        "seconds": round(time.time() - start, 1), "device": device, "processes": world,
+        "parameters": count_parameters(network), "package_version": __version__,
+        "config": {k: v for k, v in asdict(cfg).items() if k != "device"},
     }
-    save_model(out_dir, averaged.module.cpu(), info)
-    logger.close()
+    if rank == 0:
+        save_model(out_dir, averaged.module.cpu(), info)
+        logger.close()
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+        dist.destroy_process_group()
     return info
 
 
@@ -261,18 +310,22 @@ class _TrainingLogger:
     """Per-epoch rows to the log callback, training_log.csv (rewritten each epoch, so a GUI
     can follow it), TensorBoard when installed, and learning_curve.png at the end."""
 
-    def __init__(self, out_dir: Path, log: Callable[[str], None]):
-        self.out_dir, self.log, self.history = out_dir, log, []
-        try:
-            from torch.utils.tensorboard import SummaryWriter
+    def __init__(self, out_dir: Path, log: Callable[[str], None], write: bool = True):
+        self.out_dir, self.log, self.history, self.write = out_dir, log, [], write
+        self.board = None
+        if write:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
 
-            self.board = SummaryWriter(str(out_dir / "tensorboard"))
-        except ImportError:
-            self.board = None
+                self.board = SummaryWriter(str(out_dir / "tensorboard"))
+            except ImportError:
+                pass
 
     def epoch(self, row: Dict[str, Any]) -> None:
         self.history.append(row)
         self.log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
+        if not self.write:
+            return
         columns = list(dict.fromkeys(k for r in self.history for k in r))
         with open(self.out_dir / "training_log.csv", "w", newline="", encoding="utf-8") as handle:
             writer = csv.DictWriter(handle, fieldnames=columns)

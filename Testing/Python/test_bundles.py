@@ -15,7 +15,8 @@ from conftest import REPO
 TRAINING = REPO / "training"
 REQUIRED_METADATA = ("version", "changelog", "monai_version", "pytorch_version", "numpy_version",
                      "network_data_format", "name", "task", "description", "authors", "references")
-BUNDLE_FILES = ("configs/metadata.json", "configs/train.json", "configs/inference.json", "configs/evaluate.json",
+BUNDLE_FILES = ("configs/metadata.json", "configs/train.json", "configs/multi_gpu_train.json",
+                "configs/inference.json", "configs/evaluate.json",
                 "configs/logging.conf", "docs/README.md", "LICENSE")
 
 

@@ -67,3 +67,27 @@ def test_training_uses_a_dataset_store_and_its_split(dataset_dir, tmp_path):
                  log=lambda _: None)
     assert set(info.training["val_patients"]) == validation_patients
     assert info.training["n_train_images"] == len(store.samples("training"))
+
+
+def test_torchrun_trains_on_two_processes(dataset_dir, tmp_path):
+    import shutil
+    import subprocess
+    import sys
+
+    from MedianNerveSegLib.inference import Segmenter
+
+    for folder in ("images", "masks"):
+        (tmp_path / "data" / folder).mkdir(parents=True)
+    for image in sorted((dataset_dir / "images").iterdir())[:12]:
+        shutil.copy(image, tmp_path / "data" / "images" / image.name)
+        shutil.copy(dataset_dir / "masks" / image.name, tmp_path / "data" / "masks" / image.name)
+    (tmp_path / "cfg.json").write_text(json.dumps({"val_every": 1, "early_stopping": 2, "scheduler": "plateau"}))
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "-m", "MedianNerveSegLib",
+               "train", "--dataset", str(tmp_path / "data"), "--out", str(tmp_path / "model"), "--epochs", "3",
+               "--input-size", "32", "48", "--batch-size", "4", "--architecture", "lunet",
+               "--config", str(tmp_path / "cfg.json")]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    info = json.loads((tmp_path / "model" / "model.json").read_text())
+    assert info["training"]["processes"] == 2 and info["training"]["epochs"] >= 1
+    assert Segmenter(tmp_path / "model").info.architecture == "lunet"
