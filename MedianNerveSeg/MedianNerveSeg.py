@@ -49,6 +49,9 @@ PIP_REQUIREMENTS = {  # import name -> pip requirement; SimpleITK and numpy are 
 DEFAULT_MODEL = "median_nerve_unet"
 IMAGE_FILTER = "Ultrasound images (*.png *.bmp *.jpg *.jpeg *.tif *.tiff *.nrrd *.nhdr *.nii *.nii.gz *.mha *.mhd *.dcm);;All files (*)"
 LOW_CONFIDENCE = 0.7
+# A transverse wrist image of the public Jesi dataset (GPL-3.0; DL-UNet paper's repository), with its SHA-256.
+SAMPLE_URL = "https://raw.githubusercontent.com/SasageyoOrg/cvdl-deep-mn/main/Dataset/Images/Pz001-001.bmp"
+SAMPLE_SHA256 = "9be1310e87d68ab2d9e55b4cb26379ab2eb141da724025fc0b148375118b2da7"
 
 
 #
@@ -78,6 +81,23 @@ CSA without a known spacing is reported in pixels and flagged, never silently in
 The pretrained model was trained on the public median nerve ultrasound dataset of Smerilli et al.
 and Di Cosmo et al. (Jesi). Built with 3D Slicer, MONAI and PyTorch.
 """)
+        slicer.app.connect("startupCompleted()", registerSampleData)
+
+
+def registerSampleData():
+    """A wrist ultrasound image in the Sample Data module (downloaded on demand, checksum verified)."""
+    import SampleData
+
+    SampleData.SampleDataLogic.registerCustomSampleDataSource(
+        category="Median nerve ultrasound",
+        sampleName="MedianNerveWrist1",
+        thumbnailFileName=os.path.join(os.path.dirname(__file__), "Resources", "Icons", "MedianNerveSeg.png"),
+        uris=SAMPLE_URL,
+        fileNames="Pz001-001.bmp",
+        checksums=f"SHA256:{SAMPLE_SHA256}",
+        nodeNames="MedianNerveWrist1",
+        loadFileType="VolumeFile",
+    )
 
 
 #

@@ -14,6 +14,7 @@ import sys
 import types
 import typing
 import xml.etree.ElementTree as ET
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -310,3 +311,16 @@ def test_cmake_lists_every_script_and_resource():
 def test_icon_is_a_128_px_png():
     with Image.open(ICON_FILE) as icon:
         assert icon.format == "PNG" and icon.size == (128, 128)
+
+
+def test_sample_data_is_the_dataset_readme_image(module, monkeypatch):
+    registered = {}
+    sample_data = types.ModuleType("SampleData")
+    sample_data.SampleDataLogic = SimpleNamespace(registerCustomSampleDataSource=lambda **kw: registered.update(kw))
+    monkeypatch.setitem(sys.modules, "SampleData", sample_data)
+    module.registerSampleData()
+    assert registered["uris"].endswith("Dataset/Images/Pz001-001.bmp")
+    readme = (REPO.parent / "shared" / "data" / "median-nerve-us" / "README.md")
+    if readme.is_file():  # the checksum the dataset's README publishes for that file
+        assert registered["checksums"].split(":")[1] in readme.read_text()
+    assert Path(registered["thumbnailFileName"]).is_file()
