@@ -12,17 +12,14 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from MedianNerveSegLib.benchmark import evaluate_model, frame_times_ms
 from MedianNerveSegLib.data import list_samples
-from MedianNerveSegLib.evaluate import evaluate_folders
-from MedianNerveSegLib.inference import Segmenter
-from MedianNerveSegLib.io import read_image, write_mask_png
+from MedianNerveSegLib.zoo import load_info, resolve_model
 
 REPO = Path(__file__).resolve().parents[1]
 SPACING = 0.062  # mm, from the dataset README
@@ -36,28 +33,18 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     args = parser.parse_args()
 
-    torch.set_num_threads(args.threads)
-    segmenter = Segmenter(args.model)
-    patients = set(segmenter.info.training.get("val_patients", []))
+    model_dir = resolve_model(args.model)
+    info = load_info(model_dir)
+    patients = set(info.training.get("val_patients", []))
     samples = [s for s in list_samples(Path(args.dataset)) if s.patient in patients]
     if not samples:
         raise SystemExit("no held-out patients of this model in the dataset")
     out = Path(args.out)
-    with tempfile.TemporaryDirectory() as tmp:
-        pred, gt = Path(tmp, "pred"), Path(tmp, "gt")
-        pred.mkdir(), gt.mkdir()
-        milliseconds = []
-        for sample in samples:
-            image = read_image(sample.image, SPACING)
-            segmenter.predict(image)  # warm-up: first calls are slower
-            start = time.perf_counter()
-            prediction = segmenter.predict(image)
-            milliseconds.append(1000 * (time.perf_counter() - start))
-            write_mask_png(pred / f"{sample.stem}_mask.png", prediction.mask)
-            (gt / f"{sample.stem}.png").symlink_to(sample.mask.resolve())
-        summary = evaluate_folders(pred, gt, out, (SPACING, SPACING))
+    torch.set_num_threads(args.threads)
+    summary = evaluate_model(model_dir, samples, SPACING, out_dir=out)
+    milliseconds = frame_times_ms(model_dir, samples, args.threads, frames=len(samples))
     report = {
-        "model": f"{segmenter.info.name}@{segmenter.info.version}",
+        "model": f"{info.name}@{info.version}",
         "n_images": len(samples), "n_patients": len(patients),
         "accuracy": {k: summary[k] for k in ("dice_mean", "dice_sd", "dice_median", "iou_mean", "precision_mean",
                                              "recall_mean", "hd95_mean_mm", "found_rate", "csa_mae_mm2",

@@ -31,8 +31,10 @@ TABLE_COLUMNS = [("model", "model"), ("dice_mean", "DSC"), ("dice_sd", "DSC SD")
                  ("training_seconds", "train s"), ("epochs", "epochs")]
 
 
-def evaluate_model(model_dir: Path, samples, spacing_mm: float, device: str = "cpu") -> Dict[str, Any]:
-    """The papers' metrics of a model folder on ``samples`` (probability maps give the AUC)."""
+def evaluate_model(model_dir: Path, samples, spacing_mm: float, device: str = "cpu",
+                   out_dir: Optional[Path] = None) -> Dict[str, Any]:
+    """The papers' metrics of a model folder on ``samples`` (probability maps give the AUC), written
+    to ``out_dir`` (default: the model folder's evaluation/)."""
     segmenter = Segmenter(model_dir, device)
     spacing = (spacing_mm, spacing_mm)
     with tempfile.TemporaryDirectory() as tmp:
@@ -46,12 +48,12 @@ def evaluate_model(model_dir: Path, samples, spacing_mm: float, device: str = "c
             np.save(probability / f"{sample.stem}_prob.npy", prediction.probability.astype(np.float16))
             (gt / f"{sample.stem}.png").symlink_to(Path(sample.mask).resolve())
             confidences[sample.stem] = prediction.confidence
-        return evaluate_folders(pred, gt, model_dir / "evaluation", spacing, probability_dir=probability,
-                                confidences=confidences)
+        return evaluate_folders(pred, gt, out_dir or Path(model_dir) / "evaluation", spacing,
+                                probability_dir=probability, confidences=confidences)
 
 
-def cpu_ms_per_frame(model_dir: Path, samples, threads: int = 2, frames: int = 10) -> float:
-    """Median Segmenter time (preprocess, network, post-process) per frame on this CPU."""
+def frame_times_ms(model_dir: Path, samples, threads: int = 2, frames: int = 10) -> List[float]:
+    """Segmenter time (preprocess, network, post-process) of each frame on this CPU, after a warm-up."""
     torch.set_num_threads(threads)
     segmenter = Segmenter(model_dir, "cpu")
     images = [read_image(s.image, 0.062) for s in samples[:frames]]
@@ -61,7 +63,12 @@ def cpu_ms_per_frame(model_dir: Path, samples, threads: int = 2, frames: int = 1
         start = time.perf_counter()
         segmenter.predict(image)
         times.append(1000 * (time.perf_counter() - start))
-    return round(statistics.median(times), 1)
+    return times
+
+
+def cpu_ms_per_frame(model_dir: Path, samples, threads: int = 2, frames: int = 10) -> float:
+    """Median Segmenter time per frame on this CPU."""
+    return round(statistics.median(frame_times_ms(model_dir, samples, threads, frames)), 1)
 
 
 def run_benchmark(dataset_dir: Path, out_dir: Path, base: TrainConfig, models: Optional[Sequence[str]] = None,
