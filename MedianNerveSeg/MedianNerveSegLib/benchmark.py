@@ -13,7 +13,7 @@ import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -23,6 +23,7 @@ from .inference import Segmenter
 from .io import read_image, write_mask_png
 from .models import available_models
 from .train import TrainConfig, split_samples, train
+from .zoo import load_info, model_name, resolve_model
 
 TABLE_COLUMNS = [("model", "model"), ("dice_mean", "DSC"), ("dice_sd", "DSC SD"), ("iou_mean", "IoU"),
                  ("precision_mean", "precision"), ("recall_mean", "recall"), ("hd95_mean_mm", "HD95 mm"),
@@ -95,14 +96,44 @@ def run_benchmark(dataset_dir: Path, out_dir: Path, base: TrainConfig, models: O
     return rows
 
 
+COMPARISON_KEYS = ("dice_mean", "dice_sd", "iou_mean", "hd95_mean_mm", "found_rate", "csa_mae_mm2", "csa_bias_mm2",
+                   "csa_icc")
+
+
+def compare_models(dataset_dir: Path, models: Sequence[str], out_dir: Path, spacing_mm: float = 0.062,
+                   device: str = "cpu") -> List[Dict[str, Any]]:
+    """Each model's metrics on the dataset's validation patients (a store's own split), side by side:
+    the before/after view of a fine-tune. Writes comparison.json and comparison.md."""
+    _, val_samples = split_samples(Path(dataset_dir), TrainConfig(spacing_mm=spacing_mm))
+    if not val_samples:
+        raise ValueError(f"{dataset_dir}: no validation samples to compare on (add labels of more patients)")
+    out_dir = Path(out_dir)
+    rows = []
+    for index, model in enumerate(models):
+        folder = resolve_model(model)
+        info = load_info(folder)
+        summary = evaluate_model(folder, val_samples, spacing_mm, device, out_dir / f"{index}_{model_name(folder)}")
+        rows.append({"model": model_name(folder), "version": info.version, "n_images": len(val_samples),
+                     **{key: summary.get(key) for key in COMPARISON_KEYS}})
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "comparison.json").write_text(json.dumps(rows, indent=2) + "\n")
+    columns = [("model", "model"), ("version", "version"), ("n_images", "images"), ("dice_mean", "DSC"),
+               ("iou_mean", "IoU"), ("hd95_mean_mm", "HD95 mm"), ("found_rate", "found"),
+               ("csa_mae_mm2", "CSA MAE mm2"), ("csa_bias_mm2", "CSA bias mm2"), ("csa_icc", "ICC")]
+    (out_dir / "comparison.md").write_text(_markdown(rows, columns))
+    return rows
+
+
 def write_table(rows: List[Dict[str, Any]], out_dir: Path) -> None:
     rows = sorted(rows, key=lambda r: -(r.get("dice_mean") or 0))
     (out_dir / "benchmark.json").write_text(json.dumps(rows, indent=2) + "\n")
-    lines = ["| " + " | ".join(title for _, title in TABLE_COLUMNS) + " |", "|" + "---|" * len(TABLE_COLUMNS)]
-    for row in rows:
-        cells = [_cell(row.get(key)) for key, _ in TABLE_COLUMNS]
-        lines.append("| " + " | ".join(cells) + " |")
-    (out_dir / "benchmark.md").write_text("\n".join(lines) + "\n")
+    (out_dir / "benchmark.md").write_text(_markdown(rows, TABLE_COLUMNS))
+
+
+def _markdown(rows: List[Dict[str, Any]], columns: Sequence[Tuple[str, str]]) -> str:
+    lines = ["| " + " | ".join(title for _, title in columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(_cell(row.get(key)) for key, _ in columns) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
 
 
 def _cell(value: Any) -> str:

@@ -158,21 +158,23 @@ def cmd_train(args: argparse.Namespace) -> int:
                      learning_rate=args.lr, device=args.device,
                      input_size=list(args.input_size) if args.input_size else None, max_images=args.max_images,
                      init_weights=args.init_weights, name=args.name, seed=args.seed, spacing_mm=args.spacing)
+    stop = (lambda: Path(args.stop_file).exists()) if args.stop_file else None
     if args.bundle:
         out = Path(args.out or Path(args.bundle) / "models")
-        info = _train_bundle(Path(args.bundle), Path(args.dataset), out, overrides)
+        info = train(Path(args.dataset), out, _bundle_config(Path(args.bundle), overrides), stop=stop)
     else:
         if not args.out:
             raise ValueError("--out is required without --bundle")
         out = Path(args.out)
-        info = train(Path(args.dataset), out, config_from_json(args.config, **overrides))
+        info = train(Path(args.dataset), out, config_from_json(args.config, **overrides), stop=stop)
     print(json.dumps(info.metrics, indent=2))
     print(f"model written to {out}; use it with: median-nerve-seg segment IMAGE --model {out}")
     return 0
 
 
-def _train_bundle(bundle: Path, dataset: Path, out: Path, overrides: Dict[str, Any]):
-    """Run a bundle's configs/train.json with the command line's overrides."""
+def _bundle_config(bundle: Path, overrides: Dict[str, Any]):
+    """The TrainConfig of a bundle's configs/train.json with the command line's overrides (its "run"
+    is ``train(dataset_dir, output_dir, train_config)``; called here with the stop file)."""
     from monai.bundle import ConfigParser
 
     config_file = bundle / "configs" / "train.json"
@@ -180,7 +182,7 @@ def _train_bundle(bundle: Path, dataset: Path, out: Path, overrides: Dict[str, A
         raise FileNotFoundError(f"{bundle}: not a bundle (no configs/train.json)")
     parser = ConfigParser()
     parser.read_config(str(config_file))
-    parser["bundle_root"], parser["dataset_dir"], parser["output_dir"] = str(bundle), str(dataset), str(out)
+    parser["bundle_root"] = str(bundle)
     top_level = {key: overrides.pop(key) for key in ("epochs", "device", "input_size", "init_weights")}
     for key, value in top_level.items():
         if value is not None:
@@ -188,7 +190,7 @@ def _train_bundle(bundle: Path, dataset: Path, out: Path, overrides: Dict[str, A
     for key, value in overrides.items():
         if value is not None:
             parser[f"train_config#{key}"] = value
-    return parser.get_parsed_content("run")
+    return parser.get_parsed_content("train_config")
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -216,6 +218,14 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
                             max_images=args.max_images, seed=args.seed, val_every=10 ** 6)  # last epoch only
     run_benchmark(Path(args.dataset), Path(args.out), base, args.models, cpu_timing=not args.no_cpu_timing)
     print((Path(args.out) / "benchmark.md").read_text())
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from .benchmark import compare_models
+
+    compare_models(Path(args.dataset), args.models, Path(args.out), args.spacing, args.device)
+    print((Path(args.out) / "comparison.md").read_text())
     return 0
 
 
@@ -286,7 +296,19 @@ def build_parser() -> argparse.ArgumentParser:
     tra.add_argument("--seed", type=int, default=None, help="seed of the patient split and training")
     tra.add_argument("--spacing", type=float, default=None, help="dataset pixel spacing in mm (default 0.062)")
     tra.add_argument("--device", default=None, help="cpu (default) or cuda")
+    tra.add_argument("--stop-file", default=None,
+                     help="end training after the epoch during which this file appears, and save the model")
     tra.set_defaults(func=cmd_train)
+
+    cmp = sub.add_parser("compare", help="compare models on a dataset's validation patients (before/after a fine-tune)",
+                         description="Segments the validation split of a dataset store (or the patient split of "
+                                     "images/ + masks/) with each model and writes comparison.json and comparison.md.")
+    cmp.add_argument("--dataset", required=True, help="dataset store, or images/ + masks/ folder")
+    cmp.add_argument("--models", nargs="+", required=True, help="installed model names or model folders")
+    cmp.add_argument("--out", required=True, help="output folder")
+    cmp.add_argument("--spacing", type=float, default=0.062, help="pixel spacing in mm (default 0.062)")
+    cmp.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    cmp.set_defaults(func=cmd_compare)
 
     ben = sub.add_parser("benchmark", help="train every architecture under one budget and compare them",
                          description="Trains each registry architecture on the same patient split (skipping those "

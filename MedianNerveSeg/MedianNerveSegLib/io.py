@@ -337,9 +337,20 @@ def write_mask_png(path: PathLike, mask: np.ndarray) -> None:
 
 def write_mask_nrrd(path: PathLike, mask: np.ndarray, spacing_mm: Spacing = None) -> None:
     """Write a mask as a uint8 0/1 NRRD, with (row, col) spacing in the space directions when known."""
+    _write_nrrd2d(path, _as_mask2d(mask).astype(np.uint8), spacing_mm)
+
+
+def write_image_nrrd(path: PathLike, pixels: np.ndarray, spacing_mm: Spacing = None) -> None:
+    """Write a 2D frame as an NRRD (its own dtype), with spacing when known; ``read_image`` reads it back."""
+    pixels = np.asarray(pixels)
+    if pixels.ndim != 2:
+        raise ValueError(f"expected a 2D frame, got shape {pixels.shape}")
+    _write_nrrd2d(path, pixels, spacing_mm)
+
+
+def _write_nrrd2d(path: PathLike, data: np.ndarray, spacing_mm: Spacing) -> None:
     import nrrd
 
-    data = _as_mask2d(mask).astype(np.uint8)
     header: Dict[str, Any] = {"encoding": "gzip", "kinds": ["domain", "domain"]}
     if spacing_mm is not None:
         row, col = _as_spacing(spacing_mm)

@@ -18,9 +18,10 @@ PathLike = Union[str, Path]
 class BackgroundJob:
     """``python -m MedianNerveSegLib ARGS`` in a subprocess, its output in ``log_path``."""
 
-    def __init__(self, args: Sequence[str], log_path: PathLike):
+    def __init__(self, args: Sequence[str], log_path: PathLike, stop_file: Optional[PathLike] = None):
         self.args = [str(a) for a in args]
         self.log_path = Path(log_path)
+        self.stop_file = Path(stop_file) if stop_file else None
         self.process: Optional[subprocess.Popen] = None
 
     def start(self) -> "BackgroundJob":
@@ -36,6 +37,14 @@ class BackgroundJob:
 
     def wait(self, timeout: Optional[float] = None) -> int:
         return self.process.wait(timeout)
+
+    def request_stop(self) -> None:
+        """Ask the job to finish early and keep its result (a training saves the model after the current
+        epoch); a job without a stop file is cancelled."""
+        if self.stop_file is None:
+            self.cancel()
+        else:
+            self.stop_file.touch()
 
     def cancel(self, grace_s: float = 5.0) -> None:
         """Stop the job: terminate, then kill if it has not ended after ``grace_s``."""
@@ -68,13 +77,28 @@ def segmentation_job(inputs: Sequence[PathLike], out_dir: PathLike, model: Optio
 
 def training_job(dataset: PathLike, out_dir: PathLike, bundle: Optional[PathLike] = None,
                  init_weights: Optional[PathLike] = None, epochs: Optional[int] = None,
-                 device: str = "cpu") -> BackgroundJob:
-    """``train`` (from a bundle when given, fine-tuning ``init_weights`` when given)."""
-    args: List[str] = ["train", "--dataset", str(dataset), "--out", str(out_dir), "--device", device]
-    for option, value in (("--bundle", bundle), ("--init-weights", init_weights), ("--epochs", epochs)):
+                 device: str = "cpu", architecture: Optional[str] = None, name: Optional[str] = None) -> BackgroundJob:
+    """``train`` (from a bundle when given, fine-tuning ``init_weights`` when given); ``request_stop()``
+    ends it after the current epoch with the model saved."""
+    out_dir = Path(out_dir)
+    stop_file = out_dir / "STOP"
+    args: List[str] = ["train", "--dataset", str(dataset), "--out", str(out_dir), "--device", device,
+                       "--stop-file", str(stop_file)]
+    for option, value in (("--bundle", bundle), ("--init-weights", init_weights), ("--epochs", epochs),
+                          ("--architecture", architecture), ("--name", name)):
         if value is not None:
             args += [option, str(value)]
-    return BackgroundJob(args, Path(out_dir) / "train.log").start()
+    if stop_file.exists():
+        stop_file.unlink()
+    return BackgroundJob(args, out_dir / "train.log", stop_file).start()
+
+
+def comparison_job(dataset: PathLike, models: Sequence[PathLike], out_dir: PathLike, spacing_mm: float = 0.062,
+                   device: str = "cpu") -> BackgroundJob:
+    """``compare``: the models' metrics on the dataset's validation patients (comparison.json in out_dir)."""
+    args = ["compare", "--dataset", str(dataset), "--models", *map(str, models), "--out", str(out_dir),
+            "--spacing", str(spacing_mm), "--device", device]
+    return BackgroundJob(args, Path(out_dir) / "compare.log").start()
 
 
 def training_progress(out_dir: PathLike) -> Dict[str, Any]:

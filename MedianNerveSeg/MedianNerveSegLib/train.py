@@ -30,7 +30,7 @@ from .inference import Segmenter, resolve_device
 from .io import read_image, read_mask
 from .models import build_model, count_parameters
 from .preprocess import resize
-from .zoo import ModelInfo, load_network, save_model
+from .zoo import ModelInfo, load_info, load_network, resolve_model, save_model
 
 
 @dataclass
@@ -146,7 +146,7 @@ def split_samples(dataset_dir: Path, cfg: TrainConfig) -> Tuple[List[Sample], Li
 
 def _build_network(cfg: TrainConfig, device: str) -> torch.nn.Module:
     if cfg.init_weights:
-        network, info = load_network(Path(cfg.init_weights), device)
+        network, info = load_network(resolve_model(cfg.init_weights), device)
         if info.architecture != cfg.architecture:
             raise ValueError(f"--init-weights is a '{info.architecture}' model, not '{cfg.architecture}'")
         return network
@@ -375,6 +375,12 @@ def config_from_json(path: Optional[Path], **overrides: Any) -> TrainConfig:
     """A TrainConfig from a JSON file (optional) and command-line overrides (None = keep)."""
     data = json.loads(Path(path).read_text()) if path else {}
     data.update({k: v for k, v in overrides.items() if v is not None})
+    if data.get("init_weights"):  # fine-tuning keeps the network (and its input size) of the model it starts from
+        data["init_weights"] = str(resolve_model(data["init_weights"]))  # a model name or folder
+        start = load_info(Path(data["init_weights"]))
+        for key, value in (("architecture", start.architecture), ("arch_kwargs", start.arch_kwargs),
+                           ("input_size", list(start.input_size))):
+            data.setdefault(key, value)
     if "augment" in data and isinstance(data["augment"], dict):
         data["augment"] = AugmentConfig(**data["augment"])
     return TrainConfig(**data)

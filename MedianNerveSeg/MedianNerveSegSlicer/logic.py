@@ -23,6 +23,7 @@ Conventions
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 from pathlib import Path
@@ -36,7 +37,7 @@ from vtk.util import numpy_support
 from MedianNerveSegLib.data import DEFAULT_PATIENT_PATTERN, patient_id
 from MedianNerveSegLib.dataset import LabelledDataset
 from MedianNerveSegLib.image import SpacingSource, UltrasoundImage
-from MedianNerveSegLib.io import NERVE_SEGMENT_NAME, read_image
+from MedianNerveSegLib.io import NERVE_SEGMENT_NAME, read_image, read_mask, write_image_nrrd
 from MedianNerveSegLib.measure import NerveMeasurement, as_spacing, measure_mask
 
 PathLike = Union[str, Path]
@@ -82,7 +83,7 @@ class MedianNerveSegLogic:
         self.scene = scene
         self.segmentations_logic = segmentations_logic
         self.sequences_logic = sequences_logic
-        self._ai_masks: Dict[str, np.ndarray] = {}  # segmentation node ID -> mask segment() produced
+        self._ai_masks: Dict[Tuple[str, int], np.ndarray] = {}  # (segmentation node ID, frame) -> the AI's mask
         self._observations: Dict[int, Tuple[Any, List[int]]] = {}
         self._next_handle = 1
 
@@ -191,9 +192,91 @@ class MedianNerveSegLogic:
                            (ATTR_FOUND, "true" if prediction.found else "false"),
                            (ATTR_MILLISECONDS, f"{prediction.milliseconds:.1f}")):
             segmentation_node.SetAttribute(key, value)
-        self._ai_masks[segmentation_node.GetID()] = prediction.mask.copy()
+        self._ai_masks[(segmentation_node.GetID(), frame)] = prediction.mask.copy()
         self._place_under(segmentation_node, volume_node)
         return segmentation_node, prediction
+
+    def frame_of(self, segmentation_node, volume_node) -> int:
+        """The frame a segmentation shows: the browser's current frame for a per-frame segmentation
+        (``import_frame_results``), else the frame ``segment`` recorded."""
+        if self.sequences_logic is not None:
+            browser = self.sequences_logic.GetFirstBrowserNodeForProxyNode(segmentation_node)
+            if browser is not None and browser is self.sequences_logic.GetFirstBrowserNodeForProxyNode(volume_node):
+                return browser.GetSelectedItemNumber()
+        return int(segmentation_node.GetAttribute(ATTR_FRAME) or 0)
+
+    # ------------------------------------------------------------------------- all frames of a clip
+
+    def export_frames(self, volume_node, folder: PathLike) -> List[Path]:
+        """Every frame as an NRRD with the volume's spacing, the input of a background ``segment`` job."""
+        spacing, _ = self._spacing(volume_node)
+        paths = [Path(folder) / f"frame{frame:04d}.nrrd" for frame in range(self.n_frames(volume_node))]
+        for frame, path in enumerate(paths):
+            write_image_nrrd(path, self._frame_pixels(volume_node, frame), spacing)
+        return paths
+
+    def import_frame_results(self, volume_node, results_dir: PathLike, frame_paths: List[Path],
+                             model: str = "", model_version: str = ""):
+        """The masks a ``segment`` job wrote for ``export_frames``' files, as a per-frame segmentation.
+
+        The frames' segmentations form a sequence browsed with the clip (edits of the shown frame
+        are saved back into it). Returns (segmentation proxy node, table node with one row per frame).
+        """
+        sequence = self._sequence_of(volume_node)
+        if sequence is None:
+            raise ValueError(f"{volume_node.GetName()} is not a clip loaded as a sequence: segment its frames one by one")
+        results = _segment_results(Path(results_dir))
+        browser = self.sequences_logic.GetFirstBrowserNodeForProxyNode(volume_node)
+        name = volume_node.GetName()
+        masks = [read_mask(Path(results_dir) / f"{path.name.split('.')[0]}_mask.png") for path in frame_paths]
+        work = self.scene.AddNewNodeByClass("vtkMRMLSegmentationNode")
+        work.SetReferenceImageGeometryParameterFromVolumeNode(volume_node)
+        segmentations = self.scene.AddNewNodeByClass("vtkMRMLSequenceNode", f"{name} segmentation frames")
+        segmentations.SetIndexName(sequence.GetIndexName())
+        segmentations.SetIndexUnit(sequence.GetIndexUnit())
+        segmentations.SetIndexType(sequence.GetIndexType())
+        try:
+            for frame, (path, mask) in enumerate(zip(frame_paths, masks)):
+                row = results.get(path.name, {})
+                self.set_segment_mask(work, volume_node, mask)
+                for key, value in ((ATTR_FRAME, str(frame)), (ATTR_MODEL, model), (ATTR_MODEL_VERSION, model_version),
+                                   (ATTR_CONFIDENCE, row.get("confidence", "")), (ATTR_FOUND, row.get("found", "").lower())):
+                    work.SetAttribute(key, value)
+                segmentations.SetDataNodeAtValue(work, sequence.GetNthIndexValue(frame))
+        finally:
+            self.scene.RemoveNode(work)
+        self.sequences_logic.AddSynchronizedNode(segmentations, None, browser)
+        browser.SetSaveChanges(segmentations, True)
+        proxy = browser.GetProxyNode(segmentations)
+        proxy.SetName(self.scene.GenerateUniqueName(f"{name} segmentation"))
+        proxy.CreateDefaultDisplayNodes()
+        proxy.SetReferenceImageGeometryParameterFromVolumeNode(volume_node)
+        self._place_under(proxy, volume_node)
+        spacing, _ = self._spacing(volume_node)
+        table = self.measurement_table(f"{name} CSA per frame")
+        for frame, mask in enumerate(masks):
+            self._ai_masks[(proxy.GetID(), frame)] = mask
+            self.update_table(table, measure_mask(mask, spacing), f"{name} frame {frame}", frame)
+        return proxy, table
+
+    def csa_chart(self, table_node, title: str):
+        """A plot chart of CSA (mm², or px when uncalibrated) against frame, from a per-frame table."""
+        in_mm = not np.isnan(table_node.GetTable().GetColumnByName("area_mm2").GetValue(0))
+        column, unit = ("area_mm2", "mm²") if in_mm else ("area_px", "px")
+        series = self.scene.AddNewNodeByClass("vtkMRMLPlotSeriesNode", f"{title} CSA")
+        series.SetAndObserveTableNodeID(table_node.GetID())
+        series.SetXColumnName("frame")
+        series.SetYColumnName(column)
+        series.SetPlotType(slicer.vtkMRMLPlotSeriesNode.PlotTypeScatter)
+        series.SetMarkerStyle(slicer.vtkMRMLPlotSeriesNode.MarkerStyleCircle)
+        series.SetColor(*NERVE_COLOR)
+        chart = self.scene.AddNewNodeByClass("vtkMRMLPlotChartNode", f"{title} CSA per frame")
+        chart.AddAndObservePlotSeriesNodeID(series.GetID())
+        chart.SetTitle(f"{title}: median nerve CSA per frame")
+        chart.SetXAxisTitle("frame")
+        chart.SetYAxisTitle(f"CSA ({unit})")
+        chart.SetLegendVisibility(False)
+        return chart
 
     def nerve_segment_id(self, segmentation_node, create: bool = False) -> str:
         """ID of the "Median nerve" segment ("" when absent and not created)."""
@@ -291,9 +374,11 @@ class MedianNerveSegLogic:
         """A new, empty table node for ``update_table``."""
         return self.scene.AddNewNodeByClass("vtkMRMLTableNode", self.scene.GenerateUniqueName(name))
 
-    def update_table(self, table_node, measurement: NerveMeasurement, image_name: str) -> int:
-        """Write the measurement as the row of ``image_name`` (added, or replaced if present); returns the row."""
-        values = dict(image=image_name, **measurement.as_row())
+    def update_table(self, table_node, measurement: NerveMeasurement, image_name: str,
+                     frame: Optional[int] = None) -> int:
+        """Write the measurement as the row of ``image_name`` (added, or replaced if present); returns the row.
+        ``frame`` (a clip's frame index) goes in a "frame" column, the x axis of ``csa_chart``."""
+        values = dict(image=image_name, **({} if frame is None else {"frame": frame}), **measurement.as_row())
         table = table_node.GetTable()
         for key, value in values.items():
             if table.GetColumnByName(key) is None:
@@ -411,13 +496,13 @@ class MedianNerveSegLogic:
         ``ai_mask`` defaults to the mask ``segment`` produced for this node; ``model`` and
         ``model_version`` to the node's attributes. The patient comes from the volume name.
         """
-        frame = int(segmentation_node.GetAttribute(ATTR_FRAME) or 0)
+        frame = self.frame_of(segmentation_node, volume_node)
         image = self.volume_to_image(volume_node, frame)
         store = LabelledDataset.init(store_folder)
         name = volume_node.GetName()
         sample_id = name if self.n_frames(volume_node) == 1 else f"{name}_f{frame:04d}"
         if ai_mask is None:
-            ai_mask = self._ai_masks.get(segmentation_node.GetID())
+            ai_mask = self._ai_masks.get((segmentation_node.GetID(), frame))
         return store.add(image.pixels, self.segment_mask(segmentation_node, volume_node),
                          patient=patient_id(name, _store_pattern(store)), sample_id=sample_id,
                          source=image.source or name, author=author,
@@ -437,6 +522,15 @@ class MedianNerveSegLogic:
         finally:
             self.scene.RemoveNode(storage)
         return path
+
+
+def _segment_results(results_dir: Path) -> Dict[str, Dict[str, str]]:
+    """measurements.csv of a ``segment`` job: input file name -> its row."""
+    path = results_dir / "measurements.csv"
+    if not path.is_file():
+        raise FileNotFoundError(f"{results_dir}: no measurements.csv (did the segmentation job finish?)")
+    with open(path, newline="", encoding="utf-8") as handle:
+        return {row["image"]: row for row in csv.DictReader(handle)}
 
 
 def _cell_text(value: Any) -> str:

@@ -1,9 +1,14 @@
 """Background jobs: the command line in a subprocess, with progress and cancel."""
 
+import json
 import shutil
 import time
 
-from MedianNerveSegLib.jobs import segmentation_job, segmentation_progress, training_job, training_progress
+import pytest
+
+from MedianNerveSegLib.jobs import (comparison_job, segmentation_job, segmentation_progress, training_job,
+                                   training_progress)
+from MedianNerveSegLib.zoo import load_info
 
 from conftest import REPO
 
@@ -31,13 +36,20 @@ def test_failed_job_reports_its_error_line(tmp_path):
     assert "missing.png" in job.output()
 
 
-def test_training_job_reports_progress_and_can_be_cancelled(dataset_dir, tmp_path):
+@pytest.fixture()
+def small_dataset(dataset_dir, tmp_path):
+    """The first 10 image/mask pairs of the dataset (4 patients)."""
     data = tmp_path / "data"
     for folder in ("images", "masks"):
         (data / folder).mkdir(parents=True)
     for image in sorted((dataset_dir / "images").iterdir())[:10]:
         shutil.copy(image, data / "images" / image.name)
         shutil.copy(dataset_dir / "masks" / image.name, data / "masks" / image.name)
+    return data
+
+
+def test_training_job_reports_progress_and_can_be_cancelled(small_dataset, tmp_path):
+    data = small_dataset
     out = tmp_path / "model"
     job = training_job(data, out, bundle=REPO / "training" / "lunet", epochs=500)
     try:
@@ -48,3 +60,33 @@ def test_training_job_reports_progress_and_can_be_cancelled(dataset_dir, tmp_pat
         job.cancel()
     assert job.poll() is not None
     assert not (out / "model.pt").exists()  # cancelled before the end: no half-trained model is published
+
+
+def test_stopped_training_job_saves_its_model(small_dataset, tmp_path):
+    out = tmp_path / "model"
+    job = training_job(small_dataset, out, bundle=REPO / "training" / "lunet", epochs=500)
+    try:
+        assert _wait_for(lambda: training_progress(out)["epoch"] >= 1 or job.poll() is not None, 240), job.output()
+        job.request_stop()
+        assert job.wait(240) == 0, job.output()
+    finally:
+        job.cancel()
+    info = load_info(out)
+    assert 1 <= info.training["epochs"] < 500 and (out / "model.pt").is_file()
+
+
+def test_fine_tune_the_shipped_model_then_compare_before_and_after(small_dataset, tmp_path):
+    out = tmp_path / "finetuned"
+    job = training_job(small_dataset, out, init_weights="median_nerve_unet", epochs=1, name="nerve_ft")
+    assert job.wait(600) == 0, job.output()
+    shipped, tuned = load_info(REPO / "MedianNerveSeg" / "MedianNerveSegLib" / "pretrained" / "median_nerve_unet"), load_info(out)
+    assert (tuned.name, tuned.architecture, tuned.arch_kwargs) == ("nerve_ft", shipped.architecture, shipped.arch_kwargs)
+    assert tuned.input_size == shipped.input_size
+
+    job = comparison_job(small_dataset, ["median_nerve_unet", out], tmp_path / "compare")
+    assert job.wait(600) == 0, job.output()
+    rows = json.loads((tmp_path / "compare" / "comparison.json").read_text())
+    assert [r["model"] for r in rows] == ["median_nerve_unet", "finetuned"]
+    assert rows[0]["n_images"] == rows[1]["n_images"] >= 1
+    assert all(0 <= r["dice_mean"] <= 1 for r in rows)
+    assert "| median_nerve_unet | 1.0.0 |" in (tmp_path / "compare" / "comparison.md").read_text()

@@ -260,3 +260,53 @@ def test_cine_frames(sequences, cine_path, segmenter):
     np.testing.assert_array_equal(mrml.logic.segment_mask(segmentation, volume), prediction.mask)
     with pytest.raises(IndexError):
         mrml.logic.volume_to_image(volume, 3)
+
+
+def test_all_frames_segmented_by_a_job_become_a_browsed_segmentation_with_a_csa_plot(cine_path, segmenter, tmp_path):
+    from MedianNerveSegLib.cli import main as cli_main
+
+    mrml = Mrml()
+    clip = read_image(cine_path, spacing_mm=SPACING)
+    volume = mrml.logic.load_image(cine_path, spacing_mm=SPACING)
+    frames = mrml.logic.export_frames(volume, tmp_path / "frames")
+    assert [p.name for p in frames] == ["frame0000.nrrd", "frame0001.nrrd", "frame0002.nrrd"]
+    exported = read_image(frames[2])
+    np.testing.assert_array_equal(exported.pixels, clip.frame(2))
+    assert exported.spacing_mm == pytest.approx((SPACING, SPACING))
+
+    assert cli_main(["segment", *map(str, frames), "--out", str(tmp_path / "results")]) == 0  # what the job runs
+    segmentation, table = mrml.logic.import_frame_results(volume, tmp_path / "results", frames, "m", "1.0")
+    browser = mrml.sequences.GetFirstBrowserNodeForProxyNode(volume)
+    assert mrml.sequences.GetFirstBrowserNodeForProxyNode(segmentation) is browser
+    expected = [segmenter.predict(clip, k).mask for k in range(3)]
+    for k in (2, 0, 1):  # the segmentation follows the browsed frame
+        browser.SetSelectedItemNumber(k)
+        assert mrml.logic.frame_of(segmentation, volume) == k
+        np.testing.assert_array_equal(mrml.logic.segment_mask(segmentation, volume), expected[k])
+    sh = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(mrml.scene)
+    assert sh.GetItemParent(sh.GetItemByDataNode(segmentation)) == sh.GetItemByDataNode(volume)
+
+    assert table.GetNumberOfRows() == 3
+    areas = table.GetTable().GetColumnByName("area_mm2")
+    assert [areas.GetValue(k) for k in range(3)] == pytest.approx([m.sum() * SPACING ** 2 for m in expected])
+    assert [table.GetTable().GetColumnByName("frame").GetValue(k) for k in range(3)] == [0, 1, 2]
+
+    chart = mrml.logic.csa_chart(table, volume.GetName())
+    series = chart.GetNthPlotSeriesNode(0)
+    assert (series.GetTableNode(), series.GetXColumnName(), series.GetYColumnName()) == (table, "frame", "area_mm2")
+    assert chart.GetYAxisTitle() == "CSA (mm²)"
+
+    browser.SetSelectedItemNumber(1)  # correct frame 1, then save it: the label is frame 1's, with its AI diff
+    edited = expected[1].copy()
+    edited[np.nonzero(edited)[0].min(), :] = False
+    mrml.logic.set_segment_mask(segmentation, volume, edited)
+    record = mrml.logic.save_label(segmentation, volume, tmp_path / "store")
+    assert record["id"] == "Pz001-clip_f0001" and record["model"] == "m"
+    assert record["changed_pixels"] == int((edited != expected[1]).sum()) > 0
+
+
+def test_all_frames_need_a_sequence(cine_path, tmp_path):
+    mrml = Mrml(sequences=False)
+    volume = mrml.logic.load_image(cine_path, spacing_mm=SPACING)
+    with pytest.raises(ValueError, match="not a clip loaded as a sequence"):
+        mrml.logic.import_frame_results(volume, tmp_path, [])
