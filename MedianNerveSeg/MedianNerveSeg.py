@@ -10,7 +10,10 @@ import importlib.util
 import logging
 import os
 import pathlib
-from typing import Annotated, Optional
+import shutil
+import tempfile
+import time
+from typing import Annotated, Callable, Optional, Tuple
 
 import qt
 import slicer
@@ -117,6 +120,7 @@ class MedianNerveSegParameterNode:
     table - the measurement table (one row per image/frame).
     storeFolder, author - where training labels go and who corrected them.
     liveMeasure - re-measure after every edit of the segment.
+    trainEpochs - epochs of a training or fine-tune started from the module.
     """
 
     inputVolume: vtkMRMLScalarVolumeNode
@@ -130,6 +134,7 @@ class MedianNerveSegParameterNode:
     storeFolder: pathlib.Path
     author: str = ""
     liveMeasure: bool = True
+    trainEpochs: Annotated[int, WithinRange(1, 1000)] = 30
 
 
 #
@@ -150,6 +155,9 @@ class MedianNerveSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNodeGuiTag = None
         self._liveHandle = None
         self._liveNodes = (None, None)
+        self._segmentationJob = None  # JobMonitor of "Segment all frames"
+        self._trainingJob = None  # JobMonitor of Train or Compare
+        self._trained = None  # (model before, model folder after) of the last finished training
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -171,12 +179,20 @@ class MedianNerveSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.calibrateLineButton.connect("clicked(bool)", self.onCalibrateLine)
         self.ui.saveLabelButton.connect("clicked(bool)", self.onSaveLabel)
         self.ui.exportButton.connect("clicked(bool)", self.onExport)
+        self.ui.segmentAllFramesButton.connect("clicked(bool)", self.onSegmentAllFrames)
+        self.ui.cancelJobButton.connect("clicked(bool)", self.onCancelSegmentation)
+        self.ui.trainButton.connect("clicked(bool)", self.onTrain)
+        self.ui.stopTrainingButton.connect("clicked(bool)", self.onStopTraining)
+        self.ui.compareButton.connect("clicked(bool)", self.onCompare)
         self.ui.modelComboBox.currentTextChanged.connect(self.onModelChanged)
         self.fillModelComboBox()
         self.initializeParameterNode()
 
     def cleanup(self) -> None:
         self._stopLiveMeasurement()
+        for monitor in (self._segmentationJob, self._trainingJob):
+            if monitor:
+                monitor.cancel()
         self.removeObservers()
 
     def enter(self) -> None:
@@ -218,7 +234,15 @@ class MedianNerveSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         p = self._parameterNode
         hasVolume = bool(p and p.inputVolume)
         hasSegmentation = bool(hasVolume and p.segmentation)
-        self.ui.segmentButton.enabled = hasVolume
+        segmenting, training = bool(self._segmentationJob), bool(self._trainingJob)
+        self.ui.segmentButton.enabled = hasVolume and not segmenting
+        self.ui.segmentAllFramesButton.enabled = (hasVolume and not segmenting
+                                                  and self.logic.dependenciesReady()
+                                                  and self.logic.sceneLogic.n_frames(p.inputVolume) > 1)
+        self.ui.cancelJobButton.enabled = segmenting
+        self.ui.trainButton.enabled = bool(p and str(p.storeFolder) not in ("", ".")) and not training
+        self.ui.stopTrainingButton.enabled = training
+        self.ui.compareButton.enabled = self._trained is not None and not training
         for button in (self.ui.editButton, self.ui.measureButton, self.ui.saveLabelButton, self.ui.exportButton):
             button.enabled = hasSegmentation
         self.ui.calibrateSpacingButton.enabled = hasVolume and p.spacingMm > 0
@@ -245,6 +269,22 @@ class MedianNerveSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.modelComboBox.addItems(names)
         if current in names:
             self.ui.modelComboBox.setCurrentText(current)
+        self.fillTrainStartComboBox()
+
+    def fillTrainStartComboBox(self) -> None:
+        """"Fine-tune the selected model" first, then a new model of each registry architecture."""
+        combo = self.ui.trainStartComboBox
+        selected = combo.currentData
+        combo.clear()
+        combo.addItem(_("Fine-tune the selected model"), "")
+        if self.logic.dependenciesReady():
+            from MedianNerveSegLib.models import available_models
+
+            for architecture in available_models():
+                combo.addItem(_("New model: {architecture}").format(architecture=architecture), architecture)
+        index = combo.findData(selected)
+        if index != -1:
+            combo.setCurrentIndex(index)
 
     def onModelChanged(self, name: str) -> None:
         if self._parameterNode and name and self._parameterNode.modelName != name:
@@ -278,6 +318,144 @@ class MedianNerveSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             p.segmentation = segmentation
             self._showPrediction(prediction)
             self.onMeasure()
+
+    def onSegmentAllFrames(self) -> None:
+        """Segment every frame of the clip in a background process; then a per-frame segmentation
+        browsed with the clip, a CSA-per-frame table and its plot."""
+        if not self.logic.ensureDependencies():
+            return
+        from MedianNerveSegLib.jobs import segmentation_job, segmentation_progress
+        from MedianNerveSegLib.zoo import load_info, resolve_model
+
+        p = self._parameterNode
+        volume = p.inputVolume
+        with slicer.util.tryWithErrorDisplay(_("Could not start the segmentation."), waitCursor=True):
+            modelFolder = resolve_model(p.modelName)
+            work = pathlib.Path(tempfile.mkdtemp(prefix="MedianNerveSeg-"))
+            frames = self.logic.sceneLogic.export_frames(volume, work / "frames")
+            job = segmentation_job(frames, work / "results", model=modelFolder, device=p.device)
+
+        def progress() -> Tuple[int, int, str]:
+            done = segmentation_progress(work / "results", len(frames))["done"]
+            return done, len(frames), _("Segmenting frame {done} of {total}...").format(done=done, total=len(frames))
+
+        def finished(returnCode: int) -> None:
+            self._segmentationJob = None
+            try:
+                if returnCode != 0:
+                    slicer.util.errorDisplay(_("Segmentation of the frames failed."), detailedText=job.output())
+                    return
+                info = load_info(modelFolder)
+                with slicer.util.tryWithErrorDisplay(_("Could not import the frames' segmentation."), waitCursor=True):
+                    segmentation, table = self.logic.sceneLogic.import_frame_results(
+                        volume, work / "results", frames, info.name, info.version)
+                    self._showFrameFlags(work / "results", len(frames))
+                    p.segmentation, p.table = segmentation, table
+                    chart = self.logic.sceneLogic.csa_chart(table, volume.GetName())
+                    slicer.modules.plots.logic().ShowChartInLayout(chart)
+            finally:
+                shutil.rmtree(work, ignore_errors=True)
+                self._onParameterNodeModified()
+
+        self._segmentationJob = JobMonitor(job, progress, finished, self.ui.jobProgressBar, self.ui.statusLabel,
+                                           onCancel=lambda: shutil.rmtree(work, ignore_errors=True))
+        self._onParameterNodeModified()
+
+    def onCancelSegmentation(self) -> None:
+        if self._segmentationJob:
+            self._segmentationJob.cancel()
+            self._segmentationJob = None
+            self.ui.statusLabel.text = _("Segmentation cancelled")
+            self._onParameterNodeModified()
+
+    def _showFrameFlags(self, resultsFolder: pathlib.Path, frameCount: int) -> None:
+        """Frames without a nerve or with a low confidence, named in the status line (never hidden)."""
+        from MedianNerveSegLib.jobs import segmentation_flags
+
+        flags = segmentation_flags(resultsFolder, LOW_CONFIDENCE)
+        frame = lambda names: ", ".join(str(int(name[5:9])) for name in names)  # "frame0003.nrrd" -> 3
+        text = _("{n} frames segmented.").format(n=frameCount)
+        if flags["not_found"]:
+            text += " " + _("NOT FOUND in frames {frames}.").format(frames=frame(flags["not_found"]))
+        if flags["low_confidence"]:
+            text += " " + _("Low confidence (check the contour) in frames {frames}.").format(frames=frame(flags["low_confidence"]))
+        self.ui.statusLabel.text = text
+
+    def onTrain(self) -> None:
+        """Train (fine-tune the selected model, or a new architecture) on the dataset folder in a background
+        process; the new model joins the model list when it ends."""
+        if not self.logic.ensureDependencies():
+            return
+        from MedianNerveSegLib.jobs import training_job, training_progress
+        from MedianNerveSegLib.zoo import bundle_dir, user_models_dir
+
+        p = self._parameterNode
+        store = pathlib.Path(str(p.storeFolder))
+        if not (store / "datalist.json").is_file():
+            slicer.util.errorDisplay(_("{folder} is not a dataset store yet: save some training labels there first.").format(folder=store))
+            return
+        architecture = self.ui.trainStartComboBox.currentData or None
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        name = f"{architecture}-{stamp}" if architecture else f"{p.modelName}-ft-{stamp}"
+        out = user_models_dir() / name
+        epochs = p.trainEpochs
+        with slicer.util.tryWithErrorDisplay(_("Could not start the training."), waitCursor=True):
+            job = training_job(store, out, bundle=bundle_dir(architecture) if architecture else None,
+                               init_weights=None if architecture else p.modelName, epochs=epochs,
+                               device=p.device, architecture=architecture, name=name)
+        before = p.modelName
+
+        def progress() -> Tuple[int, int, str]:
+            state = training_progress(out)
+            text = _("Epoch {epoch} of {epochs}").format(epoch=state["epoch"], epochs=epochs)
+            if "loss" in state:
+                text += _(", loss {loss:.3f}").format(loss=state["loss"])
+            if "dice_mean" in state:
+                text += _(", validation Dice {dice:.3f}").format(dice=state["dice_mean"])
+            return state["epoch"], epochs, text
+
+        def finished(returnCode: int) -> None:
+            self._trainingJob = None
+            if returnCode != 0:
+                slicer.util.errorDisplay(_("Training failed."), detailedText=job.output())
+            else:
+                self._trained = (before, out)
+                self.fillModelComboBox()
+                self.ui.trainStatusLabel.text = _("New model {name} is in the Model list ({folder}). "
+                                                  "Compare it with {before} on the validation patients.").format(
+                    name=name, folder=out, before=before)
+            self._onParameterNodeModified()
+
+        self._trainingJob = JobMonitor(job, progress, finished, self.ui.trainProgressBar, self.ui.trainStatusLabel)
+        self._onParameterNodeModified()
+
+    def onStopTraining(self) -> None:
+        """End training after the current epoch; the model trained so far is saved."""
+        if self._trainingJob:
+            self._trainingJob.job.request_stop()
+            self.ui.trainStatusLabel.text = _("Stopping after this epoch...")
+
+    def onCompare(self) -> None:
+        """Before/after on the store's validation patients, in the background."""
+        from MedianNerveSegLib.jobs import comparison_job
+
+        p = self._parameterNode
+        before, after = self._trained
+        out = after / "comparison"
+        job = comparison_job(str(p.storeFolder), [before, after], out, device=p.device)
+
+        def finished(returnCode: int) -> None:
+            self._trainingJob = None
+            if returnCode != 0:
+                slicer.util.errorDisplay(_("Comparison failed."), detailedText=job.output())
+            else:
+                self.ui.comparisonLabel.text = comparisonHtml(out / "comparison.json")
+                self.ui.trainStatusLabel.text = _("Compared on the validation patients ({folder})").format(folder=out)
+            self._onParameterNodeModified()
+
+        self._trainingJob = JobMonitor(job, lambda: (0, 0, _("Comparing the models on the validation patients...")),
+                                       finished, self.ui.trainProgressBar, self.ui.trainStatusLabel)
+        self._onParameterNodeModified()
 
     def onEdit(self) -> None:
         """Open the Segment Editor on the nerve segment, ready to paint/erase."""
@@ -376,9 +554,10 @@ class MedianNerveSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         p = self._parameterNode
         if not p.table:
             p.table = self.logic.sceneLogic.measurement_table()
-        frame = int(p.segmentation.GetAttribute("MedianNerveSeg.Frame") or 0)
-        name = p.inputVolume.GetName() + (f" frame {frame}" if self.logic.sceneLogic.n_frames(p.inputVolume) > 1 else "")
-        self.logic.sceneLogic.update_table(p.table, measurement, name)
+        frame = self.logic.sceneLogic.frame_of(p.segmentation, p.inputVolume)
+        isClip = self.logic.sceneLogic.n_frames(p.inputVolume) > 1
+        name = p.inputVolume.GetName() + (f" frame {frame}" if isClip else "")
+        self.logic.sceneLogic.update_table(p.table, measurement, name, frame if isClip else None)
 
     def _updateLiveMeasurement(self) -> None:
         """Observe the selected segmentation so that every edit re-measures (when enabled)."""
@@ -395,6 +574,57 @@ class MedianNerveSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self._liveHandle is not None:
             self.logic.sceneLogic.remove_observer(self._liveHandle)
         self._liveHandle, self._liveNodes = None, (None, None)
+
+
+#
+# Background jobs
+#
+
+
+class JobMonitor:
+    """Polls a core BackgroundJob from a QTimer: progress bar and status text while it runs, a callback
+    with the exit code when it ends. Slicer stays responsive: the work is in another process."""
+
+    def __init__(self, job, progress: Callable[[], Tuple[int, int, str]], finished: Callable[[int], None],
+                 progressBar, statusLabel, onCancel: Optional[Callable[[], None]] = None, intervalMs: int = 500) -> None:
+        self.job, self._progress, self._finished = job, progress, finished
+        self._progressBar, self._statusLabel, self._onCancel = progressBar, statusLabel, onCancel
+        self._progressBar.setValue(0)
+        self._progressBar.show()
+        self._timer = qt.QTimer()
+        self._timer.setInterval(intervalMs)
+        self._timer.connect("timeout()", self._poll)
+        self._timer.start()
+
+    def _poll(self) -> None:
+        returnCode = self.job.poll()
+        value, maximum, text = self._progress()
+        self._progressBar.setMaximum(maximum)  # 0: a busy indicator
+        self._progressBar.setValue(value)
+        self._statusLabel.text = text
+        if returnCode is not None:
+            self._timer.stop()
+            self._progressBar.hide()
+            self._finished(returnCode)
+
+    def cancel(self) -> None:
+        self._timer.stop()
+        self.job.cancel()
+        self._progressBar.hide()
+        if self._onCancel:
+            self._onCancel()
+
+
+def comparisonHtml(path: pathlib.Path) -> str:
+    """The comparison.json of the core's ``compare`` as a small HTML table."""
+    import json
+
+    rows = json.loads(path.read_text())
+    cell = lambda value, digits: "-" if value is None else f"{value:.{digits}f}"
+    lines = ["<table><tr><th>model</th><th>DSC</th><th>CSA MAE mm²</th><th>ICC</th><th>found</th></tr>"]
+    lines += [f"<tr><td>{r['model']}</td><td>{cell(r['dice_mean'], 3)}</td><td>{cell(r['csa_mae_mm2'], 2)}</td>"
+              f"<td>{cell(r['csa_icc'], 3)}</td><td>{cell(r['found_rate'], 2)}</td></tr>" for r in rows]
+    return "".join(lines) + f"</table>{rows[0]['n_images']} validation images"
 
 
 #
@@ -481,6 +711,8 @@ class MedianNerveSegTest(ScriptedLoadableModuleTest):
     def runTest(self):
         self.setUp()
         self.test_MedianNerveSeg1()
+        self.setUp()
+        self.test_MedianNerveSegClip()
 
     def _testImage(self, folder):
         """A dataset image when MEDIAN_NERVE_DATA points to the dataset, else a synthetic ultrasound-like frame."""
@@ -531,3 +763,37 @@ class MedianNerveSegTest(ScriptedLoadableModuleTest):
             self.assertTrue(os.path.isfile(str(exported)))
         logging.info("MedianNerveSeg self-test passed")
         self.delayDisplay("Test passed")
+
+    def test_MedianNerveSegClip(self):
+        """A 3-frame clip: segmented in a background job, browsed per frame, CSA per frame in a table and a plot."""
+        import tempfile
+
+        import numpy as np
+        from PIL import Image
+
+        logic = MedianNerveSegLogic()
+        self.assertTrue(logic.ensureDependencies())
+        from MedianNerveSegLib.jobs import segmentation_job
+
+        scene = logic.sceneLogic
+        with tempfile.TemporaryDirectory() as folder:
+            frame = np.asarray(Image.open(self._testImage(folder)).convert("L"))
+            clip = os.path.join(folder, "clip.tif")
+            frames = [Image.fromarray(np.roll(frame, 15 * k, axis=1)) for k in range(3)]
+            frames[0].save(clip, save_all=True, append_images=frames[1:])
+            volume = scene.load_image(clip, 0.062)
+            self.assertEqual(scene.n_frames(volume), 3)
+            paths = scene.export_frames(volume, os.path.join(folder, "frames"))
+            job = segmentation_job(paths, os.path.join(folder, "results"), model=DEFAULT_MODEL)
+            self.assertEqual(job.wait(300), 0, job.output())
+            segmentation, table = scene.import_frame_results(volume, os.path.join(folder, "results"), paths)
+            self.assertEqual(table.GetNumberOfRows(), 3)
+            chart = scene.csa_chart(table, volume.GetName())
+            slicer.modules.plots.logic().ShowChartInLayout(chart)
+            browser = slicer.modules.sequences.logic().GetFirstBrowserNodeForProxyNode(volume)
+            for k in range(3):
+                browser.SetSelectedItemNumber(k)
+                self.assertEqual(scene.frame_of(segmentation, volume), k)
+                self.assertEqual(int(scene.segment_mask(segmentation, volume).sum()),
+                                 int(table.GetTable().GetColumnByName("area_px").GetValue(k)))
+        self.delayDisplay("Clip test passed")

@@ -120,3 +120,21 @@ def training_progress(out_dir: PathLike) -> Dict[str, Any]:
 def segmentation_progress(out_dir: PathLike, n_inputs: int) -> Dict[str, Any]:
     """Frames done so far (their masks are written one by one)."""
     return {"done": len(list(Path(out_dir).glob("*_mask.png"))), "total": n_inputs}
+
+
+def segmentation_flags(out_dir: PathLike, low_confidence: float) -> Dict[str, List[str]]:
+    """Inputs of a finished ``segment`` job to draw the user's eye to: no nerve found, or a confidence
+    below ``low_confidence``, or an error (from its measurements.csv, in input order)."""
+    with open(Path(out_dir) / "measurements.csv", newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    flags: Dict[str, List[str]] = {"failed": [], "not_found": [], "low_confidence": []}
+    clips = {image for image in (r["image"] for r in rows) if sum(r["image"] == image for r in rows) > 1}
+    for row in rows:
+        name = row["image"] + (f" frame {row['frame']}" if row["image"] in clips else "")
+        if row.get("error"):
+            flags["failed"].append(name)
+        elif row.get("found") != "True":
+            flags["not_found"].append(name)
+        elif float(row["confidence"]) < low_confidence:
+            flags["low_confidence"].append(name)
+    return flags

@@ -61,6 +61,12 @@ def installed_models() -> List[Path]:
     return sorted(folders) + [p.parent for p in bundles]
 
 
+def bundle_dir(architecture: str) -> Optional[Path]:
+    """The MONAI bundle training/<architecture> of a repository checkout, None where it is absent."""
+    folder = BUNDLES_DIR / architecture
+    return folder if (folder / "configs" / "train.json").is_file() else None
+
+
 def model_name(folder: Path) -> str:
     """The name a model folder is selected by: its folder name, or its bundle's name."""
     return folder.parent.name if folder.name == "models" else folder.name

@@ -90,3 +90,18 @@ def test_fine_tune_the_shipped_model_then_compare_before_and_after(small_dataset
     assert rows[0]["n_images"] == rows[1]["n_images"] >= 1
     assert all(0 <= r["dice_mean"] <= 1 for r in rows)
     assert "| median_nerve_unet | 1.0.0 |" in (tmp_path / "compare" / "comparison.md").read_text()
+
+
+def test_segmentation_flags_point_at_frames_to_check(dataset_dir, tmp_path):
+    from MedianNerveSegLib.jobs import segmentation_flags
+
+    blank = tmp_path / "blank.png"
+    from PIL import Image
+
+    Image.new("L", (606, 468), 0).save(blank)
+    image = sorted((dataset_dir / "images").iterdir())[0]
+    job = segmentation_job([image, blank], tmp_path / "out", spacing_mm=0.062)
+    assert job.wait(180) == 0, job.output()
+    flags = segmentation_flags(tmp_path / "out", low_confidence=0.7)
+    assert flags["not_found"] == ["blank.png"] and flags["failed"] == []
+    assert segmentation_flags(tmp_path / "out", low_confidence=1.01)["low_confidence"] == [image.name]

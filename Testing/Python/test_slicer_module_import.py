@@ -324,3 +324,55 @@ def test_sample_data_is_the_dataset_readme_image(module, monkeypatch):
     if readme.is_file():  # the checksum the dataset's README publishes for that file
         assert registered["checksums"].split(":")[1] in readme.read_text()
     assert Path(registered["thumbnailFileName"]).is_file()
+
+
+class ProgressBar:
+    def __init__(self):
+        self.value, self.maximum, self.visible = None, None, False
+
+    def setValue(self, value):
+        self.value = value
+
+    def setMaximum(self, maximum):
+        self.maximum = maximum
+
+    def show(self):
+        self.visible = True
+
+    def hide(self):
+        self.visible = False
+
+
+def test_job_monitor_reports_progress_then_the_exit_code(module, dataset_dir, tmp_path):
+    from MedianNerveSegLib.jobs import segmentation_job, segmentation_progress
+
+    images = sorted((dataset_dir / "images").iterdir())[:2]
+    job = segmentation_job(images, tmp_path / "out", spacing_mm=0.062)
+    bar, label, ended = ProgressBar(), SimpleNamespace(text=""), []
+    progress = lambda: (segmentation_progress(tmp_path / "out", 2)["done"], 2, "segmenting")
+    monitor = module.JobMonitor(job, progress, ended.append, bar, label)
+    assert bar.visible
+    job.wait(180)
+    monitor._poll()  # what the QTimer calls
+    assert ended == [0] and (bar.value, bar.maximum, bar.visible) == (2, 2, False) and label.text == "segmenting"
+
+
+def test_job_monitor_cancel_stops_the_process(module, tmp_path):
+    from MedianNerveSegLib.jobs import BackgroundJob
+
+    job = BackgroundJob(["train", "--dataset", str(tmp_path), "--out", str(tmp_path / "m")], tmp_path / "log").start()
+    cleaned = []
+    monitor = module.JobMonitor(job, lambda: (0, 0, ""), lambda code: None, ProgressBar(), SimpleNamespace(text=""),
+                                onCancel=lambda: cleaned.append(True))
+    monitor.cancel()
+    assert job.poll() is not None and cleaned == [True]
+
+
+def test_comparison_html_lists_each_model(module, tmp_path):
+    path = tmp_path / "comparison.json"
+    path.write_text('[{"model": "before", "n_images": 4, "dice_mean": 0.9, "csa_mae_mm2": 1.0, "csa_icc": 0.8, '
+                    '"found_rate": 1.0}, {"model": "after", "n_images": 4, "dice_mean": 0.93, "csa_mae_mm2": null, '
+                    '"csa_icc": 0.9, "found_rate": 1.0}]')
+    html = module.comparisonHtml(path)
+    assert "<td>before</td><td>0.900</td><td>1.00</td>" in html
+    assert "<td>after</td><td>0.930</td><td>-</td>" in html and html.endswith("4 validation images")
