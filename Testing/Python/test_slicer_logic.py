@@ -300,6 +300,9 @@ def test_all_frames_segmented_by_a_job_become_a_browsed_segmentation_with_a_csa_
     edited = expected[1].copy()
     edited[np.nonzero(edited)[0].min(), :] = False
     mrml.logic.set_segment_mask(segmentation, volume, edited)
+    browser.SetSelectedItemNumber(2)
+    browser.SetSelectedItemNumber(1)  # the edit was stored in frame 1 of the segmentation sequence
+    np.testing.assert_array_equal(mrml.logic.segment_mask(segmentation, volume), edited)
     record = mrml.logic.save_label(segmentation, volume, tmp_path / "store")
     assert record["id"] == "Pz001-clip_f0001" and record["model"] == "m"
     assert record["changed_pixels"] == int((edited != expected[1]).sum()) > 0
