@@ -9,6 +9,7 @@ after adding an architecture to the registry. models/ (trained weights) is left 
 from __future__ import annotations
 
 import json
+from importlib.metadata import version
 from pathlib import Path
 
 import monai
@@ -33,10 +34,19 @@ PAPER_RECIPES = {
     PROJECT: {"epochs": 250, "batch_size": 16, "optimizer": "adamw", "learning_rate": 1e-3, "scheduler": "cosine",
               "loss": "bce_dice", "ema_decay": 0.995, "val_every": 25},
 }
-RECIPE_OF = {"unet": MELNIC, "lunet": MELNIC, "dbunet": MELNIC, "dlunet": MELNIC,
+MASK_RCNN = ("Di Cosmo et al. 2021 / Smerilli et al. 2022, Mask R-CNN: 150 epochs, SGD lr 1e-3 momentum 0.9, "
+             "augmentation scale 0.8-1.2, translate +-20%, rotate +-10 deg, shear +-2 deg; loss = classification "
+             "+ box + mask (+ RPN); best validation Dice kept")
+PAPER_RECIPES[MASK_RCNN] = {"epochs": 150, "batch_size": 4, "optimizer": "sgd", "learning_rate": 1e-3,
+                            "scheduler": "plateau", "plateau_factor": 0.1, "plateau_patience": 3, "val_every": 5,
+                            "keep_best": True, "ema_decay": 0.0}
+RECIPE_OF = {"mask_rcnn": MASK_RCNN, "unet": MELNIC, "lunet": MELNIC, "dbunet": MELNIC, "dlunet": MELNIC,
              "sa_unet": KIM, "attention_unet": KIM, "unetpp": KIM, "multiresunet": KIM}
-AUGMENT_OF = {KIM: {"shear_deg": 15.0}}
+AUGMENT_OF = {KIM: {"shear_deg": 15.0},
+              MASK_RCNN: {"translate": 0.2, "flip_lr": 0.0, "gamma": [1.0, 1.0], "contrast": [1.0, 1.0],
+                          "speckle_sd": 0.0, "noise_sd": 0.0}}
 INPUT_SIZE = [288, 384]
+INPUT_SIZE_OF = {"mask_rcnn": [468, 606]}  # the frame as it is: the network letterboxes it to 512 x 512 itself
 
 
 def train_config(name: str) -> dict:
@@ -49,7 +59,7 @@ def train_config(name: str) -> dict:
         "output_dir": "$@bundle_root + '/models'",
         "device": "cpu",
         "epochs": settings.pop("epochs"),
-        "input_size": INPUT_SIZE,
+        "input_size": INPUT_SIZE_OF.get(name, INPUT_SIZE),
         "init_weights": None,
         "augment": {"_target_": "MedianNerveSegLib.augment.AugmentConfig", **settings.pop("augment")},
         "train_config": {"_target_": "MedianNerveSegLib.train.TrainConfig", "name": name, "architecture": name,
@@ -87,7 +97,7 @@ def evaluate_config() -> dict:
 
 def metadata(name: str) -> dict:
     spec = MODEL_REGISTRY[name]
-    shape = {"spatial_shape": INPUT_SIZE, "dtype": "float32", "num_channels": 1, "is_patch_data": False}
+    shape = {"spatial_shape": INPUT_SIZE_OF.get(name, INPUT_SIZE), "dtype": "float32", "num_channels": 1, "is_patch_data": False}
     return {
         "schema": "https://github.com/Project-MONAI/MONAI-extra-test-data/releases/download/0.8.1/meta_schema_20220324.json",
         "version": "0.1.0",
@@ -95,7 +105,8 @@ def metadata(name: str) -> dict:
         "monai_version": monai.__version__,
         "pytorch_version": torch.__version__.split("+")[0],
         "numpy_version": numpy.__version__,
-        "required_packages_version": {"median-nerve-seg": __version__},
+        "required_packages_version": {"median-nerve-seg": __version__,
+                                      **{package: version(package) for package in spec.requires}},
         "name": f"Median nerve segmentation: {name}",
         "task": "Median nerve segmentation in transverse wrist ultrasound",
         "description": f"{spec.reference}. {count_parameters(build_model(name)):,} parameters.",

@@ -194,12 +194,16 @@ def _bundle_config(bundle: Path, overrides: Dict[str, Any]):
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from .models import MODEL_REGISTRY, build_model, count_parameters
+    from .models import MISSING_PACKAGE_HINT, MODEL_REGISTRY, available_models, build_model, count_parameters
     from .zoo import installed_models, load_info, model_name
 
     print("architectures:")
     for name, spec in sorted(MODEL_REGISTRY.items()):
-        print(f"  {name:<14} {count_parameters(build_model(name)):>10,d} params  {spec.reference}")
+        if name in available_models():
+            print(f"  {name:<14} {count_parameters(build_model(name)):>10,d} params  {spec.reference}")
+        else:
+            hints = "; ".join(MISSING_PACKAGE_HINT[p] for p in spec.requires)
+            print(f"  {name:<14} {'-':>10}         {spec.reference} [not available here: {hints}]")
     print("installed models:")
     for folder in installed_models():
         info = load_info(folder)

@@ -68,5 +68,9 @@ class Segmenter:
         min_px = min_component_pixels(self.info.min_component_mm2, image.spacing_mm, frame.shape)
         mask = clean_mask(probability, self.info.threshold, min_px, self.info.min_branch_fraction)
         found = bool(mask.any())
-        confidence = float(probability[mask].mean()) if found else float(probability.max())
+        detections = getattr(self.network, "last_detections", None)  # a detector's box scores, best first
+        if detections is not None:
+            confidence = float(detections[0]["scores"][0]) if len(detections[0]["scores"]) else 0.0
+        else:
+            confidence = float(probability[mask].mean()) if found else float(probability.max())
         return Prediction(probability, mask, confidence, found, 1000.0 * (time.perf_counter() - start))

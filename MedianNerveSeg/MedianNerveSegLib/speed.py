@@ -11,7 +11,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from .models import MODEL_REGISTRY, build_model, count_parameters
+from .models import available_models, build_model, count_parameters
 
 FRAME = (468, 606)  # the Jesi scanner's frame, rows x columns
 
@@ -49,7 +49,7 @@ def benchmark_speed(out_dir: Path, names: Optional[Sequence[str]] = None, device
     """Time each model; the report in ``out_dir`` is rewritten after each, so a long run keeps its rows."""
     torch.set_num_threads(threads)
     rows = []
-    for name in names or sorted(MODEL_REGISTRY):
+    for name in names or available_models():
         rows.append(dict(benchmark_model(name, device, repeats=repeats), threads=threads))
         log(json.dumps(rows[-1]))
         write_report(rows, out_dir)

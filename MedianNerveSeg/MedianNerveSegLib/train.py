@@ -28,7 +28,7 @@ from .data import Sample, list_samples, split_by_patient
 from .evaluate import csa_agreement, segmentation_metrics
 from .inference import Segmenter, resolve_device
 from .io import read_image, read_mask
-from .models import build_model, count_parameters
+from .models import build_model, count_parameters, is_detector
 from .preprocess import resize
 from .zoo import ModelInfo, load_info, load_network, resolve_model, save_model
 
@@ -217,6 +217,7 @@ def _train_epoch(trainer, averaged, optimizer, loss_fn, images, masks, cfg: Trai
                  epoch: int, rank: int = 0, world: int = 1) -> float:
     """One pass over this rank's shard of an epoch-seeded permutation (the same on every rank)."""
     trainer.train()
+    own_loss = is_detector(cfg.architecture)  # Mask R-CNN: forward(x, masks) returns its loss
     order = torch.randperm(len(images), generator=torch.Generator().manual_seed(cfg.seed * 100003 + epoch))
     order = order[: len(order) - len(order) % world]  # equal shards: every rank takes the same steps
     losses = []
@@ -225,8 +226,8 @@ def _train_epoch(trainer, averaged, optimizer, loss_fn, images, masks, cfg: Trai
             continue
         x, y = augment(images[batch], masks[batch], cfg.augment)
         with torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16, enabled=device != "cpu"):
-            logits = trainer(zscore(x)).float()
-        loss = loss_fn(logits, y)
+            output = trainer(zscore(x), y) if own_loss else trainer(zscore(x))
+        loss = output.float() if own_loss else loss_fn(output.float(), y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

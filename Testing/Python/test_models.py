@@ -12,7 +12,7 @@ from MedianNerveSegLib.models import MODEL_REGISTRY, available_models, build_mod
 from MedianNerveSegLib.preprocess import resize, to_network_input
 from MedianNerveSegLib.zoo import ModelInfo, save_model
 
-MODELS = available_models()
+MODELS = available_models(kind="semantic")  # the detector (Mask R-CNN) has its own tests
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -1,20 +1,24 @@
 """Segmentation architectures behind one registry: name -> constructor, defaults, reference.
 
 Every network takes a (B, 1, H, W) grayscale batch and returns (B, 1, H, W) nerve logits.
+"semantic" networks are trained on those logits; a "detector" (Mask R-CNN) computes its own
+loss in train mode (``forward(x, masks)``) and needs an optional package (torchvision).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List
-
+import functools
+import importlib
 import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 
 from .dbunet import DoubleUNet
 from .dlunet import DoubleLightweightUNet
 from .lunet import LUNet
+from .mask_rcnn import MaskRCNN112
 from .monai_nets import UNetPlusPlus, attention_unet, basic_unet, monai_unet
 from .multiresunet import MultiResUNet
 from .sa_unet import ScaleAttentionalUNet
@@ -29,6 +33,8 @@ class ModelSpec:
     build: Callable[..., torch.nn.Module]
     defaults: Dict[str, Any] = field(default_factory=dict)
     reference: str = ""
+    kind: str = "semantic"  # semantic | detector
+    requires: Tuple[str, ...] = ()  # optional packages it imports
 
 
 MODEL_REGISTRY: Dict[str, ModelSpec] = {
@@ -56,12 +62,32 @@ MODEL_REGISTRY: Dict[str, ModelSpec] = {
                   "Attention U-Net (Oktay et al., 2018), MONAI AttentionUnet; Kim et al. 2022 baseline"),
         ModelSpec("unetpp", UNetPlusPlus, {"features": [32, 32, 64, 128, 256, 32]},
                   "UNet++ (Zhou et al., 2018), MONAI BasicUNetPlusPlus; Kim et al. 2022 baseline"),
+        ModelSpec("mask_rcnn", MaskRCNN112, {"backbone": "resnet101", "mask_head": "mask112"},
+                  "Mask R-CNN (He et al., 2017) with the 112x112 mask head of Di Cosmo et al. 2021 / Smerilli et al. 2022",
+                  kind="detector", requires=("torchvision",)),
     )
 }
+MISSING_PACKAGE_HINT = {"torchvision": "pip install 'median-nerve-seg[maskrcnn]' (torchvision matching your torch)"}
 
 
-def available_models() -> List[str]:
-    return sorted(MODEL_REGISTRY)
+@functools.lru_cache(maxsize=None)
+def package_works(name: str) -> bool:
+    """True when ``name`` imports (a torchvision built for another torch fails at import)."""
+    try:
+        importlib.import_module(name)
+        return True
+    except Exception:  # ImportError, or RuntimeError from a mismatched binary
+        return False
+
+
+def available_models(kind: Optional[str] = None) -> List[str]:
+    """Registry names whose optional packages import here (of one ``kind`` when given)."""
+    return sorted(name for name, spec in MODEL_REGISTRY.items()
+                  if all(map(package_works, spec.requires)) and kind in (None, spec.kind))
+
+
+def is_detector(name: str) -> bool:
+    return MODEL_REGISTRY[name].kind == "detector"
 
 
 NERVE_PRIOR = 0.01  # fraction of an image that is nerve (about 1% in the Jesi dataset)
@@ -72,7 +98,11 @@ def build_model(name: str, **kwargs: Any) -> torch.nn.Module:
     if name not in MODEL_REGISTRY:
         raise KeyError(f"unknown model '{name}'; available: {', '.join(available_models())}")
     spec = MODEL_REGISTRY[name]
-    return init_output_bias(spec.build(**{**spec.defaults, **kwargs}))
+    for package in spec.requires:
+        if not package_works(package):
+            raise ImportError(f"model '{name}' needs {package}: {MISSING_PACKAGE_HINT[package]}")
+    model = spec.build(**{**spec.defaults, **kwargs})
+    return model if spec.kind == "detector" else init_output_bias(model)
 
 
 def init_output_bias(model: torch.nn.Module, prior: float = NERVE_PRIOR) -> torch.nn.Module:
