@@ -29,7 +29,7 @@ TABLE_COLUMNS = [("model", "model"), ("dice_mean", "DSC"), ("dice_sd", "DSC SD")
                  ("precision_mean", "precision"), ("recall_mean", "recall"), ("hd95_mean_mm", "HD95 mm"),
                  ("auc_mean", "AUC"), ("found_rate", "found"), ("csa_mae_mm2", "CSA MAE mm2"),
                  ("csa_icc", "ICC"), ("parameters", "params"), ("cpu_ms", "CPU ms/frame"),
-                 ("training_seconds", "train s"), ("epochs", "epochs")]
+                 ("training_seconds", "train s"), ("epochs", "epochs"), ("training_device", "trained on")]
 
 
 def evaluate_model(model_dir: Path, samples, spacing_mm: float, device: str = "cpu",
@@ -73,27 +73,41 @@ def cpu_ms_per_frame(model_dir: Path, samples, threads: int = 2, frames: int = 1
 
 
 def run_benchmark(dataset_dir: Path, out_dir: Path, base: TrainConfig, models: Optional[Sequence[str]] = None,
-                  cpu_timing: bool = True, log: Callable[[str], None] = print) -> List[Dict[str, Any]]:
-    """Train (unless done), evaluate and time each model; write benchmark.json and benchmark.md."""
+                  cpu_timing: bool = True, log: Callable[[str], None] = print,
+                  trained: Sequence[Path] = ()) -> List[Dict[str, Any]]:
+    """Train (unless done), evaluate and time each model; write benchmark.json and benchmark.md.
+
+    ``trained`` model folders (trained elsewhere, e.g. the shipped model) join the table on the
+    same validation patients, with their own training device, time and epochs."""
     out_dir.mkdir(parents=True, exist_ok=True)
     _, val_samples = split_samples(Path(dataset_dir), base)
-    for name in models or available_models():
-        result_path = out_dir / name / "result.json"
-        if result_path.is_file():
-            continue
-        log(f"== {name}")
-        info = train(dataset_dir, out_dir / name, replace(base, architecture=name, name=name, arch_kwargs={}), log)
-        summary = evaluate_model(out_dir / name, val_samples, base.spacing_mm, base.device)
-        result = {"model": name, "parameters": info.training["parameters"], "epochs": info.training["epochs"],
-                  "training_seconds": info.training["seconds"], "training_device": info.training["device"], **summary}
-        result_path.write_text(json.dumps(result, indent=2) + "\n")
+    for name in [] if models == [] else models or available_models():
+        if not (out_dir / name / "result.json").is_file():
+            log(f"== {name}")
+            train(dataset_dir, out_dir / name, replace(base, architecture=name, name=name, arch_kwargs={}), log)
+            _write_result(out_dir / name, out_dir / name, val_samples, base)
+    for folder in map(Path, trained):
+        if not (out_dir / model_name(folder) / "result.json").is_file():
+            log(f"== {model_name(folder)} (trained)")
+            _write_result(folder, out_dir / model_name(folder), val_samples, base)
     rows = [json.loads(p.read_text()) for p in sorted(out_dir.glob("*/result.json"))]
     for row in rows:
         if cpu_timing and "cpu_ms" not in row:
-            row["cpu_ms"] = cpu_ms_per_frame(out_dir / row["model"], val_samples)
+            row["cpu_ms"] = cpu_ms_per_frame(Path(row.get("model_dir") or out_dir / row["model"]), val_samples)
             (out_dir / row["model"] / "result.json").write_text(json.dumps(row, indent=2) + "\n")
     write_table(rows, out_dir)
     return rows
+
+
+def _write_result(model_dir: Path, result_dir: Path, val_samples, base: TrainConfig) -> None:
+    """result.json of a trained model folder: its held-out metrics and how it was trained."""
+    info = load_info(model_dir)
+    summary = evaluate_model(model_dir, val_samples, base.spacing_mm, base.device, result_dir / "evaluation")
+    result = {"model": model_name(model_dir), "model_dir": str(model_dir.resolve()), "architecture": info.architecture,
+              "parameters": info.training.get("parameters"), "epochs": info.training.get("epochs"),
+              "training_seconds": info.training.get("seconds"), "training_device": info.training.get("device"),
+              **summary}
+    (result_dir / "result.json").write_text(json.dumps(result, indent=2) + "\n")
 
 
 COMPARISON_KEYS = ("dice_mean", "dice_sd", "iou_mean", "hd95_mean_mm", "found_rate", "csa_mae_mm2", "csa_bias_mm2",

@@ -216,11 +216,13 @@ def cmd_models(args: argparse.Namespace) -> int:
 def cmd_benchmark(args: argparse.Namespace) -> int:
     from .benchmark import run_benchmark
     from .train import config_from_json
+    from .zoo import resolve_model
 
     base = config_from_json(args.config, epochs=args.epochs, time_budget_s=args.time_budget, device=args.device,
                             input_size=tuple(args.input_size) if args.input_size else None,
                             max_images=args.max_images, seed=args.seed, val_every=10 ** 6)  # last epoch only
-    run_benchmark(Path(args.dataset), Path(args.out), base, args.models, cpu_timing=not args.no_cpu_timing)
+    run_benchmark(Path(args.dataset), Path(args.out), base, args.models, cpu_timing=not args.no_cpu_timing,
+                  trained=[resolve_model(m) for m in args.trained])
     print((Path(args.out) / "benchmark.md").read_text())
     return 0
 
@@ -320,7 +322,10 @@ def build_parser() -> argparse.ArgumentParser:
                                      "papers' metrics, times each on this CPU and writes benchmark.md/json.")
     ben.add_argument("--dataset", required=True, help="images/ + masks/ folder or a dataset store")
     ben.add_argument("--out", required=True, help="output folder (one model folder per architecture)")
-    ben.add_argument("--models", nargs="+", default=None, help="architectures (default: all)")
+    ben.add_argument("--models", nargs="*", default=None,
+                     help="architectures to train (default: all; none with --models and no name)")
+    ben.add_argument("--trained", nargs="+", default=[], metavar="MODEL",
+                     help="also evaluate these trained models (names or folders) on the same patients")
     ben.add_argument("--config", default=None, help="JSON of TrainConfig fields shared by every model")
     ben.add_argument("--epochs", type=int, default=None, help="epochs per model (default 200)")
     ben.add_argument("--time-budget", type=float, default=None, help="seconds of training per model")

@@ -14,7 +14,7 @@ from MedianNerveSegLib.cli import main
 from MedianNerveSegLib.inference import Segmenter
 from MedianNerveSegLib.io import read_mask
 
-from conftest import SPACING
+from conftest import REPO, SPACING
 from test_io import write_dicom
 
 SEGMENT_COLUMNS = {"image", "found", "confidence", "area_mm2", "area_px", "perimeter_mm", "circularity",
@@ -183,3 +183,16 @@ def test_benchmark_trains_evaluates_times_and_resumes(dataset_dir, tmp_path, cap
     stamp = (tmp_path / "lunet" / "model.pt").stat().st_mtime
     assert main(args) == 0  # resumed: nothing retrained
     assert (tmp_path / "lunet" / "model.pt").stat().st_mtime == stamp
+
+
+def test_benchmark_adds_trained_models_on_the_same_patients(dataset_dir, tmp_path):
+    args = ["benchmark", "--dataset", str(dataset_dir), "--out", str(tmp_path), "--models", "--trained",
+            "median_nerve_unet", "--no-cpu-timing"]
+    assert main(args) == 0
+    [row] = json.loads((tmp_path / "benchmark.json").read_text())
+    shipped = json.loads((REPO / "MedianNerveSeg" / "MedianNerveSegLib" / "pretrained" / "median_nerve_unet" /
+                          "model.json").read_text())
+    assert row["model"] == "median_nerve_unet" and row["training_device"] == "cuda"
+    assert row["parameters"] == shipped["training"]["parameters"] and row["n"] == 41  # the seed-0 held-out patients
+    assert row["dice_mean"] == pytest.approx(shipped["metrics"]["dice_mean"], abs=0.002)
+    assert "| median_nerve_unet |" in (tmp_path / "benchmark.md").read_text()
