@@ -50,6 +50,16 @@ def test_shipped_model_segments_held_out_patients(segmenter, held_out):
     assert np.median(dice) >= 0.88, dice
 
 
+def test_small_model_is_under_500k_parameters_and_segments_its_held_out_patients(dataset_dir):
+    small = Segmenter("median_nerve_unet_small")
+    assert sum(p.numel() for p in small.network.parameters()) <= 500_000
+    patients = set(small.info.training["val_patients"])
+    samples = [s for s in list_samples(dataset_dir) if s.patient in patients][:12]
+    dice = [segmentation_metrics(small.predict(read_image(s.image, SPACING)).mask, read_mask(s.mask),
+                                 (SPACING, SPACING))["dice"] for s in samples]
+    assert np.mean(dice) >= 0.8 and np.median(dice) >= 0.88, dice
+
+
 def test_all_black_image_is_not_found(segmenter):
     prediction = segmenter.predict(UltrasoundImage(np.zeros((468, 606), np.float32), (SPACING, SPACING)))
     assert not prediction.found and not prediction.mask.any()

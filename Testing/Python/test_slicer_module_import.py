@@ -299,10 +299,10 @@ def test_cmake_lists_every_script_and_resource():
     scripts = {p.relative_to(MODULE_DIR).as_posix() for package in ("MedianNerveSegLib", "MedianNerveSegSlicer")
                for p in (MODULE_DIR / package).rglob("*.py") if "__pycache__" not in p.parts}
     assert not scripts - listed, f"scripts missing from CMakeLists.txt: {sorted(scripts - listed)}"
-    resources = {"MedianNerveSeg.py", "Resources/UI/MedianNerveSeg.ui", "Resources/Icons/MedianNerveSeg.png",
-                 "MedianNerveSegLib/pretrained/median_nerve_unet/model.pt",
-                 "MedianNerveSegLib/pretrained/median_nerve_unet/model.json",
-                 "MedianNerveSegLib/pretrained/median_nerve_unet/MODEL_CARD.md"}
+    resources = {"MedianNerveSeg.py", "Resources/UI/MedianNerveSeg.ui", "Resources/Icons/MedianNerveSeg.png"}
+    for model in (MODULE_DIR / "MedianNerveSegLib" / "pretrained").iterdir():  # every shipped model
+        resources |= {f"MedianNerveSegLib/pretrained/{model.name}/{name}" for name in ("model.pt", "model.json",
+                                                                                      "MODEL_CARD.md")}
     assert resources <= listed
     for item in listed:
         assert (MODULE_DIR / item).is_file(), f"CMakeLists.txt lists a missing file: {item}"

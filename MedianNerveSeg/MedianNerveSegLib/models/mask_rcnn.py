@@ -19,7 +19,9 @@ What the papers fix and this file follows:
 * Loss: classification + box regression + mask (plus torchvision's two RPN terms, which train
   the proposals as in every Mask R-CNN).
 
-Assumed where the papers are silent: one foreground class (the nerve); the image's z-scored
+Assumed where the papers are silent: torchvision's proposal and ROI sampling numbers
+(``proposals_per_image``, ``rois_per_image``; smaller values train faster on a CPU); one
+foreground class (the nerve); the image's z-scored
 grayscale repeated on the three ResNet input channels; at inference the highest-scoring
 detection gives the nerve (the CSA is of one nerve), its mask pasted into the image.
 
@@ -70,7 +72,7 @@ class MaskRCNN112(nn.Module):
 
     def __init__(self, backbone: str = "resnet101", mask_head: str = "mask112", image_size: int = 512,
                  backbone_weights: Optional[str] = None, trainable_layers: int = 5,
-                 detections_per_image: int = 10) -> None:
+                 detections_per_image: int = 10, proposals_per_image: int = 2000, rois_per_image: int = 512) -> None:
         super().__init__()
         from torchvision.models.detection import MaskRCNN
         from torchvision.models.detection.anchor_utils import AnchorGenerator
@@ -99,7 +101,8 @@ class MaskRCNN112(nn.Module):
             mask_head=MaskRCNNHeads(fpn.out_channels, [256, 256, 256, 256], 1),
             box_predictor=FastRCNNPredictor(1024, 2),  # background, nerve (after the default two-layer box head)
             mask_predictor=MaskHead(256, 256, 2, MASK_HEADS[mask_head]),
-            box_detections_per_img=detections_per_image, box_score_thresh=0.05)
+            box_detections_per_img=detections_per_image, box_score_thresh=0.05,
+            rpn_post_nms_top_n_train=proposals_per_image, box_batch_size_per_image=rois_per_image)
         self.last_detections: List[Dict[str, torch.Tensor]] = []
 
     def letterbox(self, x: torch.Tensor) -> torch.Tensor:
