@@ -141,6 +141,13 @@ def test_trained_by_train_and_used_by_segment(dataset_dir, tmp_path):
     assert main(["segment", str(image.source), "--model", str(tmp_path / "model"), "--out", str(tmp_path / "out")]) == 0
     assert (tmp_path / "out" / "measurements.csv").is_file()
 
+    from MedianNerveSegLib.benchmark import evaluate_model
+    from MedianNerveSegLib.data import list_samples
+
+    summary = evaluate_model(tmp_path / "model", list_samples(dataset_dir)[:3], 0.062, out_dir=tmp_path / "eval")
+    counts = [summary[key] for key in ("detection_tp", "detection_fp", "detection_fn")]
+    assert sum(counts) == 3  # every image is a TP, FP or FN of the papers' detection rule (box scores)
+
 
 def test_bundle_follows_the_papers_recipe():
     from monai.bundle import ConfigParser
