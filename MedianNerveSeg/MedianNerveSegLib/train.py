@@ -372,6 +372,9 @@ def plot_learning_curve(history: Sequence[Dict[str, Any]], path: Path) -> None:
     plt.close(figure)
 
 
+FINE_TUNE_LEARNING_RATE = 2e-4  # a tenth of the from-scratch default: adapt the weights, do not relearn them
+
+
 def config_from_json(path: Optional[Path], **overrides: Any) -> TrainConfig:
     """A TrainConfig from a JSON file (optional) and command-line overrides (None = keep)."""
     data = json.loads(Path(path).read_text()) if path else {}
@@ -380,7 +383,7 @@ def config_from_json(path: Optional[Path], **overrides: Any) -> TrainConfig:
         data["init_weights"] = str(resolve_model(data["init_weights"]))  # a model name or folder
         start = load_info(Path(data["init_weights"]))
         for key, value in (("architecture", start.architecture), ("arch_kwargs", start.arch_kwargs),
-                           ("input_size", list(start.input_size))):
+                           ("input_size", list(start.input_size)), ("learning_rate", FINE_TUNE_LEARNING_RATE)):
             data.setdefault(key, value)
     if "augment" in data and isinstance(data["augment"], dict):
         data["augment"] = AugmentConfig(**data["augment"])

@@ -81,7 +81,7 @@ def test_fine_tune_the_shipped_model_then_compare_before_and_after(small_dataset
     assert job.wait(600) == 0, job.output()
     shipped, tuned = load_info(REPO / "MedianNerveSeg" / "MedianNerveSegLib" / "pretrained" / "median_nerve_unet"), load_info(out)
     assert (tuned.name, tuned.architecture, tuned.arch_kwargs) == ("nerve_ft", shipped.architecture, shipped.arch_kwargs)
-    assert tuned.input_size == shipped.input_size
+    assert tuned.input_size == shipped.input_size and tuned.training["config"]["learning_rate"] == 2e-4
 
     job = comparison_job(small_dataset, ["median_nerve_unet", out], tmp_path / "compare")
     assert job.wait(600) == 0, job.output()
