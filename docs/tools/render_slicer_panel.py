@@ -73,6 +73,7 @@ def main(image_path: str, out_path: str) -> None:
     for name, text in values.items():
         find(QLabel, name).setText(text)
     panel.resize(380, panel.sizeHint().height())
+    app.processEvents()
     panel.grab().save(out_path)
     print(f"wrote {out_path}")
 
