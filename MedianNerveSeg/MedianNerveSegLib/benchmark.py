@@ -81,7 +81,7 @@ def run_benchmark(dataset_dir: Path, out_dir: Path, base: TrainConfig, models: O
     same validation patients, with their own training device, time and epochs."""
     out_dir.mkdir(parents=True, exist_ok=True)
     _, val_samples = split_samples(Path(dataset_dir), base)
-    for name in [] if models == [] else models or available_models():
+    for name in available_models() if models is None else models:
         if not (out_dir / name / "result.json").is_file():
             log(f"== {name}")
             train(dataset_dir, out_dir / name, replace(base, architecture=name, name=name, arch_kwargs={}), log)

@@ -297,7 +297,8 @@ def build_parser() -> argparse.ArgumentParser:
     tra.add_argument("--input-size", type=int, nargs=2, default=None, metavar=("H", "W"),
                      help="network input size; must divide by 16 (default 288 384)")
     tra.add_argument("--max-images", type=int, default=None, help="use only the first N pairs (smoke runs)")
-    tra.add_argument("--init-weights", default=None, help="model folder to fine-tune from")
+    tra.add_argument("--init-weights", default=None,
+                     help="model name or folder to fine-tune from (its network; lr 2e-4 unless --lr)")
     tra.add_argument("--name", default=None, help="model name written to model.json")
     tra.add_argument("--seed", type=int, default=None, help="seed of the patient split and training")
     tra.add_argument("--spacing", type=float, default=None, help="dataset pixel spacing in mm (default 0.062)")
