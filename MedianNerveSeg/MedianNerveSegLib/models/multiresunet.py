@@ -8,6 +8,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .blocks import Encoder
 from .padding import pad_to_multiple
 
 __all__ = ["MultiResBlock", "ResPath", "MultiResUNet"]
@@ -104,15 +105,16 @@ class MultiResUNet(nn.Module):
     def __init__(self, in_channels: int = 1, out_channels: int = 1, filters: int = 32, alpha: float = 1.67):
         super().__init__()
         level_filters = [filters * 2 ** level for level in range(5)]
-        self.encoder = nn.ModuleList()
+        encoder_blocks = []
         self.res_paths = nn.ModuleList()
         channels = in_channels
         for level, f in enumerate(level_filters):
             block = MultiResBlock(channels, f, alpha)
-            self.encoder.append(block)
+            encoder_blocks.append(block)
             channels = block.out_channels
             if level < 4:
                 self.res_paths.append(ResPath(channels, f, length=4 - level))
+        self.encoder = Encoder(encoder_blocks)
         self.decoder = nn.ModuleList()
         for f in level_filters[-2::-1]:
             up = _UpBlock(channels, f, f, alpha)
@@ -123,12 +125,7 @@ class MultiResUNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         height, width = x.shape[-2:]
         x = pad_to_multiple(x, 16)
-        skips: List[torch.Tensor] = []
-        for level, block in enumerate(self.encoder):
-            if level > 0:
-                x = F.max_pool2d(x, 2)
-            x = block(x)
-            skips.append(x)
+        skips = self.encoder(x)
         x = skips.pop()
         for level, path in enumerate(self.res_paths):
             skips[level] = path(skips[level])

@@ -8,12 +8,12 @@ and weighted by efficient channel attention (ECA, Wang et al., CVPR 2020).
 from __future__ import annotations
 
 import math
-from typing import List, Sequence
+from typing import Sequence
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
+from .blocks import Encoder
 from .padding import pad_to_multiple
 
 __all__ = ["EfficientChannelAttention", "ScaleAttentionalConv2d", "ScaleAttentionalUNet"]
@@ -135,7 +135,7 @@ class ScaleAttentionalUNet(nn.Module):
         super().__init__()
         features = list(features)
         self.multiple = 2 ** (len(features) - 1)
-        self.encoder = nn.ModuleList([
+        self.encoder = Encoder([
             _double_conv(c_in, c_out, num_scales) for c_in, c_out in zip([in_channels] + features[:-1], features)
         ])
         self.decoder = nn.ModuleList([
@@ -146,12 +146,7 @@ class ScaleAttentionalUNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         height, width = x.shape[-2:]
         x = pad_to_multiple(x, self.multiple)
-        skips: List[torch.Tensor] = []
-        for level, block in enumerate(self.encoder):
-            if level > 0:
-                x = F.max_pool2d(x, 2)
-            x = block(x)
-            skips.append(x)
+        skips = self.encoder(x)
         x = skips.pop()
         for block in self.decoder:
             x = block(x, skips.pop())
