@@ -102,15 +102,24 @@ def load_network(folder: Path, device: str = "cpu") -> Tuple[torch.nn.Module, Mo
 
 
 def save_model(folder: Path, network: torch.nn.Module, info: ModelInfo, half: bool = True) -> Path:
-    """Write model.pt (float16 by default: half the size, same predictions) and model.json."""
+    """Write model.pt (float16 by default: half the size, same predictions) and model.json.
+
+    A tensor outside float16's range stays float32: batch-norm running variances after the plain
+    VGG blocks of DoubleU-Net and DL-UNet pass 65504 in training, and inf would zero their outputs."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    state = {k: (v.half() if half and v.is_floating_point() else v).cpu()
-             for k, v in network.state_dict().items()}
+    state = {k: (_half_if_in_range(v) if half else v).cpu() for k, v in network.state_dict().items()}
     _atomic(folder / WEIGHTS, lambda f: torch.save(state, f))
     text = json.dumps(asdict(info), indent=2)
     _atomic(folder / MODEL_JSON, lambda f: f.write(text.encode("utf-8")))
     return folder
+
+
+def _half_if_in_range(tensor: torch.Tensor) -> torch.Tensor:
+    if not tensor.is_floating_point():
+        return tensor
+    half = tensor.half()
+    return half if torch.isfinite(half).all() else tensor
 
 
 def _atomic(path: Path, write) -> None:

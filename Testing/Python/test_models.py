@@ -62,6 +62,23 @@ def test_registry_round_trip_through_a_model_folder(name, tmp_path):
         assert torch.allclose(segmenter.network(x), model(x), rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("name", ["dlunet", "dbunet"])
+def test_half_precision_model_keeps_batch_norm_statistics_beyond_float16(name, tmp_path):
+    # after tens of epochs the ASPP behind the plain VGG blocks had running variances past 65504:
+    # saved as float16 they became inf, and the reloaded DL-UNet segmented nothing (DSC 0.000 vs 0.776)
+    model = build_model(name).eval()
+    model.aspp1.branches[1][1].running_var.fill_(1e6)
+    model.aspp1.branches[1][1].running_mean.fill_(300.0)
+    save_model(tmp_path, model, ModelInfo(name=name, architecture=name, input_size=(96, 128)))
+    loaded = Segmenter(tmp_path).network
+    x = 100 * torch.randn(1, 1, 96, 128)  # large inputs: that branch's statistics decide the output
+    with torch.no_grad():
+        assert torch.allclose(loaded(x), model(x), rtol=1e-2, atol=1e-2)
+    weights = torch.load(tmp_path / "model.pt", weights_only=True)
+    assert weights["aspp1.branches.1.1.running_var"].dtype == torch.float32
+    assert weights["aspp1.branches.1.0.weight"].dtype == torch.float16
+
+
 def test_unknown_model_names_the_available_ones():
     with pytest.raises(KeyError, match="monai_unet"):
         build_model("no_such_net")
