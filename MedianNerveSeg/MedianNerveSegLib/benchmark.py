@@ -21,9 +21,9 @@ import torch
 from .evaluate import evaluate_folders
 from .inference import Segmenter
 from .io import read_image, write_mask_png
-from .models import available_models
+from .models import available_models, build_model
 from .train import TrainConfig, split_samples, train
-from .zoo import load_info, model_name, resolve_model
+from .zoo import MODEL_JSON, WEIGHTS, load_info, model_name, resolve_model
 
 TABLE_COLUMNS = [("model", "model"), ("dice_mean", "DSC"), ("dice_sd", "DSC SD"), ("iou_mean", "IoU"),
                  ("precision_mean", "precision"), ("recall_mean", "recall"), ("hd95_mean_mm", "HD95 mm"),
@@ -53,10 +53,21 @@ def evaluate_model(model_dir: Path, samples, spacing_mm: float, device: str = "c
                                 probability_dir=probability, confidences=confidences)
 
 
+def _timing_segmenter(model_dir: Path) -> Segmenter:
+    """The model folder's Segmenter on the CPU; where its weights stayed on the machine that trained
+    it (too large to bring back), the same network untrained: time per frame does not depend on the
+    weights' values."""
+    if (Path(model_dir) / WEIGHTS).is_file():
+        return Segmenter(model_dir, "cpu")
+    info = load_info(model_dir)
+    network = build_model(info.architecture, **info.arch_kwargs).to(memory_format=torch.channels_last)
+    return Segmenter.from_network(network, info, "cpu")
+
+
 def frame_times_ms(model_dir: Path, samples, threads: int = 2, frames: int = 10) -> List[float]:
     """Segmenter time (preprocess, network, post-process) of each frame on this CPU, after a warm-up."""
     torch.set_num_threads(threads)
-    segmenter = Segmenter(model_dir, "cpu")
+    segmenter = _timing_segmenter(model_dir)
     images = [read_image(s.image, 0.062) for s in samples[:frames]]
     segmenter.predict(images[0])
     times = []
@@ -93,10 +104,17 @@ def run_benchmark(dataset_dir: Path, out_dir: Path, base: TrainConfig, models: O
     rows = [json.loads(p.read_text()) for p in sorted(out_dir.glob("*/result.json"))]
     for row in rows:
         if cpu_timing and "cpu_ms" not in row:
-            row["cpu_ms"] = cpu_ms_per_frame(Path(row.get("model_dir") or out_dir / row["model"]), val_samples)
+            row["cpu_ms"] = cpu_ms_per_frame(_local_model_dir(row, out_dir), val_samples)
             (out_dir / row["model"] / "result.json").write_text(json.dumps(row, indent=2) + "\n")
     write_table(rows, out_dir)
     return rows
+
+
+def _local_model_dir(row: Dict[str, Any], out_dir: Path) -> Path:
+    """A result's model folder: where it was trained, or OUT/<model> when the results were trained
+    on another machine and copied here."""
+    folder = Path(row.get("model_dir") or out_dir / row["model"])
+    return folder if (folder / MODEL_JSON).is_file() else out_dir / row["model"]
 
 
 def _write_result(model_dir: Path, result_dir: Path, val_samples, base: TrainConfig) -> None:

@@ -185,6 +185,23 @@ def test_benchmark_trains_evaluates_times_and_resumes(dataset_dir, tmp_path, cap
     assert (tmp_path / "lunet" / "model.pt").stat().st_mtime == stamp
 
 
+def test_benchmark_times_results_trained_on_another_machine(dataset_dir, tmp_path):
+    # results copied from a GPU machine: model_dir names a path of that machine, and a large model's
+    # weights stayed there; the CPU column is still filled, from the architecture
+    args = ["benchmark", "--dataset", str(dataset_dir), "--out", str(tmp_path), "--models", "lunet",
+            "--epochs", "1", "--input-size", "32", "48", "--max-images", "10", "--no-cpu-timing"]
+    assert main(args) == 0
+    result_file = tmp_path / "lunet" / "result.json"
+    result = json.loads(result_file.read_text())
+    assert "cpu_ms" not in result
+    result_file.write_text(json.dumps(dict(result, model_dir="/root/gpu/bench/lunet")))
+    (tmp_path / "lunet" / "model.pt").unlink()
+    assert main(["benchmark", "--dataset", str(dataset_dir), "--out", str(tmp_path), "--models"]) == 0
+    timed = json.loads(result_file.read_text())
+    assert timed["cpu_ms"] > 0 and timed["dice_mean"] == result["dice_mean"]
+    assert f"| {timed['cpu_ms']:.3f} |" in (tmp_path / "benchmark.md").read_text()
+
+
 def test_benchmark_adds_trained_models_on_the_same_patients(dataset_dir, tmp_path):
     args = ["benchmark", "--dataset", str(dataset_dir), "--out", str(tmp_path), "--models", "--trained",
             "median_nerve_unet", "--no-cpu-timing"]
