@@ -157,7 +157,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     overrides = dict(architecture=args.architecture, epochs=args.epochs, batch_size=args.batch_size,
                      learning_rate=args.lr, device=args.device,
                      input_size=list(args.input_size) if args.input_size else None, max_images=args.max_images,
-                     init_weights=args.init_weights, name=args.name, seed=args.seed, spacing_mm=args.spacing)
+                     init_weights=args.init_weights, name=args.name, seed=args.seed, spacing_mm=args.spacing,
+                     time_budget_s=args.time_budget)
     stop = (lambda: Path(args.stop_file).exists()) if args.stop_file else None
     if args.bundle:
         out = Path(args.out or Path(args.bundle) / "models")
@@ -177,6 +178,8 @@ def _bundle_config(bundle: Path, overrides: Dict[str, Any]):
     is ``train(dataset_dir, output_dir, train_config)``; called here with the stop file)."""
     from monai.bundle import ConfigParser
 
+    from .train import FINE_TUNE_LR_FACTOR, TrainConfig
+
     config_file = bundle / "configs" / "train.json"
     if not config_file.is_file():
         raise FileNotFoundError(f"{bundle}: not a bundle (no configs/train.json)")
@@ -190,6 +193,9 @@ def _bundle_config(bundle: Path, overrides: Dict[str, Any]):
     for key, value in overrides.items():
         if value is not None:
             parser[f"train_config#{key}"] = value
+    if top_level["init_weights"] and overrides["learning_rate"] is None:
+        parser["train_config#learning_rate"] = FINE_TUNE_LR_FACTOR * parser.get_parsed_content(
+            "train_config#learning_rate", default=TrainConfig.learning_rate)
     return parser.get_parsed_content("train_config")
 
 
@@ -298,11 +304,14 @@ def build_parser() -> argparse.ArgumentParser:
                      help="network input size; must divide by 16 (default 288 384)")
     tra.add_argument("--max-images", type=int, default=None, help="use only the first N pairs (smoke runs)")
     tra.add_argument("--init-weights", default=None,
-                     help="model name or folder to fine-tune from (its network; lr 2e-4 unless --lr)")
+                     help="model name or folder to fine-tune from (its network, a tenth of the "
+                          "recipe's lr unless --lr)")
     tra.add_argument("--name", default=None, help="model name written to model.json")
     tra.add_argument("--seed", type=int, default=None, help="seed of the patient split and training")
     tra.add_argument("--spacing", type=float, default=None, help="dataset pixel spacing in mm (default 0.062)")
     tra.add_argument("--device", default=None, help="cpu (default) or cuda")
+    tra.add_argument("--time-budget", type=float, default=None, metavar="SECONDS",
+                     help="fit the epochs to this training time (timed on epoch 1; at most --epochs)")
     tra.add_argument("--stop-file", default=None,
                      help="end training after the epoch during which this file appears, and save the model")
     tra.set_defaults(func=cmd_train)

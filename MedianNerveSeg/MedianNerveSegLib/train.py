@@ -372,19 +372,25 @@ def plot_learning_curve(history: Sequence[Dict[str, Any]], path: Path) -> None:
     plt.close(figure)
 
 
-FINE_TUNE_LEARNING_RATE = 2e-4  # a tenth of the from-scratch default: adapt the weights, do not relearn them
+FINE_TUNE_LR_FACTOR = 0.1  # of the recipe's rate: adapt the weights, do not relearn them
 
 
 def config_from_json(path: Optional[Path], **overrides: Any) -> TrainConfig:
-    """A TrainConfig from a JSON file (optional) and command-line overrides (None = keep)."""
+    """A TrainConfig from a JSON file (optional) and command-line overrides (None = keep).
+
+    Fine-tuning (init_weights) keeps the network and input size of the model it starts from, at a
+    tenth of the recipe's learning rate unless the overrides name one."""
     data = json.loads(Path(path).read_text()) if path else {}
-    data.update({k: v for k, v in overrides.items() if v is not None})
-    if data.get("init_weights"):  # fine-tuning keeps the network (and its input size) of the model it starts from
+    given = {k: v for k, v in overrides.items() if v is not None}
+    data.update(given)
+    if data.get("init_weights"):
         data["init_weights"] = str(resolve_model(data["init_weights"]))  # a model name or folder
         start = load_info(Path(data["init_weights"]))
         for key, value in (("architecture", start.architecture), ("arch_kwargs", start.arch_kwargs),
-                           ("input_size", list(start.input_size)), ("learning_rate", FINE_TUNE_LEARNING_RATE)):
+                           ("input_size", list(start.input_size))):
             data.setdefault(key, value)
+        if "learning_rate" not in given:
+            data["learning_rate"] = FINE_TUNE_LR_FACTOR * data.get("learning_rate", TrainConfig.learning_rate)
     if "augment" in data and isinstance(data["augment"], dict):
         data["augment"] = AugmentConfig(**data["augment"])
     return TrainConfig(**data)

@@ -68,3 +68,21 @@ def test_bundle_trains_segments_and_evaluates(dataset_dir, tmp_path):
                 gt_dir=str(dataset_dir / "masks")) == 0
     summary = json.loads((tmp_path / "eval/metrics/summary.json").read_text())
     assert summary["n"] == len(list((dataset_dir / "masks").glob("*.png")))
+
+
+def test_bundle_fine_tune_takes_a_tenth_of_the_recipe_rate_and_a_time_budget(dataset_dir, tmp_path):
+    from MedianNerveSegLib.cli import main
+
+    bundle = TRAINING / "lunet"
+    recipe_lr = json.loads((bundle / "configs/train.json").read_text())["train_config"]["learning_rate"]
+    common = ["train", "--bundle", str(bundle), "--dataset", str(dataset_dir), "--input-size", "32", "48",
+              "--max-images", "6"]
+    assert main(common + ["--out", str(tmp_path / "start"), "--epochs", "1"]) == 0
+    tune = common + ["--init-weights", str(tmp_path / "start"), "--epochs", "50", "--time-budget", "0.001"]
+    assert main(tune + ["--out", str(tmp_path / "tuned")]) == 0
+    assert main(tune + ["--out", str(tmp_path / "tuned_lr"), "--lr", "5e-4"]) == 0
+    tuned, tuned_lr = (json.loads((tmp_path / name / "model.json").read_text())["training"]
+                       for name in ("tuned", "tuned_lr"))
+    assert tuned["config"]["learning_rate"] == pytest.approx(recipe_lr / 10)
+    assert tuned_lr["config"]["learning_rate"] == 5e-4
+    assert tuned["epochs"] == 2  # the budget's floor, far below --epochs
