@@ -45,6 +45,10 @@ RECIPE_OF = {"mask_rcnn": MASK_RCNN, "unet": MELNIC, "lunet": MELNIC, "dbunet": 
 AUGMENT_OF = {KIM: {"shear_deg": 15.0},
               MASK_RCNN: {"translate": 0.2, "flip_lr": 0.0, "gamma": [1.0, 1.0], "contrast": [1.0, 1.0],
                           "speckle_sd": 0.0, "noise_sd": 0.0}}
+RESULTS_OF = {"mask_rcnn": """Trained with `median-nerve-seg train --bundle training/mask_rcnn --device cuda` on an H100 (ended
+after 81 epochs, 15 minutes): DSC 0.836 +- 0.198 (median 0.898) on the 41 held-out images, box IoU
+>= 0.7 in 80.5 %, CSA ICC 0.55; the papers report DSC 0.868 and 83.7 % detected, from COCO weights.
+See docs/benchmarks/benchmark.md."""}
 INPUT_SIZE = [288, 384]
 INPUT_SIZE_OF = {"mask_rcnn": [468, 606]}  # the frame as it is: the network letterboxes it to 512 x 512 itself
 
@@ -169,7 +173,8 @@ each, DistributedDataParallel; rank 0 writes the model):
         --bundle_root training/{name} --dataset_dir DIR
 
 Fine-tune with
-`--init_weights MODEL_DIR`. Training writes models/model.pt, models/model.json,
+`--init_weights MODEL_DIR` (`median-nerve-seg train --bundle ... --init-weights MODEL` also lowers the
+learning rate to a tenth of the recipe's). Training writes models/model.pt, models/model.json,
 models/training_log.csv and models/learning_curve.png.
 
 Segment and evaluate with the trained weights:
@@ -179,7 +184,7 @@ Segment and evaluate with the trained weights:
 
 `median-nerve-seg segment IMAGE --model training/{name}/models` uses the same weights.
 Parsing a bundle config runs code: use bundles you trust.
-"""
+""" + (f"\n## Results\n\n{RESULTS_OF[name]}\n" if name in RESULTS_OF else "")
 
 
 def write_bundle(name: str) -> None:
