@@ -342,7 +342,7 @@ class MedianNerveSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         def finished(returnCode: int) -> None:
             self._segmentationJob = None
             try:
-                if returnCode != 0:
+                if returnCode not in (0, 1):  # 1: some frames failed, each named in the results
                     slicer.util.errorDisplay(_("Segmentation of the frames failed."), detailedText=job.output())
                     return
                 info = load_info(modelFolder)
@@ -374,7 +374,9 @@ class MedianNerveSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
         flags = segmentation_flags(resultsFolder, LOW_CONFIDENCE)
         frame = lambda names: ", ".join(str(int(name[5:9])) for name in names)  # "frame0003.nrrd" -> 3
-        text = _("{n} frames segmented.").format(n=frameCount)
+        text = _("{n} frames segmented.").format(n=frameCount - len(flags["failed"]))
+        if flags["failed"]:
+            text += " " + _("FAILED frames {frames}.").format(frames=frame(flags["failed"]))
         if flags["not_found"]:
             text += " " + _("NOT FOUND in frames {frames}.").format(frames=frame(flags["not_found"]))
         if flags["low_confidence"]:

@@ -3,34 +3,33 @@
 from __future__ import annotations
 
 import argparse
-import csv
 import json
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 from . import __version__
 from .cli_dataset import add_dataset_parser
 
-SEGMENT_COLUMNS = ["image", "frame", "found", "confidence", "area_mm2", "area_px", "perimeter_mm",
-                   "circularity", "flattening_ratio", "n_components", "spacing_mm", "spacing_source",
-                   "model", "ms", "error"]
+EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
 def _spacing(text: str):
-    """'0.062' (isotropic) or '0.062,0.07' (row,col), in mm."""
+    """'0.062' (isotropic) or '0.062,0.07' (row,col), in mm, within the plausible range."""
+    from .spacing import SpacingError, parse_spacing
+
     try:
-        values = [float(v) for v in text.replace("x", ",").split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"spacing must be a number in mm or ROW,COL, got '{text}'")
-    if len(values) not in (1, 2) or min(values) <= 0:
-        raise argparse.ArgumentTypeError(f"spacing must be one or two positive numbers in mm, got '{text}'")
-    return (values[0], values[-1])
+        return parse_spacing(text, "--spacing")
+    except SpacingError as error:
+        raise argparse.ArgumentTypeError(str(error))
 
 
-def _progress(items: Sequence, description: str):
+def _progress(description: str):
     from tqdm import tqdm
-    return tqdm(items, desc=description, unit="image", file=sys.stderr, disable=len(items) < 2)
+
+    return lambda items: tqdm(items, desc=description, unit="file", file=sys.stderr, disable=len(items) < 2)
 
 
 def _fmt(value: Any, digits: int = 2) -> str:
@@ -39,105 +38,70 @@ def _fmt(value: Any, digits: int = 2) -> str:
     return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
-def _write_csv(path: Path, rows: List[Dict[str, Any]], columns: List[str]) -> None:
-    with open(path, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
+class _ResultPrinter:
+    """Prints each result as it is produced: a table row on stdout, an error on stderr."""
 
+    def __init__(self) -> None:
+        self.rows = 0
+        self.unknown_spacing = False
+        print(f"{'image':<28} {'frame':>5} {'found':>5} {'conf':>5} {'CSA mm2':>8} {'CSA px':>7} {'perim mm':>8} "
+              f"{'circ':>5} {'flat':>5} {'n':>2}  flags")
 
-def _print_table(rows: List[Dict[str, Any]]) -> None:
-    unit = "mm2" if all(r.get("area_mm2") is not None for r in rows if r.get("found")) else "px"
-    print(f"{'image':<28} {'found':>5} {'conf':>5} {'CSA mm2':>8} {'CSA px':>7} {'perim mm':>8} "
-          f"{'circ':>5} {'flat':>5} {'n':>2}")
-    for r in rows:
-        if r.get("error"):
-            print(f"{r['image']:<28} ERROR {r['error']}")
-            continue
-        print(f"{r['image']:<28} {('yes' if r['found'] else 'NO'):>5} {_fmt(r['confidence']):>5} "
-              f"{_fmt(r['area_mm2']):>8} {_fmt(r['area_px']):>7} {_fmt(r['perimeter_mm']):>8} "
-              f"{_fmt(r['circularity']):>5} {_fmt(r['flattening_ratio']):>5} {_fmt(r['n_components']):>2}")
-    if unit == "px":
-        print("note: pixel spacing unknown for some images: CSA in pixels only (give --spacing MM)")
+    def __call__(self, r) -> None:
+        if r.error:
+            print(f"error: {r.image}: {r.error}", file=sys.stderr)
+            return
+        self.rows += 1
+        self.unknown_spacing |= r.spacing_mm is None
+        found = "-" if r.found is None else ("yes" if r.found else "NO")
+        print(f"{Path(r.image).name:<28} {r.frame:>5} {found:>5} {_fmt(r.confidence):>5} "
+              f"{_fmt(r.area_mm2):>8} {_fmt(r.area_px):>7} {_fmt(r.perimeter_mm):>8} "
+              f"{_fmt(r.circularity):>5} {_fmt(r.flattening_ratio):>5} {_fmt(r.n_components):>2}  "
+              f"{','.join(r.flags)}", flush=True)
 
-
-def _extra_mask_writers(formats: Sequence[str]):
-    """(file suffix, writer) for each extra mask format asked for."""
-    from .io import write_mask_nrrd, write_segmentation_nrrd
-
-    writers = {"nrrd": ("_mask.nrrd", write_mask_nrrd), "seg.nrrd": (".seg.nrrd", write_segmentation_nrrd)}
-    return [writers[name] for name in formats]
+    def notes(self) -> None:
+        if self.unknown_spacing:
+            print("note: pixel spacing unknown for some images: their CSA is in pixels only (give --spacing MM)")
 
 
 def cmd_segment(args: argparse.Namespace) -> int:
     from .inference import Segmenter
-    from .io import ImageReadError, find_images, read_image
-    from .plots import plot_csa_per_frame
+    from .io import find_images
+    from .pipeline import segment_files
 
     paths = find_images(args.inputs)
     if not paths:
         raise FileNotFoundError(f"no supported image in {', '.join(args.inputs)}")
     segmenter = Segmenter(args.model, args.device)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    extra_writers = _extra_mask_writers(args.mask_formats)
-    rows, failures = [], 0
-    for path in _progress(paths, "segmenting"):
-        try:
-            image = read_image(path, spacing_mm=args.spacing)
-        except ImageReadError as error:
-            print(f"error: {error}", file=sys.stderr)
-            rows.append({"image": path.name, "error": error.reason})
-            failures += 1
-            continue
-        frames = [_segment_frame(segmenter, image, index, path, out, extra_writers) for index in range(image.n_frames)]
-        if image.n_frames > 1:
-            plot_csa_per_frame(frames, out / f"{path.name.split('.')[0]}_csa.png", path.name)
-        rows += frames
-    _write_csv(out / "measurements.csv", rows, SEGMENT_COLUMNS)
-    _print_table(rows)
-    print(f"wrote {out / 'measurements.csv'} and masks/overlays for "
-          f"{sum(1 for r in rows if not r.get('error'))} frame(s); {failures} file(s) failed")
-    return 1 if failures and failures == len(rows) else 0
-
-
-def _segment_frame(segmenter, image, index: int, path: Path, out: Path, extra_writers) -> Dict[str, Any]:
-    """Segment and measure one frame, write its mask, overlay and extra formats; its CSV row."""
-    from .io import write_mask_png, write_overlay_png
-    from .measure import measure_mask
-
-    prediction = segmenter.predict(image, index)
-    stem = path.name.split(".")[0] + (f"_f{index:04d}" if image.n_frames > 1 else "")
-    write_mask_png(out / f"{stem}_mask.png", prediction.mask)
-    write_overlay_png(out / f"{stem}_overlay.png", image.frame(index), prediction.mask)
-    for suffix, write in extra_writers:
-        write(out / f"{stem}{suffix}", prediction.mask, image.spacing_mm)
-    row = measure_mask(prediction.mask, image.spacing_mm).as_row()
-    row.update(image=path.name, frame=index, found=prediction.found, confidence=round(prediction.confidence, 4),
-               spacing_source=image.spacing_source, model=f"{segmenter.info.name}@{segmenter.info.version}",
-               ms=round(prediction.milliseconds, 1), error="")
-    return row
+    printer = _ResultPrinter()
+    try:
+        summary = segment_files(paths, Path(args.out), segmenter, args.spacing, args.save_prob, args.mask_formats,
+                                progress=_progress("segmenting"), on_result=printer)
+    except KeyboardInterrupt:
+        print(f"interrupted: {printer.rows} frame(s) are in {Path(args.out) / 'measurements.csv'}; "
+              "run the same command again to continue", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    printer.notes()
+    skipped = f", {summary.n_skipped} already done" if summary.n_skipped else ""
+    print(f"wrote {summary.results_path}: {summary.n_frames} frame(s) from {summary.n_files} file(s){skipped}; "
+          f"{summary.n_failed} file(s) failed" + (" (see the errors above)" if summary.n_failed else ""))
+    return EXIT_SOME_FAILED if summary.n_failed else EXIT_OK
 
 
 def cmd_measure(args: argparse.Namespace) -> int:
-    from .io import ImageReadError, read_mask
-    from .measure import measure_mask
+    from .pipeline import measure_files
+    from .results import ResultsWriter
 
-    rows, failures = [], 0
-    for path in args.masks:
-        try:
-            row = measure_mask(read_mask(path), args.spacing).as_row()
-        except ImageReadError as error:
-            print(f"error: {error}", file=sys.stderr)
-            failures += 1
-            continue
-        row.update(image=Path(path).name, confidence=None,
-                   spacing_source="user" if args.spacing else "unknown")
-        rows.append(row)
-    _print_table(rows)
+    printer = _ResultPrinter()
+    rows = measure_files(args.masks, args.spacing)
+    for row in rows:
+        printer(row)
+    printer.notes()
     if args.out:
-        _write_csv(Path(args.out), rows, [c for c in SEGMENT_COLUMNS if c not in ("frame", "model", "ms", "error")])
-    return 1 if failures else 0
+        with ResultsWriter(args.out) as writer:
+            for row in rows:
+                writer.write(row)
+    return EXIT_SOME_FAILED if any(r.error for r in rows) else EXIT_OK
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -162,41 +126,27 @@ def cmd_train(args: argparse.Namespace) -> int:
     stop = (lambda: Path(args.stop_file).exists()) if args.stop_file else None
     if args.bundle:
         out = Path(args.out or Path(args.bundle) / "models")
-        info = train(Path(args.dataset), out, _bundle_config(Path(args.bundle), overrides), stop=stop)
+        config = _bundle_config(Path(args.bundle), overrides, args.trust_bundle)
+        info = train(Path(args.dataset), out, config, stop=stop)
     else:
         if not args.out:
             raise ValueError("--out is required without --bundle")
         out = Path(args.out)
         info = train(Path(args.dataset), out, config_from_json(args.config, **overrides), stop=stop)
     print(json.dumps(info.metrics, indent=2))
+    if info.metrics.get("failed"):
+        print(f"error: training failed: {info.metrics['failed']}; {out} is kept for inspection only",
+              file=sys.stderr)
+        return 1
     print(f"model written to {out}; use it with: median-nerve-seg segment IMAGE --model {out}")
     return 0
 
 
-def _bundle_config(bundle: Path, overrides: Dict[str, Any]):
-    """The TrainConfig of a bundle's configs/train.json with the command line's overrides (its "run"
-    is ``train(dataset_dir, output_dir, train_config)``; called here with the stop file)."""
-    from monai.bundle import ConfigParser
+def _bundle_config(bundle: Path, overrides: Dict[str, Any], trusted: bool = False):
+    """The TrainConfig of a bundle (see bundle.train_config: untrusted bundles are refused)."""
+    from .bundle import train_config
 
-    from .train import FINE_TUNE_LR_FACTOR, TrainConfig
-
-    config_file = bundle / "configs" / "train.json"
-    if not config_file.is_file():
-        raise FileNotFoundError(f"{bundle}: not a bundle (no configs/train.json)")
-    parser = ConfigParser()
-    parser.read_config(str(config_file))
-    parser["bundle_root"] = str(bundle)
-    top_level = {key: overrides.pop(key) for key in ("epochs", "device", "input_size", "init_weights")}
-    for key, value in top_level.items():
-        if value is not None:
-            parser[key] = value
-    for key, value in overrides.items():
-        if value is not None:
-            parser[f"train_config#{key}"] = value
-    if top_level["init_weights"] and overrides["learning_rate"] is None:
-        parser["train_config#learning_rate"] = FINE_TUNE_LR_FACTOR * parser.get_parsed_content(
-            "train_config#learning_rate", default=TrainConfig.learning_rate)
-    return parser.get_parsed_content("train_config")
+    return train_config(bundle, overrides, trusted)
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -267,6 +217,8 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--model", default=None, help="installed model name or model folder (default: the shipped model)")
     seg.add_argument("--spacing", type=_spacing, default=None, metavar="MM", help=spacing_help)
     seg.add_argument("--device", default="cpu", help="cpu (default) or cuda / cuda:N where a GPU is available")
+    seg.add_argument("--save-prob", action="store_true",
+                     help="also write <stem>_prob.png, the nerve probability (0-255), for evaluate's AUC")
     seg.add_argument("--mask-formats", nargs="+", default=[], choices=["nrrd", "seg.nrrd"],
                      help="also write <stem>_mask.nrrd (with spacing) and/or <stem>.seg.nrrd "
                           "(a Slicer segmentation with a 'Median nerve' segment)")
@@ -275,7 +227,8 @@ def build_parser() -> argparse.ArgumentParser:
     mea = sub.add_parser("measure", help="measure masks drawn elsewhere (CSA, perimeter, shape)")
     mea.add_argument("masks", nargs="+", metavar="MASK", help="mask files: PNG/BMP (nonzero = nerve), NRRD, .seg.nrrd")
     mea.add_argument("--spacing", type=_spacing, default=None, metavar="MM", help=spacing_help)
-    mea.add_argument("--out", default=None, help="also write the measurements to this CSV file")
+    mea.add_argument("--out", default=None, help="also write the measurements to this CSV file (results format; "
+                     "an existing results file is appended to)")
     mea.set_defaults(func=cmd_measure)
 
     eva = sub.add_parser("evaluate", help="compare predicted masks with ground truth (DSC, HD95, CSA agreement)",
@@ -295,6 +248,8 @@ def build_parser() -> argparse.ArgumentParser:
     tra.add_argument("--out", default=None, help="model folder to write (default with --bundle: BUNDLE/models)")
     tra.add_argument("--bundle", default=None, help="train with a MONAI bundle's configs/train.json "
                                                     "(training/<model>); the options below override it")
+    tra.add_argument("--trust-bundle", action="store_true",
+                     help="run a --bundle from outside this project's training/ (its configs run code)")
     tra.add_argument("--config", default=None, help="JSON file of TrainConfig fields (options below override it)")
     tra.add_argument("--architecture", default=None, help="registry architecture (see `models`)")
     tra.add_argument("--epochs", type=int, default=None, help="training epochs (default 200)")
@@ -308,10 +263,12 @@ def build_parser() -> argparse.ArgumentParser:
                           "recipe's lr unless --lr)")
     tra.add_argument("--name", default=None, help="model name written to model.json")
     tra.add_argument("--seed", type=int, default=None, help="seed of the patient split and training")
-    tra.add_argument("--spacing", type=float, default=None, help="dataset pixel spacing in mm (default 0.062)")
+    tra.add_argument("--spacing", type=_spacing, default=None, metavar="MM",
+                     help="pixel spacing in mm (or ROW,COL) of every image, for the validation's CSA "
+                          "(default: each image's own; CSA left out where unknown)")
     tra.add_argument("--device", default=None, help="cpu (default) or cuda")
     tra.add_argument("--time-budget", type=float, default=None, metavar="SECONDS",
-                     help="fit the epochs to this training time (timed on epoch 1; at most --epochs)")
+                     help="training time: stops before the next epoch would end past it (at most --epochs)")
     tra.add_argument("--stop-file", default=None,
                      help="end training after the epoch during which this file appears, and save the model")
     tra.set_defaults(func=cmd_train)
@@ -322,7 +279,9 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--dataset", required=True, help="dataset store, or images/ + masks/ folder")
     cmp.add_argument("--models", nargs="+", required=True, help="installed model names or model folders")
     cmp.add_argument("--out", required=True, help="output folder")
-    cmp.add_argument("--spacing", type=float, default=0.062, help="pixel spacing in mm (default 0.062)")
+    cmp.add_argument("--spacing", type=_spacing, default=None, metavar="MM",
+                     help="pixel spacing in mm (or ROW,COL) of every image (default: each image's own; "
+                          "CSA left out where unknown)")
     cmp.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     cmp.set_defaults(func=cmd_compare)
 
@@ -363,13 +322,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _raise_interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Exit codes: 0 all good, 1 some inputs failed (each named on stderr), 2 usage or setup error
+    (one line), 130 interrupted (Ctrl-C or SIGTERM; finished results are kept)."""
     args = build_parser().parse_args(argv)
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt) if in_main_thread else None
     try:
         return args.func(args)
-    except (FileNotFoundError, RuntimeError, KeyError, ValueError) as error:
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except (OSError, RuntimeError, KeyError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

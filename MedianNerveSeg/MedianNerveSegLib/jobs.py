@@ -12,6 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Union
 
+from .results import RESULTS_FILE, read_results
+
 PathLike = Union[str, Path]
 
 
@@ -118,23 +120,24 @@ def training_progress(out_dir: PathLike) -> Dict[str, Any]:
 
 
 def segmentation_progress(out_dir: PathLike, n_inputs: int) -> Dict[str, Any]:
-    """Frames done so far (their masks are written one by one)."""
-    return {"done": len(list(Path(out_dir).glob("*_mask.png"))), "total": n_inputs}
+    """Input files done so far (the results file gets a row per frame as it is produced)."""
+    path = Path(out_dir) / RESULTS_FILE
+    done = len({r.image for r in read_results(path)}) if path.is_file() else 0
+    return {"done": done, "total": n_inputs}
 
 
 def segmentation_flags(out_dir: PathLike, low_confidence: float) -> Dict[str, List[str]]:
-    """Inputs of a finished ``segment`` job to draw the user's eye to: no nerve found, or a confidence
-    below ``low_confidence``, or an error (from its measurements.csv, in input order)."""
-    with open(Path(out_dir) / "measurements.csv", newline="", encoding="utf-8") as handle:
-        rows = list(csv.DictReader(handle))
+    """Inputs of a finished ``segment`` job to draw the user's eye to: an error, no nerve found, or a
+    confidence below ``low_confidence`` (from its results file, in input order)."""
+    rows = read_results(Path(out_dir) / RESULTS_FILE)
     flags: Dict[str, List[str]] = {"failed": [], "not_found": [], "low_confidence": []}
-    clips = {image for image in (r["image"] for r in rows) if sum(r["image"] == image for r in rows) > 1}
+    clips = {image for image in (r.image for r in rows) if sum(r.image == image for r in rows) > 1}
     for row in rows:
-        name = row["image"] + (f" frame {row['frame']}" if row["image"] in clips else "")
-        if row.get("error"):
-            flags["failed"].append(name)
-        elif row.get("found") != "True":
+        name = Path(row.image).name + (f" frame {row.frame}" if row.image in clips else "")
+        if row.error:
+            flags["failed"].append(f"{name}: {row.error}")
+        elif not row.found:
             flags["not_found"].append(name)
-        elif float(row["confidence"]) < low_confidence:
+        elif row.confidence is not None and row.confidence < low_confidence:
             flags["low_confidence"].append(name)
     return flags

@@ -23,7 +23,6 @@ Conventions
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 from pathlib import Path
@@ -39,6 +38,7 @@ from MedianNerveSegLib.dataset import LabelledDataset
 from MedianNerveSegLib.image import SpacingSource, UltrasoundImage
 from MedianNerveSegLib.io import NERVE_SEGMENT_NAME, read_image, read_mask, write_image_nrrd
 from MedianNerveSegLib.measure import NerveMeasurement, as_spacing, measure_mask
+from MedianNerveSegLib.results import RESULTS_FILE, FrameResult, read_results
 
 PathLike = Union[str, Path]
 
@@ -225,10 +225,11 @@ class MedianNerveSegLogic:
         sequence = self._sequence_of(volume_node)
         if sequence is None:
             raise ValueError(f"{volume_node.GetName()} is not a clip loaded as a sequence: segment its frames one by one")
-        results = _segment_results(Path(results_dir))
+        rows = _frame_results(Path(results_dir), frame_paths)
         browser = self.sequences_logic.GetFirstBrowserNodeForProxyNode(volume_node)
         name = volume_node.GetName()
-        masks = [read_mask(Path(results_dir) / f"{path.name.split('.')[0]}_mask.png") for path in frame_paths]
+        empty = np.zeros(self._frame_pixels(volume_node, 0).shape, bool)
+        masks = [read_mask(Path(results_dir) / row.mask) if row is not None and row.ok else empty for row in rows]
         work = self.scene.AddNewNodeByClass("vtkMRMLSegmentationNode")
         work.SetReferenceImageGeometryParameterFromVolumeNode(volume_node)
         segmentations = self.scene.AddNewNodeByClass("vtkMRMLSequenceNode", f"{name} segmentation frames")
@@ -236,11 +237,12 @@ class MedianNerveSegLogic:
         segmentations.SetIndexUnit(sequence.GetIndexUnit())
         segmentations.SetIndexType(sequence.GetIndexType())
         try:
-            for frame, (path, mask) in enumerate(zip(frame_paths, masks)):
-                row = results.get(path.name, {})
+            for frame, (row, mask) in enumerate(zip(rows, masks)):
                 self.set_segment_mask(work, volume_node, mask)
+                confidence = "" if row is None or row.confidence is None else f"{row.confidence:.4f}"
+                found = "" if row is None or row.found is None else _cell_text(row.found)
                 for key, value in ((ATTR_FRAME, str(frame)), (ATTR_MODEL, model), (ATTR_MODEL_VERSION, model_version),
-                                   (ATTR_CONFIDENCE, row.get("confidence", "")), (ATTR_FOUND, row.get("found", "").lower())):
+                                   (ATTR_CONFIDENCE, confidence), (ATTR_FOUND, found)):
                     work.SetAttribute(key, value)
                 segmentations.SetDataNodeAtValue(work, sequence.GetNthIndexValue(frame))
         finally:
@@ -524,13 +526,13 @@ class MedianNerveSegLogic:
         return path
 
 
-def _segment_results(results_dir: Path) -> Dict[str, Dict[str, str]]:
-    """measurements.csv of a ``segment`` job: input file name -> its row."""
-    path = results_dir / "measurements.csv"
+def _frame_results(results_dir: Path, frame_paths: List[Path]) -> List[Optional[FrameResult]]:
+    """The results row of each frame file of a ``segment`` job (None where it has none)."""
+    path = results_dir / RESULTS_FILE
     if not path.is_file():
-        raise FileNotFoundError(f"{results_dir}: no measurements.csv (did the segmentation job finish?)")
-    with open(path, newline="", encoding="utf-8") as handle:
-        return {row["image"]: row for row in csv.DictReader(handle)}
+        raise FileNotFoundError(f"{results_dir}: no {RESULTS_FILE} (did the segmentation job finish?)")
+    by_input = {Path(r.image).resolve(): r for r in read_results(path)}
+    return [by_input.get(Path(p).resolve()) for p in frame_paths]
 
 
 def _cell_text(value: Any) -> str:

@@ -5,6 +5,7 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,12 +14,10 @@ from PIL import Image
 from MedianNerveSegLib.cli import main
 from MedianNerveSegLib.inference import Segmenter
 from MedianNerveSegLib.io import read_mask
+from MedianNerveSegLib.results import read_results
 
 from conftest import REPO, SPACING
 from test_io import write_dicom
-
-SEGMENT_COLUMNS = {"image", "found", "confidence", "area_mm2", "area_px", "perimeter_mm", "circularity",
-                   "flattening_ratio", "n_components", "spacing_mm", "spacing_source", "ms"}
 
 
 def _rows(path):
@@ -44,24 +43,24 @@ def few_images(dataset_dir, tmp_path_factory):
 def test_segment_writes_masks_overlays_and_csv(few_images, tmp_path, capsys):
     folder, gt = few_images
     out = tmp_path / "out"
-    assert main(["segment", str(folder), "--out", str(out), "--spacing", str(SPACING)]) == 0
+    assert main(["segment", str(folder), "--out", str(out), "--spacing", str(SPACING)]) == 1  # 2 files failed
     printed = capsys.readouterr()
-    rows = _rows(out / "measurements.csv")
-    assert SEGMENT_COLUMNS <= set(rows[0])
-    good = [r for r in rows if not r["error"]]
-    assert len(good) == 3 and all(r["found"] == "True" for r in good)
+    rows = read_results(out / "measurements.csv")
+    good = [r for r in rows if r.ok]
+    assert len(good) == 3 and all(r.found for r in good)
     for row in good:
-        stem = row["image"][:-4]
-        mask = np.asarray(Image.open(out / f"{stem}_mask.png"))
+        stem = row.mask[: -len("_mask.png")]
+        mask = np.asarray(Image.open(out / row.mask))
         assert mask.shape == (468, 606) and set(np.unique(mask)) == {0, 255}
         assert np.asarray(Image.open(out / f"{stem}_overlay.png")).shape == (468, 606, 3)
-        assert float(row["area_mm2"]) == pytest.approx(int(row["area_px"]) * SPACING ** 2, rel=1e-3)
-        assert 4 < float(row["area_mm2"]) < 35 and row["spacing_source"] == "user"
+        assert row.area_mm2 == pytest.approx(row.area_px * SPACING ** 2, rel=1e-3)
+        assert 4 < row.area_mm2 < 35 and row.spacing_source == "user" and row.spacing_mm == (SPACING, SPACING)
+        assert row.patient == stem.split("-")[0] and row.image == str(folder / f"{stem}.png")
     # broken files: one clear line each, and the batch went on
     assert "notes.png:" in printed.err and "empty.bmp:" in printed.err
     assert "Traceback" not in printed.err
-    assert {r["image"] for r in rows if r["error"]} == {"notes.png", "empty.bmp"}
-    assert "CSA mm2" in printed.out
+    assert {r.image for r in rows if r.error} == {str(folder / "notes.png"), str(folder / "empty.bmp")}
+    assert "CSA mm2" in printed.out and "2 file(s) failed" in printed.out
 
 
 def test_evaluate_the_segmented_folder(few_images, tmp_path):
@@ -80,17 +79,18 @@ def test_evaluate_the_segmented_folder(few_images, tmp_path):
 def test_without_spacing_csa_is_in_pixels_and_flagged(few_images, tmp_path, capsys):
     folder, _ = few_images
     main(["segment", str(folder), "--out", str(tmp_path)])
-    good = [r for r in _rows(tmp_path / "measurements.csv") if not r["error"]]
-    assert all(r["area_mm2"] == "" and int(r["area_px"]) > 0 and r["spacing_source"] == "unknown" for r in good)
+    good = [r for r in read_results(tmp_path / "measurements.csv") if r.ok]
+    assert good and all(r.area_mm2 is None and r.area_px > 0 and r.spacing_source == "unknown" for r in good)
+    assert all("spacing-unknown" in r.flags for r in good)
     assert "CSA in pixels only" in capsys.readouterr().out
 
 
 def test_measure_masks_drawn_elsewhere(dataset_dir, tmp_path, capsys):
     masks = sorted((dataset_dir / "masks").iterdir())[:2]
     assert main(["measure", *map(str, masks), "--spacing", str(SPACING), "--out", str(tmp_path / "m.csv")]) == 0
-    rows = _rows(tmp_path / "m.csv")
+    rows = read_results(tmp_path / "m.csv")
     for row, mask in zip(rows, masks):
-        assert float(row["area_mm2"]) == pytest.approx((np.asarray(Image.open(mask)) > 0).sum() * SPACING ** 2)
+        assert row.area_mm2 == pytest.approx((np.asarray(Image.open(mask)) > 0).sum() * SPACING ** 2)
 
 
 def test_train_smoke_writes_a_model_segment_can_use(dataset_dir, tmp_path):
@@ -135,11 +135,12 @@ def test_cine_dicom_frames_with_scanner_spacing_and_slicer_masks(dataset_dir, tm
     clip = write_dicom(tmp_path / "clip.dcm", np.stack([frame, frame, frame[:, ::-1]]), region_cm=0.0062, frames=3)
     out = tmp_path / "out"
     assert main(["segment", str(clip), "--out", str(out), "--mask-formats", "nrrd", "seg.nrrd"]) == 0
-    rows = _rows(out / "measurements.csv")
-    assert [r["frame"] for r in rows] == ["0", "1", "2"]
-    assert all(r["spacing_source"] == "dicom-us-region" and r["found"] == "True" for r in rows)
-    assert rows[0]["area_mm2"] == rows[1]["area_mm2"]
-    assert float(rows[2]["area_mm2"]) == pytest.approx(float(rows[0]["area_mm2"]), rel=0.15)
+    rows = read_results(out / "measurements.csv")
+    assert [r.frame for r in rows] == [0, 1, 2]
+    assert all(r.spacing_source == "dicom-us-region" and r.found for r in rows)
+    assert rows[0].area_mm2 == rows[1].area_mm2
+    assert rows[2].area_mm2 == pytest.approx(rows[0].area_mm2, rel=0.15)
+    assert [r.mask for r in rows] == [f"clip_f000{i}_mask.png" for i in range(3)]
     import slicerio
     segmentation = slicerio.read_segmentation(str(out / "clip_f0000.seg.nrrd"))
     assert [s["name"] for s in segmentation["segments"]] == ["Median nerve"]
@@ -156,11 +157,12 @@ def test_awkward_images_give_a_result_or_one_clear_line(tmp_path, capsys):
     Image.fromarray(np.zeros((300, 400), np.uint8)).save(folder / "black.png")
     Image.fromarray((np.random.default_rng(0).random((300, 400)) * 65535).astype(np.uint16)).save(folder / "deep.png")
     (folder / "cut.png").write_bytes((folder / "deep.png").read_bytes()[:100])
-    assert main(["segment", str(folder), "--out", str(tmp_path / "out"), "--spacing", "0.07"]) == 0
-    rows = {r["image"]: r for r in _rows(tmp_path / "out" / "measurements.csv")}
-    assert rows["black.png"]["found"] == "False" and rows["black.png"]["area_mm2"] == "0.0"
-    assert rows["deep.png"]["error"] == ""
-    assert rows["cut.png"]["error"]
+    assert main(["segment", str(folder), "--out", str(tmp_path / "out"), "--spacing", "0.07"]) == 1
+    rows = {Path(r.image).name: r for r in read_results(tmp_path / "out" / "measurements.csv")}
+    assert rows["black.png"].found is False and rows["black.png"].area_mm2 == 0.0
+    assert "not-found" in rows["black.png"].flags
+    assert rows["deep.png"].error == ""
+    assert rows["cut.png"].error
     err = capsys.readouterr().err
     assert "cut.png:" in err and "Traceback" not in err
 

@@ -1,0 +1,223 @@
+"""The one pipeline: files -> frames -> Segmenter -> mask -> measurement -> results rows.
+
+A batch never aborts on one input: a file that cannot be read or segmented becomes an error
+row naming it and the reason, and the batch goes on. Rows are appended to the results file as
+they are produced, so an interrupted run keeps what it did; a rerun into the same folder
+skips the inputs already done. Output names are unique: two inputs with equal stems (from
+different folders, or ``scan.1.png`` and ``scan.1.bmp``) never write over each other, nor
+over files already in the folder.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Set, Union
+
+import numpy as np
+
+from .data import DEFAULT_PATIENT_PATTERN
+from .results import RESULTS_FILE, FrameResult, ResultsWriter, read_results
+
+PathLike = Union[str, Path]
+Progress = Callable[[Iterable], Iterable]
+_OUTPUT_SUFFIXES = ("_mask.png", "_overlay.png", "_prob.png", "_mask.nrrd", ".seg.nrrd", "_csa.png")
+
+
+@dataclass
+class BatchSummary:
+    """What a batch did: files given, files skipped as already done, files that failed, frames written."""
+
+    n_files: int
+    n_skipped: int
+    n_failed: int
+    n_frames: int
+    results_path: Path
+    failures: List[FrameResult]
+
+
+def input_stem(path: Path) -> str:
+    """A file's name without its image extension (``scan.1.png`` -> ``scan.1``, ``a.nii.gz`` -> ``a``)."""
+    name = path.name
+    for suffix in (".nii.gz", ".seg.nrrd"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return path.stem if path.suffix else name
+
+
+def output_stems(paths: Sequence[Path], taken: Set[str] = frozenset()) -> Dict[Path, str]:
+    """A unique output stem per input: its stem, else prefixed by its parent folders, else numbered.
+
+    ``taken`` stems (outputs already in the folder) are never given out again.
+    """
+    taken = set(taken)
+    stems: Dict[Path, str] = {}
+    counts: Dict[str, int] = {}
+    for path in paths:
+        counts[input_stem(path)] = counts.get(input_stem(path), 0) + 1
+    for path in paths:
+        stem = input_stem(path)
+        candidates = [stem] if counts[stem] == 1 else []
+        parents = [p.name for p in path.resolve().parents if p.name][:3]
+        candidates += ["_".join(reversed(parents[:depth])) + "_" + stem for depth in range(1, len(parents) + 1)]
+        chosen = next((c for c in candidates if c not in taken), None)
+        number = 2
+        while chosen is None:
+            chosen = f"{stem}-{number}" if f"{stem}-{number}" not in taken else None
+            number += 1
+        taken.add(chosen)
+        stems[path] = chosen
+    return stems
+
+
+def patient_of(image, path: Path, pattern: str = DEFAULT_PATIENT_PATTERN) -> str:
+    """The file's own patient id (DICOM PatientID), else the file name's (PzNNN), else ''."""
+    own = getattr(image, "patient", "") if image is not None else ""
+    if own:
+        return own
+    match = re.search(pattern, input_stem(path))
+    return match.group(1) if match else ""
+
+
+def _existing_outputs(out_dir: Path) -> Set[str]:
+    stems = set()
+    for item in out_dir.iterdir() if out_dir.is_dir() else []:
+        for suffix in _OUTPUT_SUFFIXES:
+            if item.name.endswith(suffix):
+                stems.add(item.name[: -len(suffix)])
+    return stems
+
+
+def _error_row(path: Path, error: BaseException) -> FrameResult:
+    reason = getattr(error, "reason", None) or str(error) or type(error).__name__
+    prefix = f"{path}: "
+    return FrameResult(image=str(path), error=reason[len(prefix):] if reason.startswith(prefix) else reason)
+
+
+def frame_result(segmenter, image, index: int, path: Path, prediction) -> FrameResult:
+    """The results row of one segmented frame (output file names filled in by the caller)."""
+    from .measure import measure_mask
+
+    measurement = measure_mask(prediction.mask, image.spacing_mm)
+    return FrameResult(
+        image=str(path), frame=index, patient=patient_of(image, path), found=prediction.found,
+        confidence=round(float(prediction.confidence), 4), area_mm2=measurement.area_mm2,
+        area_px=measurement.area_px, perimeter_mm=measurement.perimeter_mm, circularity=measurement.circularity,
+        flattening_ratio=measurement.flattening_ratio, n_components=measurement.n_components,
+        spacing_mm=measurement.spacing_mm, spacing_source=image.spacing_source,
+        model=f"{segmenter.info.name}@{segmenter.info.version}", ms=round(prediction.milliseconds, 1),
+        flags=list(getattr(measurement, "flags", [])))
+
+
+def _write_frame_outputs(out_dir: Path, stem: str, image, index: int, prediction, save_prob: bool,
+                         mask_formats: Sequence[str], result: FrameResult) -> None:
+    from .io import write_mask_png, write_overlay_png
+
+    result.mask = f"{stem}_mask.png"
+    write_mask_png(out_dir / result.mask, prediction.mask)
+    write_overlay_png(out_dir / f"{stem}_overlay.png", image.frame(index), prediction.mask)
+    if save_prob:
+        result.probability = f"{stem}_prob.png"
+        write_probability_png(out_dir / result.probability, prediction.probability)
+    for name in mask_formats:
+        suffix, write = MASK_WRITERS[name]()
+        write(out_dir / f"{stem}{suffix}", prediction.mask, image.spacing_mm)
+
+
+def _nrrd_writer():
+    from .io import write_mask_nrrd
+    return "_mask.nrrd", write_mask_nrrd
+
+
+def _segmentation_writer():
+    from .io import write_segmentation_nrrd
+    return ".seg.nrrd", write_segmentation_nrrd
+
+
+MASK_WRITERS = {"nrrd": _nrrd_writer, "seg.nrrd": _segmentation_writer}
+
+
+def _segment_file(segmenter, path: Path, stem: str, out_dir: Path, spacing_mm, save_prob: bool,
+                  mask_formats: Sequence[str]) -> List[FrameResult]:
+    """Every frame's row of one file; raises on a file that cannot be read or segmented."""
+    from .io import read_image
+    from .plots import plot_csa_per_frame
+
+    image = read_image(path, spacing_mm=spacing_mm)
+    rows = []
+    for index in range(image.n_frames):
+        prediction = segmenter.predict(image, index)
+        result = frame_result(segmenter, image, index, path, prediction)
+        frame_stem = stem + (f"_f{index:04d}" if image.n_frames > 1 else "")
+        _write_frame_outputs(out_dir, frame_stem, image, index, prediction, save_prob, mask_formats, result)
+        rows.append(result)
+    if image.n_frames > 1:
+        plot_csa_per_frame([vars(r) for r in rows], out_dir / f"{stem}_csa.png", path.name)
+    return rows
+
+
+def segment_files(paths: Sequence[PathLike], out_dir: PathLike, segmenter, spacing_mm=None,
+                  save_prob: bool = False, mask_formats: Sequence[str] = (),
+                  progress: Optional[Progress] = None,
+                  on_result: Optional[Callable[[FrameResult], None]] = None) -> BatchSummary:
+    """Segment each file (every frame of a clip) into ``out_dir``; see the module docstring.
+
+    ``spacing_mm`` overrides every file's own spacing. ``on_result`` sees each row as written.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results_path = out_dir / RESULTS_FILE
+    done = {r.image for r in read_results(results_path) if r.ok} if results_path.is_file() else set()
+    paths = [Path(p) for p in paths]
+    todo = [p for p in paths if str(p) not in done]
+    stems = output_stems(todo, _existing_outputs(out_dir))
+    failures: List[FrameResult] = []
+    n_frames = 0
+    with ResultsWriter(results_path) as writer:
+        for path in (progress(todo) if progress else todo):
+            try:
+                rows = _segment_file(segmenter, path, stems[path], out_dir, spacing_mm, save_prob, mask_formats)
+            except Exception as error:  # one bad file is a row, never the end of the batch
+                rows = [_error_row(path, error)]
+                failures.append(rows[0])
+            for row in rows:
+                writer.write(row)
+                if on_result:
+                    on_result(row)
+            n_frames += sum(r.ok for r in rows)
+    return BatchSummary(len(paths), len(paths) - len(todo), len(failures), n_frames, results_path, failures)
+
+
+def measure_files(paths: Sequence[PathLike], spacing_mm=None) -> List[FrameResult]:
+    """Results rows of masks drawn elsewhere; an unreadable mask is an error row."""
+    from .io import read_mask
+    from .measure import measure_mask
+    from .spacing import parse_spacing
+
+    spacing = parse_spacing(spacing_mm, "--spacing")
+    rows = []
+    for path in map(Path, paths):
+        try:
+            measurement = measure_mask(read_mask(path), spacing)
+        except Exception as error:
+            rows.append(_error_row(path, error))
+            continue
+        rows.append(FrameResult(
+            image=str(path), patient=patient_of(None, path), found=measurement.found, area_mm2=measurement.area_mm2,
+            area_px=measurement.area_px, perimeter_mm=measurement.perimeter_mm,
+            circularity=measurement.circularity, flattening_ratio=measurement.flattening_ratio,
+            n_components=measurement.n_components, spacing_mm=measurement.spacing_mm,
+            spacing_source="user" if spacing else "unknown", mask=path.name,
+            flags=list(getattr(measurement, "flags", []))))
+    return rows
+
+
+def write_probability_png(path: Path, probability: np.ndarray) -> None:
+    """A probability map (0..1) as an 8-bit PNG of p x 255 (what ``evaluate`` reads for the AUC)."""
+    from PIL import Image
+
+    from .io import atomic_write
+
+    pixels = np.clip(np.round(np.asarray(probability, np.float64) * 255), 0, 255).astype(np.uint8)
+    atomic_write(path, lambda tmp: Image.fromarray(pixels).save(tmp, format="PNG"))

@@ -1,0 +1,123 @@
+"""The one pipeline and the one results format: no lost work, no overwritten output, typed rows."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from MedianNerveSegLib.inference import Prediction
+from MedianNerveSegLib.pipeline import output_stems, segment_files
+from MedianNerveSegLib.results import FrameResult, ResultsWriter, as_row, read_results
+
+
+class ThresholdSegmenter:
+    """Stands in for the network: the nerve is every pixel brighter than 128; raises on a marked frame."""
+
+    info = SimpleNamespace(name="threshold", version="1")
+
+    def predict(self, image, index=0):
+        frame = image.frame(index)
+        if frame[0, 0] == 77:
+            raise RuntimeError("network failed on this frame")
+        mask = frame > 128
+        return Prediction(mask.astype(np.float32), mask, 1.0, bool(mask.any()), 1.0)
+
+
+def _square(path, offset, marker=0):
+    pixels = np.zeros((60, 80), np.uint8)
+    pixels[10 + offset:30 + offset, 20:40] = 200
+    pixels[0, 0] = marker
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels).save(path)
+    return path
+
+
+def test_equal_stems_never_overwrite_each_other(tmp_path):
+    inputs = [_square(tmp_path / "a" / "scan.png", 0), _square(tmp_path / "b" / "scan.png", 5),
+              _square(tmp_path / "a" / "scan.1.png", 10), _square(tmp_path / "a" / "scan.1.bmp", 15)]
+    out = tmp_path / "out"
+    summary = segment_files(inputs, out, ThresholdSegmenter(), spacing_mm=0.1)
+    rows = read_results(summary.results_path)
+    assert [r.image for r in rows] == [str(p) for p in inputs]
+    assert len({r.mask for r in rows}) == 4
+    for row, path in zip(rows, inputs):  # each mask is its own input's nerve
+        written = np.asarray(Image.open(out / row.mask)) > 0
+        assert np.array_equal(written, np.asarray(Image.open(path)) > 128)
+
+
+def test_output_stems_avoid_files_already_in_the_folder(tmp_path):
+    stems = output_stems([tmp_path / "x" / "scan.png"], taken={"scan"})
+    assert stems[tmp_path / "x" / "scan.png"] == "x_scan"
+
+
+def test_a_failing_file_is_an_error_row_and_the_batch_goes_on(tmp_path):
+    inputs = [_square(tmp_path / "one.png", 0), _square(tmp_path / "bad.png", 0, marker=77),
+              _square(tmp_path / "three.png", 0)]
+    summary = segment_files(inputs, tmp_path / "out", ThresholdSegmenter())
+    rows = read_results(summary.results_path)
+    assert [r.ok for r in rows] == [True, False, True] and summary.n_failed == 1
+    assert rows[1].image == str(inputs[1]) and rows[1].error == "network failed on this frame"
+
+
+def test_a_rerun_continues_and_never_duplicates(tmp_path):
+    first = [_square(tmp_path / f"im{i}.png", i) for i in range(3)]
+    segment_files(first[:2], tmp_path / "out", ThresholdSegmenter(), spacing_mm=0.1)
+    summary = segment_files(first, tmp_path / "out", ThresholdSegmenter(), spacing_mm=0.1)
+    rows = read_results(summary.results_path)
+    assert summary.n_skipped == 2 and [r.image for r in rows] == [str(p) for p in first]
+
+
+def test_results_round_trip_typed(tmp_path):
+    result = FrameResult(image="a/b.png", frame=2, patient="Pz001", found=True, confidence=0.98761,
+                         area_mm2=12.5, area_px=3250, perimeter_mm=16.1, circularity=0.61, flattening_ratio=3.2,
+                         n_components=2, spacing_mm=(0.062, 0.07), spacing_source="user", model="m@1", ms=10.5,
+                         mask="b_mask.png", flags=["implausible-csa", "x"])
+    with ResultsWriter(tmp_path / "r.csv") as writer:
+        writer.write(result)
+        writer.write(FrameResult(image="c.png", error="file is empty"))
+    back = read_results(tmp_path / "r.csv")
+    assert back[0] == FrameResult(**{**vars(result), "confidence": 0.9876})
+    assert back[1].error == "file is empty" and back[1].found is None and back[1].spacing_mm is None
+    assert as_row(back[0])["spacing_mm"] == "0.062x0.07"
+
+
+def test_a_foreign_csv_is_refused_not_overwritten(tmp_path):
+    foreign = tmp_path / "measurements.csv"
+    foreign.write_text("name,value\nx,1\n")
+    with pytest.raises(ValueError, match="not a results file"):
+        ResultsWriter(foreign)
+    assert foreign.read_text() == "name,value\nx,1\n"
+
+
+def test_sigterm_keeps_every_finished_row_and_a_rerun_completes(tmp_path):
+    """Whatever moment the signal lands at, the results file lists exactly the masks written."""
+    inputs = tmp_path / "in"
+    for i in range(40):
+        _square(inputs / f"im{i:02d}.png", i % 20)
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "MedianNerveSegLib", "segment", str(inputs), "--out", str(out),
+               "--model", "median_nerve_unet_small", "--spacing", "0.1"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and process.poll() is None:
+        if (out / "measurements.csv").is_file() and len((out / "measurements.csv").read_text().splitlines()) > 2:
+            break
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=300)
+    assert process.returncode in (130, 0), err
+    if process.returncode == 130:
+        assert "interrupted" in err and "Traceback" not in err
+    rows = read_results(out / "measurements.csv")
+    assert rows and all(r.ok and (out / r.mask).is_file() for r in rows)
+    rerun = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr
+    rows = read_results(out / "measurements.csv")
+    assert sorted(r.image for r in rows) == sorted(str(p) for p in inputs.iterdir())
