@@ -22,6 +22,9 @@ from .results import RESULTS_FILE, FrameResult, ResultsWriter, read_results
 
 PathLike = Union[str, Path]
 Progress = Callable[[Iterable], Iterable]
+# Adult median nerve CSA at the wrist is about 5-35 mm^2 (this dataset: 5.3-32.6); outside this
+# range a value is more likely a segmentation or calibration error than anatomy.
+PLAUSIBLE_CSA_MM2 = (1.0, 80.0)
 _OUTPUT_SUFFIXES = ("_mask.png", "_overlay.png", "_prob.png", "_mask.nrrd", ".seg.nrrd", "_csa.png")
 
 
@@ -95,6 +98,16 @@ def _error_row(path: Path, error: BaseException) -> FrameResult:
     return FrameResult(image=str(path), error=reason[len(prefix):] if reason.startswith(prefix) else reason)
 
 
+def measurement_flags(measurement) -> List[str]:
+    """What a reader of a measurement must know: no nerve, no spacing, an implausible CSA."""
+    flags = [] if measurement.found else ["not-found"]
+    if measurement.area_mm2 is None:
+        flags.append("spacing-unknown")
+    elif measurement.found and not PLAUSIBLE_CSA_MM2[0] <= measurement.area_mm2 <= PLAUSIBLE_CSA_MM2[1]:
+        flags.append("implausible-csa")
+    return flags
+
+
 def frame_result(segmenter, image, index: int, path: Path, prediction) -> FrameResult:
     """The results row of one segmented frame (output file names filled in by the caller)."""
     from .measure import measure_mask
@@ -107,7 +120,7 @@ def frame_result(segmenter, image, index: int, path: Path, prediction) -> FrameR
         flattening_ratio=measurement.flattening_ratio, n_components=measurement.n_components,
         spacing_mm=measurement.spacing_mm, spacing_source=image.spacing_source,
         model=f"{segmenter.info.name}@{segmenter.info.version}", ms=round(prediction.milliseconds, 1),
-        flags=list(getattr(measurement, "flags", [])))
+        flags=measurement_flags(measurement))
 
 
 def _write_frame_outputs(out_dir: Path, stem: str, image, index: int, prediction, save_prob: bool,
@@ -209,7 +222,7 @@ def measure_files(paths: Sequence[PathLike], spacing_mm=None) -> List[FrameResul
             circularity=measurement.circularity, flattening_ratio=measurement.flattening_ratio,
             n_components=measurement.n_components, spacing_mm=measurement.spacing_mm,
             spacing_source="user" if spacing else "unknown", mask=path.name,
-            flags=list(getattr(measurement, "flags", []))))
+            flags=measurement_flags(measurement)))
     return rows
 
 

@@ -41,11 +41,14 @@ def test_failed_job_reports_its_error_line(tmp_path):
 
 @pytest.fixture()
 def small_dataset(dataset_dir, tmp_path):
-    """The first 10 image/mask pairs of the dataset (4 patients)."""
+    """10 image/mask pairs of patients the shipped model never saw (so that compare has patients that
+    neither the shipped model nor one fine-tuned here was trained on)."""
     data = tmp_path / "data"
     for folder in ("images", "masks"):
         (data / folder).mkdir(parents=True)
-    for image in sorted((dataset_dir / "images").iterdir())[:10]:
+    unseen = set(load_info(REPO / "MedianNerveSeg" / "MedianNerveSegLib" / "pretrained" / "median_nerve_unet")
+                 .training["val_patients"])
+    for image in [p for p in sorted((dataset_dir / "images").iterdir()) if p.name[:5] in unseen][:10]:
         shutil.copy(image, data / "images" / image.name)
         shutil.copy(dataset_dir / "masks" / image.name, data / "masks" / image.name)
     return data
