@@ -61,7 +61,7 @@ class _ResultPrinter:
 
     def notes(self) -> None:
         if self.unknown_spacing:
-            print("note: pixel spacing unknown for some images: their CSA is in pixels only (give --spacing MM)")
+            print("note: pixel spacing unknown for some images: CSA in pixels only (give --spacing MM)")
 
 
 def cmd_segment(args: argparse.Namespace) -> int:
