@@ -126,27 +126,41 @@ def cmd_train(args: argparse.Namespace) -> int:
     stop = (lambda: Path(args.stop_file).exists()) if args.stop_file else None
     if args.bundle:
         out = Path(args.out or Path(args.bundle) / "models")
-        config = _bundle_config(Path(args.bundle), overrides, args.trust_bundle)
-        info = train(Path(args.dataset), out, config, stop=stop)
+        info = train(Path(args.dataset), out, _bundle_config(Path(args.bundle), overrides), stop=stop)
     else:
         if not args.out:
             raise ValueError("--out is required without --bundle")
         out = Path(args.out)
         info = train(Path(args.dataset), out, config_from_json(args.config, **overrides), stop=stop)
     print(json.dumps(info.metrics, indent=2))
-    if info.metrics.get("failed"):
-        print(f"error: training failed: {info.metrics['failed']}; {out} is kept for inspection only",
-              file=sys.stderr)
-        return 1
     print(f"model written to {out}; use it with: median-nerve-seg segment IMAGE --model {out}")
     return 0
 
 
-def _bundle_config(bundle: Path, overrides: Dict[str, Any], trusted: bool = False):
-    """The TrainConfig of a bundle (see bundle.train_config: untrusted bundles are refused)."""
-    from .bundle import train_config
+def _bundle_config(bundle: Path, overrides: Dict[str, Any]):
+    """The TrainConfig of a bundle's configs/train.json with the command line's overrides (its "run"
+    is ``train(dataset_dir, output_dir, train_config)``; called here with the stop file)."""
+    from monai.bundle import ConfigParser
 
-    return train_config(bundle, overrides, trusted)
+    from .train import FINE_TUNE_LR_FACTOR, TrainConfig
+
+    config_file = bundle / "configs" / "train.json"
+    if not config_file.is_file():
+        raise FileNotFoundError(f"{bundle}: not a bundle (no configs/train.json)")
+    parser = ConfigParser()
+    parser.read_config(str(config_file))
+    parser["bundle_root"] = str(bundle)
+    top_level = {key: overrides.pop(key) for key in ("epochs", "device", "input_size", "init_weights")}
+    for key, value in top_level.items():
+        if value is not None:
+            parser[key] = value
+    for key, value in overrides.items():
+        if value is not None:
+            parser[f"train_config#{key}"] = value
+    if top_level["init_weights"] and overrides["learning_rate"] is None:
+        parser["train_config#learning_rate"] = FINE_TUNE_LR_FACTOR * parser.get_parsed_content(
+            "train_config#learning_rate", default=TrainConfig.learning_rate)
+    return parser.get_parsed_content("train_config")
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -248,8 +262,6 @@ def build_parser() -> argparse.ArgumentParser:
     tra.add_argument("--out", default=None, help="model folder to write (default with --bundle: BUNDLE/models)")
     tra.add_argument("--bundle", default=None, help="train with a MONAI bundle's configs/train.json "
                                                     "(training/<model>); the options below override it")
-    tra.add_argument("--trust-bundle", action="store_true",
-                     help="run a --bundle from outside this project's training/ (its configs run code)")
     tra.add_argument("--config", default=None, help="JSON file of TrainConfig fields (options below override it)")
     tra.add_argument("--architecture", default=None, help="registry architecture (see `models`)")
     tra.add_argument("--epochs", type=int, default=None, help="training epochs (default 200)")
@@ -263,12 +275,10 @@ def build_parser() -> argparse.ArgumentParser:
                           "recipe's lr unless --lr)")
     tra.add_argument("--name", default=None, help="model name written to model.json")
     tra.add_argument("--seed", type=int, default=None, help="seed of the patient split and training")
-    tra.add_argument("--spacing", type=_spacing, default=None, metavar="MM",
-                     help="pixel spacing in mm (or ROW,COL) of every image, for the validation's CSA "
-                          "(default: each image's own; CSA left out where unknown)")
+    tra.add_argument("--spacing", type=float, default=None, help="dataset pixel spacing in mm (default 0.062)")
     tra.add_argument("--device", default=None, help="cpu (default) or cuda")
     tra.add_argument("--time-budget", type=float, default=None, metavar="SECONDS",
-                     help="training time: stops before the next epoch would end past it (at most --epochs)")
+                     help="fit the epochs to this training time (timed on epoch 1; at most --epochs)")
     tra.add_argument("--stop-file", default=None,
                      help="end training after the epoch during which this file appears, and save the model")
     tra.set_defaults(func=cmd_train)
@@ -279,9 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--dataset", required=True, help="dataset store, or images/ + masks/ folder")
     cmp.add_argument("--models", nargs="+", required=True, help="installed model names or model folders")
     cmp.add_argument("--out", required=True, help="output folder")
-    cmp.add_argument("--spacing", type=_spacing, default=None, metavar="MM",
-                     help="pixel spacing in mm (or ROW,COL) of every image (default: each image's own; "
-                          "CSA left out where unknown)")
+    cmp.add_argument("--spacing", type=float, default=0.062, help="pixel spacing in mm (default 0.062)")
     cmp.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     cmp.set_defaults(func=cmd_compare)
 
