@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image, ImageSequence
 
 from .image import SpacingSource, UltrasoundImage
+from .spacing import parse_spacing
 
 PathLike = Union[str, Path]
 Spacing = Optional[Tuple[float, float]]
@@ -208,13 +209,6 @@ def _read_dicom(path: Path) -> Tuple[np.ndarray, Spacing, str, Dict[str, Any]]:
     return arr, spacing, source, meta
 
 
-def _as_spacing(spacing_mm: Union[float, Sequence[float]]) -> Tuple[float, float]:
-    values = (spacing_mm, spacing_mm) if np.isscalar(spacing_mm) else tuple(spacing_mm)  # type: ignore[arg-type]
-    if len(values) != 2 or not all(np.isfinite(v) and v > 0 for v in map(float, values)):
-        raise ValueError(f"spacing must be a positive number or a (row, col) pair in mm, got {spacing_mm!r}")
-    return float(values[0]), float(values[1])
-
-
 def read_image(path: PathLike, spacing_mm: Optional[Union[float, Sequence[float]]] = None) -> UltrasoundImage:
     """Read a frame (H, W) or clip (T, H, W) as float32 grayscale with its pixel spacing.
 
@@ -238,7 +232,7 @@ def read_image(path: PathLike, spacing_mm: Optional[Union[float, Sequence[float]
         arr, original_shape = _read_pil(path, fmt)
     image = UltrasoundImage(np.ascontiguousarray(arr, dtype=np.float32), spacing, source, str(path),
                             {"format": fmt, "original_shape": tuple(original_shape), **extra})
-    return image if spacing_mm is None else image.with_spacing(_as_spacing(spacing_mm), SpacingSource.USER)
+    return image if spacing_mm is None else image.with_spacing(parse_spacing(spacing_mm, "spacing"), SpacingSource.USER)
 
 
 # ----------------------------------------------------------------------------- reading masks
@@ -309,7 +303,7 @@ def read_mask(path: PathLike) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- writing
 
-def _atomic_write(path: PathLike, write: Callable[[str], None], tmp_suffix: str = "") -> None:
+def atomic_write(path: PathLike, write: Callable[[str], None], tmp_suffix: str = "") -> None:
     """Call ``write`` on a temporary file next to ``path``, then move it into place."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -332,7 +326,7 @@ def _as_mask2d(mask: np.ndarray) -> np.ndarray:
 def write_mask_png(path: PathLike, mask: np.ndarray) -> None:
     """Write a mask as an 8-bit single-channel 0/255 PNG."""
     pixels = _as_mask2d(mask).astype(np.uint8) * 255
-    _atomic_write(path, lambda tmp: Image.fromarray(pixels).save(tmp, format="PNG"))
+    atomic_write(path, lambda tmp: Image.fromarray(pixels).save(tmp, format="PNG"))
 
 
 def write_mask_nrrd(path: PathLike, mask: np.ndarray, spacing_mm: Spacing = None) -> None:
@@ -353,10 +347,10 @@ def _write_nrrd2d(path: PathLike, data: np.ndarray, spacing_mm: Spacing) -> None
 
     header: Dict[str, Any] = {"encoding": "gzip", "kinds": ["domain", "domain"]}
     if spacing_mm is not None:
-        row, col = _as_spacing(spacing_mm)
+        row, col = parse_spacing(spacing_mm, str(path))
         header.update({"space dimension": 2, "space directions": np.array([[col, 0.0], [0.0, row]]),
                        "space origin": np.zeros(2)})
-    _atomic_write(path, lambda tmp: nrrd.write(tmp, data, header, index_order="C"), ".nrrd")
+    atomic_write(path, lambda tmp: nrrd.write(tmp, data, header, index_order="C"), ".nrrd")
 
 
 def write_segmentation_nrrd(path: PathLike, mask: np.ndarray, spacing_mm: Spacing = None,
@@ -365,13 +359,13 @@ def write_segmentation_nrrd(path: PathLike, mask: np.ndarray, spacing_mm: Spacin
     """Write a Slicer .seg.nrrd with one segment (label value 1) on a single-slice grid."""
     import slicerio
 
-    row, col = _as_spacing(spacing_mm) if spacing_mm is not None else (1.0, 1.0)
+    row, col = parse_spacing(spacing_mm, str(path)) if spacing_mm is not None else (1.0, 1.0)
     ijk = _as_mask2d(mask).T[:, :, np.newaxis]  # slicerio voxels are (i, j, k) = (column, row, slice)
     seg = slicerio.create_segmentation(ijk.shape, np.diag([col, row, 1.0, 1.0]))
     seg.update({"containedRepresentationNames": ["Binary labelmap"], "masterRepresentation": "Binary labelmap"})
     slicerio.add_segment(seg, ijk, {"id": "Segment_1", "name": segment_name,
                                     "color": [float(c) for c in color]})
-    _atomic_write(path, lambda tmp: slicerio.write_segmentation(tmp, seg), ".seg.nrrd")
+    atomic_write(path, lambda tmp: slicerio.write_segmentation(tmp, seg), ".seg.nrrd")
 
 
 def to_uint8(frame: np.ndarray) -> np.ndarray:
@@ -397,4 +391,4 @@ def write_overlay_png(path: PathLike, frame: np.ndarray, mask: np.ndarray,
     rgb[nerve] = rgb[nerve] * (1.0 - _FILL_ALPHA) + tint * _FILL_ALPHA
     rgb[find_boundaries(nerve, mode="thick")] = tint
     pixels = np.round(rgb).astype(np.uint8)
-    _atomic_write(path, lambda tmp: Image.fromarray(pixels).save(tmp, format="PNG"))
+    atomic_write(path, lambda tmp: Image.fromarray(pixels).save(tmp, format="PNG"))
