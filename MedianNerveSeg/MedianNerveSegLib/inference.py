@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Union
+from typing import Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -25,6 +25,7 @@ class Prediction:
     confidence: float
     found: bool
     milliseconds: float
+    flags: Tuple[str, ...] = ()  # e.g. "constant_frame": nothing to segment in it
 
 
 def resolve_device(device: Optional[str]) -> str:
@@ -64,6 +65,11 @@ class Segmenter:
         """Segment one frame of ``image``; the mask has the frame's shape."""
         start = time.perf_counter()
         frame = image.frame(frame_index)
+        check_frame(frame, image.source, frame_index)
+        if frame.min() == frame.max():  # no contrast, no nerve: the network's output would be its bias
+            empty = np.zeros(frame.shape, bool)
+            return Prediction(np.zeros(frame.shape, np.float32), empty, 0.0, False,
+                              1000.0 * (time.perf_counter() - start), ("constant_frame",))
         probability = self.probability(frame)
         min_px = min_component_pixels(self.info.min_component_mm2, image.spacing_mm, frame.shape)
         mask = clean_mask(probability, self.info.threshold, min_px, self.info.min_branch_fraction)
@@ -74,3 +80,11 @@ class Segmenter:
         else:
             confidence = float(probability[mask].mean()) if found else float(probability.max())
         return Prediction(probability, mask, confidence, found, 1000.0 * (time.perf_counter() - start))
+
+
+def check_frame(frame: np.ndarray, source: str, frame_index: int = 0) -> None:
+    """ValueError naming the image when the frame holds NaN or Inf pixels (they cannot be segmented)."""
+    bad = int(np.count_nonzero(~np.isfinite(frame))) if np.issubdtype(frame.dtype, np.floating) else 0
+    if bad:
+        raise ValueError(f"{source or 'image'}: frame {frame_index} has {bad} NaN/Inf pixels of {frame.size}; "
+                         "cannot segment it")

@@ -8,21 +8,24 @@ repository checkout, to a trained bundle (training/<name>/models, named <name>).
 from __future__ import annotations
 
 import json
+import math
 import os
-import tempfile
+import pickle
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple, Union
 
 import torch
 
-from .models import build_model
+from .io import atomic_write
+from .models import MODEL_REGISTRY, build_model, is_detector
 
 MODEL_JSON = "model.json"
 WEIGHTS = "model.pt"
 DEFAULT_MODEL = "median_nerve_unet"
 PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
 BUNDLES_DIR = Path(__file__).resolve().parents[2] / "training"  # in a repository checkout
+NORMALIZATIONS = ("zscore",)  # what preprocess.normalize does
 
 
 @dataclass
@@ -43,10 +46,68 @@ class ModelInfo:
     metrics: Dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def from_dict(cls, data: Dict[str, Any]) -> "ModelInfo":
-        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        known["input_size"] = tuple(known.get("input_size", (288, 384)))
-        return cls(**known)
+    def from_dict(cls, data: Any, source: str = MODEL_JSON) -> "ModelInfo":
+        """The info in a parsed model.json; ModelFolderError naming ``source`` when it is unusable."""
+        if not isinstance(data, dict):
+            raise ModelFolderError(f"{source}: expected a JSON object, got a JSON {_json_type(data)}")
+        missing = [key for key in ("name", "architecture") if key not in data]
+        if missing:
+            raise ModelFolderError(f"{source}: missing {', '.join(repr(key) for key in missing)}")
+        info = cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+        problem = _problem(info)
+        if problem:
+            raise ModelFolderError(f"{source}: {problem}")
+        info.input_size = tuple(info.input_size)
+        return info
+
+
+class ModelFolderError(ValueError):
+    """A model folder that cannot be used; the message is one line naming the file and the reason."""
+
+
+def _json_type(value: Any) -> str:
+    names = {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}
+    return names.get(type(value), "number")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _problem(info: ModelInfo) -> Optional[str]:
+    """Why model.json's values cannot drive a Segmenter, None when they can."""
+    for key in ("name", "version", "description", "normalization", "architecture"):
+        if not isinstance(getattr(info, key), str):
+            return f"'{key}' must be a string, got {getattr(info, key)!r}"
+    for key in ("arch_kwargs", "training", "metrics"):
+        if not isinstance(getattr(info, key), dict):
+            return f"'{key}' must be a JSON object, got {getattr(info, key)!r}"
+    if info.architecture not in MODEL_REGISTRY:
+        return f"'architecture' {info.architecture!r} is not one of {', '.join(sorted(MODEL_REGISTRY))}"
+    if info.normalization not in NORMALIZATIONS:
+        return f"'normalization' {info.normalization!r} is not one of {', '.join(NORMALIZATIONS)}"
+    return _size_problem(info) or _postprocess_problem(info)
+
+
+def _size_problem(info: ModelInfo) -> Optional[str]:
+    """input_size: two positive ints, multiples of 16 for the U-Nets (a detector letterboxes itself)."""
+    size = info.input_size
+    if not (isinstance(size, (list, tuple)) and len(size) == 2
+            and all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in size)):
+        return f"'input_size' must be two positive integers [rows, cols], got {size!r}"
+    if not is_detector(info.architecture) and any(n % 16 for n in size):
+        return f"'input_size' {list(size)} must be multiples of 16 for {info.architecture}"
+    return None
+
+
+def _postprocess_problem(info: ModelInfo) -> Optional[str]:
+    if not (_is_number(info.threshold) and 0 < info.threshold < 1):
+        return f"'threshold' must be a number strictly between 0 and 1, got {info.threshold!r}"
+    if not (_is_number(info.min_component_mm2) and info.min_component_mm2 >= 0):
+        return f"'min_component_mm2' must be a number >= 0, got {info.min_component_mm2!r}"
+    if not (_is_number(info.min_branch_fraction) and 0 <= info.min_branch_fraction <= 1):
+        return f"'min_branch_fraction' must be a number from 0 to 1, got {info.min_branch_fraction!r}"
+    return None
 
 
 def user_models_dir() -> Path:
@@ -73,32 +134,115 @@ def model_name(folder: Path) -> str:
 
 
 def resolve_model(name_or_path: Optional[Union[str, Path]] = None) -> Path:
-    """A model folder from a path or an installed model's name (None: the default model)."""
+    """A model folder from an installed model's name or a path (None: the default model).
+
+    A name is looked up among the installed models before the current directory, so a local
+    folder of the same name never replaces an installed model: write ./name for that folder.
+    Anything with a path separator, or starting with . or ~, is a path."""
     name = str(name_or_path or DEFAULT_MODEL)
-    path = Path(name).expanduser()
-    if (path / MODEL_JSON).is_file():
-        return path
-    for folder in installed_models():
+    if _looks_like_path(name):
+        return _model_folder(Path(name).expanduser(), name)
+    installed = installed_models()
+    for folder in installed:
         if model_name(folder) == name:
             return folder
-    names = ", ".join(model_name(p) for p in installed_models()) or "none"
-    raise FileNotFoundError(f"model '{name}' not found: not a folder with {MODEL_JSON}, "
-                            f"nor an installed model (installed: {names})")
+    if (Path(name) / MODEL_JSON).is_file():
+        return Path(name)
+    names = ", ".join(model_name(p) for p in installed) or "none"
+    raise FileNotFoundError(f"model '{name}' not found: not an installed model (installed: {names}), "
+                            f"nor a folder with {MODEL_JSON}")
+
+
+def _looks_like_path(name: str) -> bool:
+    separators = [os.sep] + ([os.altsep] if os.altsep else [])
+    return name.startswith((".", "~")) or any(sep in name for sep in separators)
+
+
+def _model_folder(path: Path, given: str) -> Path:
+    if not path.exists():
+        raise FileNotFoundError(f"model folder '{given}' does not exist")
+    if not (path / MODEL_JSON).is_file():
+        raise FileNotFoundError(f"model folder '{given}' has no {MODEL_JSON}: not a model folder")
+    return path
 
 
 def load_info(folder: Path) -> ModelInfo:
-    with open(Path(folder) / MODEL_JSON, encoding="utf-8") as handle:
-        return ModelInfo.from_dict(json.load(handle))
+    """The checked contents of ``folder``/model.json (ModelFolderError when it is unusable)."""
+    path = Path(folder) / MODEL_JSON
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ModelFolderError(f"{path}: missing; a model folder holds {MODEL_JSON} and {WEIGHTS}") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ModelFolderError(f"{path}: cannot be read ({_first_sentence(error)})") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ModelFolderError(f"{path}: not valid JSON ({error})") from None
+    return ModelInfo.from_dict(data, str(path))
 
 
 def load_network(folder: Path, device: str = "cpu") -> Tuple[torch.nn.Module, ModelInfo]:
     """The model folder's network in eval mode on ``device``, and its info."""
     folder = Path(folder)
     info = load_info(folder)
-    network = build_model(info.architecture, **info.arch_kwargs)
-    state = torch.load(folder / WEIGHTS, map_location="cpu", weights_only=True)
+    network = _build(info, folder / MODEL_JSON)
+    state = _read_state(folder / WEIGHTS)
+    problem = _state_problem(network, state, info.architecture)
+    if problem:
+        raise ModelFolderError(f"{folder / WEIGHTS}: {problem}")
     network.load_state_dict({k: v.float() for k, v in state.items()})
     return network.to(device).eval(), info
+
+
+def _build(info: ModelInfo, source: Path) -> torch.nn.Module:
+    try:
+        return build_model(info.architecture, **info.arch_kwargs)
+    except ImportError:
+        raise
+    except Exception as error:  # whatever the constructor raises for arguments it rejects
+        raise ModelFolderError(f"{source}: {info.architecture} rejects arch_kwargs {info.arch_kwargs} "
+                               f"({_first_sentence(error)})") from None
+
+
+def _read_state(path: Path) -> Dict[str, torch.Tensor]:
+    """The tensors of a model.pt, ModelFolderError naming it when it is missing, empty or foreign."""
+    if not path.is_file():
+        raise ModelFolderError(f"{path}: missing; a model folder holds {MODEL_JSON} and {WEIGHTS}")
+    if path.stat().st_size == 0:
+        raise ModelFolderError(f"{path}: empty file")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise ModelFolderError(f"{path}: not a PyTorch state dict (holds objects other than tensors)") from None
+    except Exception as error:  # torch reports a damaged file as RuntimeError, EOFError, ...
+        raise ModelFolderError(f"{path}: not a PyTorch weights file or damaged ({_first_sentence(error)})") from None
+    if not (isinstance(state, dict) and all(isinstance(v, torch.Tensor) for v in state.values())):
+        raise ModelFolderError(f"{path}: not a PyTorch state dict (a {type(state).__name__})")
+    return state
+
+
+def _state_problem(network: torch.nn.Module, state: Dict[str, torch.Tensor], architecture: str) -> Optional[str]:
+    """Why ``state`` does not fit ``network``: other keys, other shapes or non-finite values."""
+    expected = network.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    if missing or unexpected:
+        example = f"'{missing[0]}' missing" if missing else f"'{unexpected[0]}' unexpected"
+        return (f"weights do not fit {architecture} with this model.json's arch_kwargs: {len(missing)} "
+                f"missing and {len(unexpected)} unexpected tensors ({example})")
+    wrong = [k for k in expected if state[k].shape != expected[k].shape]
+    if wrong:
+        return (f"weights do not fit {architecture} with this model.json's arch_kwargs: '{wrong[0]}' has "
+                f"shape {list(state[wrong[0]].shape)}, expected {list(expected[wrong[0]].shape)} "
+                f"({len(wrong)} tensors differ)")
+    broken = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    return f"'{broken[0]}' holds NaN or Inf ({len(broken)} tensors)" if broken else None
+
+
+def _first_sentence(error: BaseException) -> str:
+    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return text.split(". ")[0].rstrip(".")
 
 
 def save_model(folder: Path, network: torch.nn.Module, info: ModelInfo, half: bool = True) -> Path:
@@ -109,9 +253,9 @@ def save_model(folder: Path, network: torch.nn.Module, info: ModelInfo, half: bo
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     state = {k: (_half_if_in_range(v) if half else v).cpu() for k, v in network.state_dict().items()}
-    _atomic(folder / WEIGHTS, lambda f: torch.save(state, f))
+    atomic_write(folder / WEIGHTS, lambda tmp: torch.save(state, tmp))
     text = json.dumps(asdict(info), indent=2)
-    _atomic(folder / MODEL_JSON, lambda f: f.write(text.encode("utf-8")))
+    atomic_write(folder / MODEL_JSON, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
     return folder
 
 
@@ -120,14 +264,3 @@ def _half_if_in_range(tensor: torch.Tensor) -> torch.Tensor:
         return tensor
     half = tensor.half()
     return half if torch.isfinite(half).all() else tensor
-
-
-def _atomic(path: Path, write) -> None:
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            write(stream)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise

@@ -107,3 +107,20 @@ def test_a_trained_bundle_is_selected_by_its_name(tmp_path, monkeypatch):
     monkeypatch.setattr(zoo, "BUNDLES_DIR", tmp_path)
     assert resolve_model("lunet_bundle") == tmp_path / "lunet_bundle" / "models"
     assert Segmenter("lunet_bundle").info.architecture == "monai_unet"
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_nan_or_inf_pixels_are_an_error_naming_the_image(segmenter, bad):
+    pixels = np.random.default_rng(0).random((120, 160)).astype(np.float32)
+    pixels[10:12, 20:25] = bad
+    image = UltrasoundImage(pixels, (SPACING, SPACING), source="scans/clip7.nrrd")
+    with pytest.raises(ValueError, match=r"^scans/clip7\.nrrd: frame 0 has 10 NaN/Inf pixels"):
+        segmenter.predict(image)
+
+
+@pytest.mark.parametrize("value", [0, 128, 255])
+def test_a_constant_frame_is_not_found_and_flagged(segmenter, value):
+    prediction = segmenter.predict(UltrasoundImage(np.full((200, 300), value, np.uint8), (SPACING, SPACING)))
+    assert not prediction.found and not prediction.mask.any() and prediction.confidence == 0.0
+    assert prediction.mask.shape == prediction.probability.shape == (200, 300)
+    assert prediction.flags == ("constant_frame",)
