@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from .data import DEFAULT_PATIENT_PATTERN
+from .spacing import parse_spacing
+
+SPACING_HELP = ("pixel spacing in mm (0.062, or row,col) recorded for images whose file carries none "
+                "(DICOM and NRRD keep their own); default: unknown")
 
 
 def cmd_dataset_init(args: argparse.Namespace) -> int:
@@ -19,9 +24,13 @@ def cmd_dataset_init(args: argparse.Namespace) -> int:
 def cmd_dataset_add(args: argparse.Namespace) -> int:
     from .dataset import LabelledDataset
 
+    spacing = parse_spacing(args.spacing, "--spacing")
     record = LabelledDataset(args.dir).add(args.image, args.label, patient=args.patient, author=args.author,
                                            ai_mask=args.ai_mask, model=args.model,
-                                           model_version=args.model_version)
+                                           model_version=args.model_version, spacing_mm=spacing)
+    if record.get("unchanged"):
+        print(f"unchanged: {record['id']} label v{record['version']} already holds this label")
+        return 0
     dsc = "" if record["ai_dsc"] is None else f", AI DSC {record['ai_dsc']:.3f}"
     print(f"added {record['id']} label v{record['version']} (patient {record['patient']}{dsc})")
     return 0
@@ -30,9 +39,13 @@ def cmd_dataset_add(args: argparse.Namespace) -> int:
 def cmd_dataset_import(args: argparse.Namespace) -> int:
     from .dataset import LabelledDataset
 
-    count = LabelledDataset(args.dir).import_folder(args.source, pattern=args.pattern)
-    print(f"imported {count} new sample(s) from {args.source}")
-    return 0
+    spacing = parse_spacing(args.spacing, "--spacing")
+    counts = LabelledDataset(args.dir).import_folder(args.source, pattern=args.pattern, spacing_mm=spacing)
+    for image, reason in counts["failed"]:
+        print(f"failed: {image}: {reason}", file=sys.stderr)
+    print(f"imported {counts['added']} new sample(s) from {args.source}: "
+          f"{counts['unchanged']} unchanged, {len(counts['failed'])} failed")
+    return 1 if counts["failed"] else 0
 
 
 def cmd_dataset_split(args: argparse.Namespace) -> int:
@@ -72,13 +85,16 @@ def add_dataset_parser(subparsers) -> None:
     add.add_argument("--ai-mask", default=None, help="the AI mask the label was corrected from (records its DSC)")
     add.add_argument("--model", default="", help="model that produced the AI mask")
     add.add_argument("--model-version", default="", help="version of that model")
+    add.add_argument("--spacing", default=None, metavar="MM", help=SPACING_HELP)
     add.set_defaults(func=cmd_dataset_add)
 
-    imp = sub.add_parser("import", help="import a folder of images/ and masks/ of the same names")
+    imp = sub.add_parser("import", help="import a folder of images/ and masks/ of the same names "
+                                        "(bad pairs are listed and skipped; exit 1 if any)")
     imp.add_argument("dir", help="dataset folder")
     imp.add_argument("--from", dest="source", required=True, help="folder with images/ and masks/")
     imp.add_argument("--pattern", default=DEFAULT_PATIENT_PATTERN,
                      help=f"regex whose first group is the patient id in a file name (default {DEFAULT_PATIENT_PATTERN})")
+    imp.add_argument("--spacing", default=None, metavar="MM", help=SPACING_HELP)
     imp.set_defaults(func=cmd_dataset_import)
 
     spl = sub.add_parser("split", help="assign patients to training/validation/test (stable across additions)")
@@ -88,6 +104,7 @@ def add_dataset_parser(subparsers) -> None:
     spl.add_argument("--seed", type=int, default=0, help="seed of the assignment of new patients (default 0)")
     spl.set_defaults(func=cmd_dataset_split)
 
-    sta = sub.add_parser("stats", help="print counts, splits, mean label CSA, authors and models as JSON")
+    sta = sub.add_parser("stats", help="print counts, splits, mean label CSA (px; mm2 over samples of known spacing), "
+                                        "authors and models as JSON")
     sta.add_argument("dir", help="dataset folder")
     sta.set_defaults(func=cmd_dataset_stats)

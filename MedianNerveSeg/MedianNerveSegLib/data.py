@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
 import random
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Sequence, Tuple
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 DEFAULT_PATIENT_PATTERN = r"^(Pz\d+)"
+SPLITS = ("training", "validation", "test")
 
 
 @dataclass(frozen=True)
@@ -16,6 +18,7 @@ class Sample:
     image: Path
     mask: Path
     patient: str
+    spacing_mm: Optional[Tuple[float, float]] = None  # (row, col) mm/pixel; None when unknown
 
     @property
     def stem(self) -> str:
@@ -28,26 +31,69 @@ def patient_id(stem: str, pattern: str = DEFAULT_PATIENT_PATTERN) -> str:
     return match.group(1) if match else stem
 
 
-def list_samples(dataset_dir: Path, pattern: str = DEFAULT_PATIENT_PATTERN) -> List[Sample]:
-    """Pairs images/<stem>.* with masks/<stem>.png; raises if the folder has no pairs."""
+def list_pairs(dataset_dir: Path, pattern: str = DEFAULT_PATIENT_PATTERN) -> Tuple[List[Sample], List[Path]]:
+    """Pairs images/<stem>.* with masks/<stem>.png; also returns the images without a mask (hidden files ignored)."""
     dataset_dir = Path(dataset_dir)
     images, masks = dataset_dir / "images", dataset_dir / "masks"
     if not images.is_dir() or not masks.is_dir():
         raise FileNotFoundError(f"{dataset_dir}: expected images/ and masks/ folders")
-    samples = [Sample(path, masks / f"{path.stem}.png", patient_id(path.stem, pattern))
-               for path in sorted(images.iterdir()) if (masks / f"{path.stem}.png").is_file()]
+    files = [p for p in sorted(images.iterdir()) if p.is_file() and not p.name.startswith(".")]
+    samples = [Sample(p, masks / f"{p.stem}.png", patient_id(p.stem, pattern))
+               for p in files if (masks / f"{p.stem}.png").is_file()]
+    unpaired = [p for p in files if not (masks / f"{p.stem}.png").is_file()]
+    return samples, unpaired
+
+
+def list_samples(dataset_dir: Path, pattern: str = DEFAULT_PATIENT_PATTERN) -> List[Sample]:
+    """Pairs images/<stem>.* with masks/<stem>.png; raises if the folder has no pairs."""
+    samples, _ = list_pairs(dataset_dir, pattern)
     if not samples:
         raise FileNotFoundError(f"{dataset_dir}: no image with a mask of the same name")
     return samples
 
 
+def _patient_hash(patient: str, seed: int) -> str:
+    return hashlib.sha256(f"{seed}:{patient}".encode("utf-8")).hexdigest()
+
+
+def assign_patients(patients: Iterable[str], assigned: Mapping[str, str], val_fraction: float = 0.2,
+                    test_fraction: float = 0.0, seed: int = 0) -> Dict[str, str]:
+    """THE patient split. A first assignment (nothing ``assigned`` yet) shuffles the sorted patients with
+    ``random.Random(seed)`` and takes validation, then test, from the front (the rule that chose the
+    shipped models' validation patients). Later, ``assigned`` patients keep their split and each new
+    patient (in seeded-hash order) gets the split furthest below its share of all patients."""
+    if val_fraction < 0 or test_fraction < 0 or val_fraction + test_fraction >= 1:
+        raise ValueError(f"val fraction {val_fraction} and test fraction {test_fraction} must be >= 0 "
+                         "and sum to less than 1")
+    if not assigned:
+        return _first_assignment(sorted(set(patients)), val_fraction, test_fraction, seed)
+    assignment = dict(assigned)
+    new = sorted({p for p in patients if p not in assignment}, key=lambda p: _patient_hash(p, seed))
+    total = len(assignment) + len(new)
+    share = {"training": 1.0 - val_fraction - test_fraction, "validation": val_fraction, "test": test_fraction}
+    counts = {name: 0 for name in SPLITS}
+    for name in assignment.values():
+        counts[name] += 1
+    for patient in new:
+        split = max(SPLITS, key=lambda s: (share[s] * total - counts[s], -SPLITS.index(s)))
+        assignment[patient] = split
+        counts[split] += 1
+    return assignment
+
+
+def _first_assignment(patients: List[str], val_fraction: float, test_fraction: float, seed: int) -> Dict[str, str]:
+    random.Random(seed).shuffle(patients)
+    n_val = max(1, round(len(patients) * val_fraction)) if len(patients) > 1 and val_fraction > 0 else 0
+    n_test = round(len(patients) * test_fraction) if len(patients) > 2 else 0
+    splits = ["validation"] * n_val + ["test"] * n_test
+    return {p: splits[i] if i < len(splits) else "training" for i, p in enumerate(patients)}
+
+
 def split_by_patient(samples: Sequence[Sample], val_fraction: float = 0.2,
                      seed: int = 0) -> Tuple[List[Sample], List[Sample]]:
-    """Deterministic split in which no patient has images on both sides."""
-    patients = sorted({s.patient for s in samples})
-    random.Random(seed).shuffle(patients)
-    n_val = max(1, round(len(patients) * val_fraction)) if len(patients) > 1 else 0
-    val_patients = set(patients[:n_val])
-    train = [s for s in samples if s.patient not in val_patients]
-    val = [s for s in samples if s.patient in val_patients]
+    """Training and validation samples, no patient on both sides; the same patients as a dataset
+    store's ``split(val_fraction, 0, seed)`` of these samples."""
+    assignment = assign_patients({s.patient for s in samples}, {}, val_fraction, 0.0, seed)
+    train = [s for s in samples if assignment[s.patient] == "training"]
+    val = [s for s in samples if assignment[s.patient] == "validation"]
     return train, val

@@ -5,12 +5,15 @@ Layout of the store folder::
     images/<id>.png            8-bit grayscale, written once per sample
     labels/<id>_v<N>.png       0/255 masks; a new label is a new version, never an overwrite
     provenance/<id>_v<N>.json  who saved which label, when, from which model
+    store.json                 name, description, patient pattern, split settings and patient split
     datalist.json              MONAI decathlon-style list of the newest label of each image
 
-Writes go image -> label -> provenance -> datalist, each atomic (temporary file + os.replace).
-A label version is committed once its provenance file exists; the datalist is a cache of the
-committed versions, rebuilt whenever it misses one (e.g. after a crash), and updated under an
-OS file lock (``.lock``) so concurrent writers never lose a sample.
+Writes go image -> label -> provenance -> store.json (when it changes) -> datalist, each atomic
+(temporary file + os.replace). A label version is committed once its provenance file exists; the
+datalist is a cache of the committed versions and store.json, rebuilt whenever it misses one (e.g.
+after a crash) or is damaged (kept as ``datalist.json.damaged-<time>``), and updated under an OS
+file lock (``.lock``) so concurrent writers never lose a sample. Temporary files left by a killed
+writer are removed, under the lock, when the store is opened.
 """
 
 from __future__ import annotations
@@ -25,13 +28,14 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Set, Tuple, Union
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
 from PIL import Image
 
-from .data import DEFAULT_PATIENT_PATTERN, Sample, list_samples, patient_id
-from .io import _as_spacing, _atomic_write, read_image, read_mask, to_uint8
+from .data import DEFAULT_PATIENT_PATTERN, SPLITS, Sample, assign_patients, list_pairs, patient_id
+from .io import atomic_write, read_image, read_mask, to_uint8
+from .spacing import SpacingError, parse_spacing
 
 try:
     import fcntl
@@ -51,12 +55,15 @@ except ImportError:  # Windows
         msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
 
 PathLike = Union[str, Path]
-SPLITS = ("training", "validation", "test")
 DATALIST = "datalist.json"
+META = "store.json"
+META_KEYS = ("name", "description", "patient_pattern", "split_settings", "patient_split")
+STALE_TMP_S = 60.0  # a temporary file this old belongs to no live writer (writes take well under a second)
 LOCK_TIMEOUT_S = 60.0
 PNG_COMPRESS_LEVEL = 3  # about 5x faster than Pillow's default 6 on ultrasound frames, ~10% larger
 _VERSIONED = re.compile(r"^(.+)_v(\d+)\.json$")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_TMP = re.compile(r"^\..+\.[0-9a-f]{8}\.tmp")
 
 
 class _StoreLock:
@@ -104,7 +111,7 @@ def _sha256(data: bytes) -> str:
 
 
 def _write_bytes(path: Path, data: bytes) -> None:
-    _atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
+    atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
 
 
 def _write_json(path: Path, obj: Dict[str, Any]) -> None:
@@ -134,23 +141,12 @@ def _entries(datalist: Dict[str, Any]) -> Iterator[Dict[str, Any]]:
         yield from datalist.get(name, [])
 
 
-def _patient_hash(patient: str, seed: int) -> str:
-    return _sha256(f"{seed}:{patient}".encode("utf-8"))
-
-
-def _assign_patients(patients: Set[str], assigned: Dict[str, str], val_fraction: float,
-                     test_fraction: float, seed: int) -> Dict[str, str]:
-    """Keep ``assigned``; give each new patient (in seeded-hash order) the split furthest below its share."""
-    assignment = dict(assigned)
-    new = sorted((p for p in patients if p not in assignment), key=lambda p: _patient_hash(p, seed))
-    total = len(assignment) + len(new)
-    share = {"training": 1.0 - val_fraction - test_fraction, "validation": val_fraction, "test": test_fraction}
-    for patient in new:
-        counts = {name: 0 for name in SPLITS}
-        for name in assignment.values():
-            counts[name] += 1
-        assignment[patient] = max(SPLITS, key=lambda s: (share[s] * total - counts[s], -SPLITS.index(s)))
-    return assignment
+def _is_datalist(obj: Any) -> bool:
+    """An object whose splits are lists of entries with an id, label version and patient."""
+    return isinstance(obj, dict) and all(
+        isinstance(obj.get(name, []), list)
+        and all(isinstance(e, dict) and {"id", "label_version", "patient"} <= e.keys() for e in obj.get(name, []))
+        for name in SPLITS)
 
 
 def _compose(meta: Dict[str, Any], entries: Iterable[Dict[str, Any]]) -> Dict[str, Any]:
@@ -159,12 +155,12 @@ def _compose(meta: Dict[str, Any], entries: Iterable[Dict[str, Any]]) -> Dict[st
     settings = meta.get("split_settings")
     assignment = dict(meta.get("patient_split") or {})
     if settings:
-        assignment = _assign_patients({e["patient"] for e in entries}, assignment, **settings)
+        assignment = assign_patients({e["patient"] for e in entries}, assignment, **settings)
     lists = {name: [e for e in entries if assignment.get(e["patient"], "training") == name] for name in SPLITS}
-    return {"name": meta.get("name", "median-nerve"), "description": meta.get("description", ""),
+    return {"name": meta.get("name") or "median-nerve", "description": meta.get("description") or "",
             "modality": {"0": "US"}, "labels": {"0": "background", "1": "median nerve"},
             "numTraining": len(lists["training"]), **lists,
-            "patient_pattern": meta.get("patient_pattern", DEFAULT_PATIENT_PATTERN),
+            "patient_pattern": meta.get("patient_pattern") or DEFAULT_PATIENT_PATTERN,
             "split_settings": settings, "patient_split": assignment}
 
 
@@ -176,6 +172,7 @@ class LabelledDataset:
         if not _is_store(self.folder):
             raise FileNotFoundError(f"{self.folder}: not a labelled dataset (no {DATALIST}); "
                                     "create one with `median-nerve-seg dataset init`")
+        self._remove_stale_temp_files()
         self._datalist()
 
     @classmethod
@@ -187,8 +184,9 @@ class LabelledDataset:
             return cls(folder)
         if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
             raise ValueError(f"{folder}: not empty and not a labelled dataset")
-        _write_json(folder / DATALIST, _compose({"name": name, "description": description,
-                                                 "patient_pattern": patient_pattern}, []))
+        datalist = _compose({"name": name, "description": description, "patient_pattern": patient_pattern}, [])
+        _write_json(folder / META, _meta_of(datalist))
+        _write_json(folder / DATALIST, datalist)
         for sub in ("images", "labels", "provenance"):
             (folder / sub).mkdir(exist_ok=True)
         return cls(folder)
@@ -204,7 +202,12 @@ class LabelledDataset:
             author: str = "", model: str = "", model_version: str = "",
             ai_mask: Optional[Union[PathLike, np.ndarray]] = None, spacing_mm=None,
             note: str = "") -> Dict[str, Any]:
-        """Save a label (a new version if the image is already stored); returns its provenance."""
+        """Save a label (a new version if the image is already stored); returns its provenance.
+
+        ``spacing_mm`` is recorded unless the image file carries its own (DICOM, NRRD...); a new
+        version without one keeps the stored image's. A label identical to the newest version is
+        not stored again: that version's record comes back with ``"unchanged": True``.
+        """
         pending = self._prepare(image, label, patient, sample_id, source, author, model,
                                 model_version, ai_mask, spacing_mm, note)
         with self._lock():
@@ -214,15 +217,14 @@ class LabelledDataset:
                  patient: Optional[str], sample_id: Optional[str], source: str, author: str,
                  model: str, model_version: str, ai_mask: Optional[Union[PathLike, np.ndarray]],
                  spacing_mm, note: str) -> _Pending:
+        given = parse_spacing(spacing_mm, "spacing_mm")
         if isinstance(image, (str, Path)):
-            read = read_image(image, spacing_mm=spacing_mm)
-            pixels, spacing = to_uint8(read.frame(0)), read.spacing_mm
+            pixels, spacing = _pixels_and_spacing(Path(image), given)
             sample_id, source = sample_id or Path(image).name.split(".")[0], source or str(image)
         else:
-            pixels = to_uint8(_as_2d(image, "image"))
-            spacing = None if spacing_mm is None else _as_spacing(spacing_mm)
+            pixels, spacing = to_uint8(_as_2d(image, "image")), given
         sample_id = _safe_id(sample_id or "")
-        truth = _as_mask(label, pixels.shape, "label")
+        truth = _as_mask(label, pixels.shape, f"label {label}" if isinstance(label, (str, Path)) else "label")
         record = {"id": sample_id, "version": None, "patient": patient or patient_id(sample_id, self._pattern()),
                   "source": source, "author": author, "saved_at": None, "model": model,
                   "model_version": model_version, "ai_dsc": None, "changed_pixels": None,
@@ -241,6 +243,7 @@ class LabelledDataset:
     def _commit(self, pending: _Pending) -> Dict[str, Any]:
         """Write image (first version only), label, provenance, then the datalist; caller holds the lock."""
         datalist = self._reconciled()
+        records = self._records()
         sample_id = pending.record["id"]
         versions = self._versions().get(sample_id, [])
         image_path = self.folder / "images" / f"{sample_id}.png"
@@ -251,64 +254,82 @@ class LabelledDataset:
             image_png = image_path.read_bytes()
         else:
             image_png = pending.image_png
+        _refuse_another_patient(records.values(), _sha256(image_png), pending.record)
+        newest = records.get((sample_id, max(versions))) if versions else None
+        if newest is not None and newest["label_sha256"] == pending.record["label_sha256"]:
+            return dict(newest, unchanged=True)
+        if not versions:
             _write_bytes(image_path, image_png)
         version = max(versions, default=0) + 1
         _write_bytes(self.folder / "labels" / f"{sample_id}_v{version}.png", pending.label_png)
-        record = dict(pending.record, version=version, image_sha256=_sha256(image_png),
+        spacing = pending.record["spacing_mm"] or (newest or {}).get("spacing_mm")
+        record = dict(pending.record, version=version, image_sha256=_sha256(image_png), spacing_mm=spacing,
                       saved_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
         _write_json(self.folder / "provenance" / f"{sample_id}_v{version}.json", record)
         entries = {e["id"]: e for e in _entries(datalist)}
-        entries[sample_id] = _entry(sample_id, version, record["patient"])
-        _write_json(self.datalist_path, _compose(datalist, entries.values()))
+        entries[sample_id] = _entry(record)
+        self._write_datalist(_compose(self._meta(datalist), entries.values()))
         return record
 
-    def import_folder(self, folder: PathLike, pattern: str = DEFAULT_PATIENT_PATTERN, author: str = "import") -> int:
-        """Import images/ + masks/ pairs; a pair already stored (same image and label hashes) is skipped."""
-        known = {(r["id"], r["image_sha256"], r["label_sha256"]) for r in self._records().values()}
-        added = 0
-        for sample in list_samples(Path(folder), pattern):
-            pending = self._prepare(sample.image, sample.mask, sample.patient, None, "", author,
-                                    "", "", None, None, "")
-            key = (pending.record["id"], _sha256(pending.image_png), pending.record["label_sha256"])
-            if key in known:
+    def import_folder(self, folder: PathLike, pattern: str = DEFAULT_PATIENT_PATTERN, author: str = "import",
+                      spacing_mm=None) -> Dict[str, Any]:
+        """Import images/ + masks/ pairs, going on past bad ones; a pair already stored is "unchanged".
+
+        ``spacing_mm`` is recorded for images without their own. Returns the counts ``added`` and
+        ``unchanged`` and ``failed``, a list of (image file, reason)."""
+        spacing = parse_spacing(spacing_mm, "spacing_mm")
+        samples, unpaired = list_pairs(Path(folder), pattern)
+        if not samples and not unpaired:
+            raise FileNotFoundError(f"{folder}: no image files in images/")
+        failed: List[Tuple[str, str]] = [(str(p), f"no mask masks/{p.stem}.png") for p in unpaired]
+        added = unchanged = 0
+        for sample in samples:
+            try:
+                record = self.add(sample.image, sample.mask, patient=sample.patient, author=author,
+                                  spacing_mm=spacing)
+            except (ValueError, OSError) as error:
+                failed.append((str(sample.image), str(error)))
                 continue
-            with self._lock():
-                self._commit(pending)
-            known.add(key)
-            added += 1
-        return added
+            unchanged += bool(record.get("unchanged"))
+            added += not record.get("unchanged")
+        return {"added": added, "unchanged": unchanged, "failed": sorted(failed)}
 
     # ------------------------------------------------------------------------- splits
 
     def split(self, val_fraction: float = 0.2, test_fraction: float = 0.0, seed: int = 0) -> Dict[str, Any]:
-        """Assign patients to training/validation/test; patients already assigned with these settings keep
-        their split, and patients added later are assigned with them too. Returns the per-split counts."""
-        if val_fraction < 0 or test_fraction < 0 or val_fraction + test_fraction >= 1:
-            raise ValueError("val and test fractions must be >= 0 and sum to less than 1")
+        """Assign patients to training/validation/test (``data.assign_patients``); patients already assigned
+        with these settings keep their split, and patients added later are assigned with them too.
+        Returns the per-split counts."""
         settings = {"val_fraction": float(val_fraction), "test_fraction": float(test_fraction), "seed": int(seed)}
         with self._lock():
             datalist = self._reconciled()
-            kept = datalist.get("patient_split") if datalist.get("split_settings") == settings else {}
-            meta = dict(datalist, split_settings=settings, patient_split=kept)
-            _write_json(self.datalist_path, _compose(meta, list(_entries(datalist))))
+            meta = self._meta(datalist)
+            kept = meta.get("patient_split") if meta.get("split_settings") == settings else {}
+            meta = dict(meta, split_settings=settings, patient_split=kept)
+            self._write_datalist(_compose(meta, list(_entries(datalist))))
         return self.stats()["splits"]
 
     # ------------------------------------------------------------------------- reading
 
     def samples(self, split: Optional[str] = None) -> List[Sample]:
-        """Image, newest label and patient of every sample (or of one split)."""
+        """Image, newest label, patient and spacing (None when unknown) of every sample (or of one split)."""
         if split is not None and split not in SPLITS:
             raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
         datalist = self._datalist()
         entries = _entries(datalist) if split is None else datalist[split]
-        return [Sample(self.folder / e["image"], self.folder / e["label"], e["patient"]) for e in entries]
+        return [Sample(self.folder / e["image"], self.folder / e["label"], e["patient"],
+                       tuple(e["spacing_mm"]) if e.get("spacing_mm") else None) for e in entries]
 
     def stats(self) -> Dict[str, Any]:
-        """Counts of images, patients and label versions, per split, and who/what produced the labels."""
+        """Counts of images, patients and label versions, per split, mean label CSA (px, and mm^2 over the
+        samples of known spacing) and who/what produced the labels."""
         datalist = self._datalist()
         records = self._records()
-        newest = [records[(e["id"], e["label_version"])] for e in _entries(datalist)]
+        listed = list(_entries(datalist))
+        newest = [records[(e["id"], e["label_version"])] for e in listed]
         dscs = [r["ai_dsc"] for r in newest if r["ai_dsc"] is not None]
+        areas_mm2 = [r["label_area_px"] * e["spacing_mm"][0] * e["spacing_mm"][1]
+                     for r, e in zip(newest, listed) if e.get("spacing_mm")]
         return {
             "n_images": len(newest),
             "n_patients": len({r["patient"] for r in newest}),
@@ -316,6 +337,8 @@ class LabelledDataset:
             "splits": {name: {"images": len(datalist[name]), "patients": len({e["patient"] for e in datalist[name]})}
                        for name in SPLITS},
             "mean_csa_px": float(np.mean([r["label_area_px"] for r in newest])) if newest else None,
+            "mean_csa_mm2": float(np.mean(areas_mm2)) if areas_mm2 else None,
+            "n_unknown_spacing": len(newest) - len(areas_mm2),
             "ai_dsc_mean": float(np.mean(dscs)) if dscs else None,
             "authors": _counts(r["author"] or "unknown" for r in records.values()),
             "models": _counts(f"{r['model']}@{r['model_version']}" if r["model_version"] else r["model"]
@@ -323,7 +346,7 @@ class LabelledDataset:
         }
 
     def rebuild(self) -> Dict[str, Any]:
-        """Rewrite datalist.json from the committed provenance files (keeps name, settings and splits)."""
+        """Rewrite datalist.json from the committed provenance files and store.json (name, settings, splits)."""
         with self._lock():
             return self._rebuild(self._read())
 
@@ -333,13 +356,30 @@ class LabelledDataset:
         return _StoreLock(self.folder / ".lock")
 
     def _pattern(self) -> str:
-        return (self._read() or {}).get("patient_pattern", DEFAULT_PATIENT_PATTERN)
+        return self._meta(self._read()).get("patient_pattern") or DEFAULT_PATIENT_PATTERN
 
     def _read(self) -> Optional[Dict[str, Any]]:
+        """The datalist, or None when it is missing or damaged."""
         try:
-            return json.loads(self.datalist_path.read_text(encoding="utf-8"))
+            datalist = json.loads(self.datalist_path.read_text(encoding="utf-8"))
         except (FileNotFoundError, ValueError):
             return None
+        return datalist if _is_datalist(datalist) else None
+
+    def _meta(self, datalist: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+        """Name, settings and patient split: store.json, else (an older store) the datalist's own."""
+        try:
+            meta = json.loads((self.folder / META).read_text(encoding="utf-8"))
+        except (FileNotFoundError, ValueError):
+            meta = None
+        return meta if isinstance(meta, dict) else _meta_of(datalist or {})
+
+    def _write_datalist(self, datalist: Dict[str, Any]) -> None:
+        """store.json (when its content changes), then datalist.json; caller holds the lock."""
+        meta = _meta_of(datalist)
+        if self._meta(None) != meta or not (self.folder / META).is_file():
+            _write_json(self.folder / META, meta)
+        _write_json(self.datalist_path, datalist)
 
     def _versions(self) -> Dict[str, List[int]]:
         """Committed label versions of each sample id, from the provenance file names."""
@@ -356,7 +396,7 @@ class LabelledDataset:
                 for sample_id, versions in self._versions().items() for v in versions}
 
     def _is_current(self, datalist: Optional[Dict[str, Any]]) -> bool:
-        if datalist is None:
+        if datalist is None or not all("spacing_mm" in e for e in _entries(datalist)):
             return False
         listed = {e["id"]: e["label_version"] for e in _entries(datalist)}
         return listed == {sample_id: max(v) for sample_id, v in self._versions().items()}
@@ -370,17 +410,64 @@ class LabelledDataset:
             return self._reconciled()
 
     def _reconciled(self) -> Dict[str, Any]:
-        """Like _datalist, for a caller holding the lock."""
+        """Like _datalist, for a caller holding the lock; a damaged datalist is kept aside, then rebuilt."""
         datalist = self._read()
-        return datalist if self._is_current(datalist) else self._rebuild(datalist)  # type: ignore[return-value]
+        if self._is_current(datalist):
+            return datalist  # type: ignore[return-value]
+        if datalist is None and self.datalist_path.is_file():
+            stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+            os.replace(self.datalist_path, self.folder / f"{DATALIST}.damaged-{stamp}")
+        return self._rebuild(datalist)
 
     def _rebuild(self, old: Optional[Dict[str, Any]]) -> Dict[str, Any]:
         records = self._records()
-        entries = [_entry(sample_id, max(v), records[(sample_id, max(v))]["patient"])
-                   for sample_id, v in self._versions().items()]
-        datalist = _compose(old or {}, entries)
-        _write_json(self.datalist_path, datalist)
+        entries = [_entry(records[(sample_id, max(v))]) for sample_id, v in self._versions().items()]
+        datalist = _compose(self._meta(old), entries)
+        self._write_datalist(datalist)
         return datalist
+
+    def _stale_temp_files(self) -> List[Path]:
+        """Temporary files of an interrupted atomic write, older than STALE_TMP_S."""
+        cutoff, stale = time.time() - STALE_TMP_S, []
+        for folder in (self.folder, *(self.folder / sub for sub in ("images", "labels", "provenance"))):
+            for entry in os.scandir(folder) if folder.is_dir() else ():
+                try:
+                    if _TMP.match(entry.name) and entry.is_file() and entry.stat().st_mtime < cutoff:
+                        stale.append(Path(entry.path))
+                except FileNotFoundError:  # a writer's temporary file moved into place meanwhile
+                    continue
+        return stale
+
+    def _remove_stale_temp_files(self) -> None:
+        if not self._stale_temp_files():
+            return
+        with self._lock():  # every write holds the lock: none is under way now
+            for path in self._stale_temp_files():
+                path.unlink()
+
+
+def _pixels_and_spacing(path: Path, given: Optional[Tuple[float, float]]) -> Tuple[np.ndarray, Any]:
+    """The first frame as uint8 and the file's own spacing; ``given`` where the file has none (or a bad one)."""
+    try:
+        read = read_image(path)
+    except SpacingError:
+        if given is None:
+            raise
+        read = read_image(path, spacing_mm=given)
+    return to_uint8(read.frame(0)), read.spacing_mm or given
+
+
+def _refuse_another_patient(records: Iterable[Dict[str, Any]], image_sha256: str, new: Dict[str, Any]) -> None:
+    """One image belongs to one patient: the same image under another patient would leak across the split."""
+    for stored in records:
+        if stored["image_sha256"] == image_sha256 and stored["patient"] != new["patient"]:
+            raise ValueError(f"{new['source'] or new['id']}: this image is already stored as sample "
+                             f"{stored['id']!r} of patient {stored['patient']!r}; refusing it under patient "
+                             f"{new['patient']!r} (it would be on both sides of the patient split)")
+
+
+def _meta_of(datalist: Dict[str, Any]) -> Dict[str, Any]:
+    return {key: datalist.get(key) for key in META_KEYS}
 
 
 def _is_store(folder: Path) -> bool:
@@ -388,9 +475,12 @@ def _is_store(folder: Path) -> bool:
     return (folder / DATALIST).is_file() or (folder / "provenance").is_dir()
 
 
-def _entry(sample_id: str, version: int, patient: str) -> Dict[str, Any]:
+def _entry(record: Dict[str, Any]) -> Dict[str, Any]:
+    """The datalist entry of a committed label version."""
+    sample_id, version = record["id"], record["version"]
     return {"image": f"images/{sample_id}.png", "label": f"labels/{sample_id}_v{version}.png",
-            "patient": patient, "id": sample_id, "label_version": version}
+            "patient": record["patient"], "id": sample_id, "label_version": version,
+            "spacing_mm": record.get("spacing_mm")}
 
 
 def _counts(values: Iterable[str]) -> Dict[str, int]:

@@ -125,7 +125,7 @@ def test_add_from_a_file_path(store, tmp_path):
         assert set(np.unique(np.asarray(label))) == {0, 255}
     [entry] = _datalist(store.folder)["training"]
     assert entry == {"image": "images/Pz012-003.png", "label": "labels/Pz012-003_v1.png",
-                     "patient": "Pz012", "id": "Pz012-003", "label_version": 1}
+                     "patient": "Pz012", "id": "Pz012-003", "label_version": 1, "spacing_mm": [0.062, 0.062]}
 
 
 def test_add_from_arrays(store):
@@ -189,13 +189,13 @@ def test_shape_mismatch_is_a_clear_error_and_writes_nothing(store):
 # ----------------------------------------------------------------------------- import, split, stats
 
 def test_import_folder_counts_patients_and_skips_duplicates(store, real_pairs):
-    assert store.import_folder(real_pairs) == 10
+    assert store.import_folder(real_pairs) == {"added": 10, "unchanged": 0, "failed": []}
     samples = store.samples()
     assert [s.image.stem for s in samples] == REAL_STEMS
     assert sorted({s.patient for s in samples}) == ["Pz001", "Pz002", "Pz004", "Pz005", "Pz006", "Pz007"]
     with Image.open(samples[0].image) as image:
         assert image.mode == "L" and image.size == (606, 468)
-    assert store.import_folder(real_pairs) == 0
+    assert store.import_folder(real_pairs) == {"added": 0, "unchanged": 10, "failed": []}
     stats = store.stats()
     assert (stats["n_images"], stats["n_patients"], stats["n_label_versions"]) == (10, 6, 10)
     assert stats["authors"] == {"import": 10}
@@ -253,7 +253,8 @@ WRITER = """
     for i in range(10):
         label = np.zeros((24, 32), bool)
         label[1:3 + i, 2:9] = True
-        store.add(np.full((24, 32), 10 * i, np.uint8), label, sample_id=f"{tag}-{i:03d}", author=tag)
+        image = np.full((24, 32), 10 * i + int(tag[-1]), np.uint8)  # one image, one patient
+        store.add(image, label, sample_id=f"{tag}-{i:03d}", author=tag)
 """
 
 
@@ -287,7 +288,7 @@ CRASHER = """
     os.replace = announced_replace
     label = np.zeros((24, 32), bool)
     label[4:12, 4:12] = True
-    store.add(np.full((24, 32), 7, np.uint8), label, sample_id=sample_id)
+    store.add(np.full((24, 32), 7 if sample_id == "Pz001-001" else 8, np.uint8), label, sample_id=sample_id)
 """
 
 
@@ -314,7 +315,8 @@ def test_a_killed_add_leaves_a_consistent_store(store, sample_id, killed_writing
     _assert_consistent(store.folder)
     version = 2 if sample_id == "Pz001-001" else 1
     assert (_committed(store.folder).get(sample_id) == version) is committed
-    record = reopened.add(np.full(SHAPE, 7, np.uint8), _box(0, 6, 0, 6), sample_id=sample_id)
+    pixels = 7 if sample_id == "Pz001-001" else 8  # as the crasher: another image for another patient
+    record = reopened.add(np.full(SHAPE, pixels, np.uint8), _box(0, 6, 0, 6), sample_id=sample_id)
     assert record["version"] == (version + 1 if committed else version)
     _assert_consistent(store.folder)
 
@@ -351,6 +353,9 @@ def test_cli_end_to_end(tmp_path, capsys):
     assert _cli("dataset", "init", folder, "--name", "cli-set") == 0
     assert _cli("dataset", "import", folder, "--from", str(source), "--pattern", r"^(Pz\d+)") == 0
     assert "imported 5 new sample(s)" in capsys.readouterr().out
+    assert _cli("dataset", "add", folder, "--image", str(source / "images" / "Pz001-001.png"),
+                "--label", str(source / "masks" / "Pz001-001.png")) == 0
+    assert "unchanged: Pz001-001 label v1" in capsys.readouterr().out
     corrected = _png(tmp_path / "corrected.png", _box(0, 4, 0, 4).astype(np.uint8) * 255)
     ai = _png(tmp_path / "ai.png", _box(0, 4, 0, 8).astype(np.uint8) * 255)
     assert _cli("dataset", "add", folder, "--image", str(source / "images" / "Pz000-001.png"),
@@ -366,3 +371,117 @@ def test_cli_end_to_end(tmp_path, capsys):
     assert _datalist(tmp_path / "ds")["name"] == "cli-set"
     with pytest.raises(FileNotFoundError):
         _cli("dataset", "stats", str(source))
+
+
+# ----------------------------------------------------------------------------- issue 12: trustworthy store
+
+def test_spacing_is_recorded_per_sample_and_a_file_keeps_its_own(store, tmp_path):
+    from MedianNerveSegLib.io import write_image_nrrd
+
+    source = tmp_path / "source"
+    _png(source / "images" / "Pz001-001.png", _image(1))
+    write_image_nrrd(source / "images" / "Pz002-001.nrrd", _image(2), spacing_mm=(0.05, 0.07))
+    for stem in ("Pz001-001", "Pz002-001"):
+        _png(source / "masks" / f"{stem}.png", _box(0, 10, 0, 10).astype(np.uint8) * 255)
+    assert store.import_folder(source, spacing_mm="0.08")["added"] == 2
+    assert [s.spacing_mm for s in store.samples()] == [(0.08, 0.08), (0.05, 0.07)]
+    assert [e["spacing_mm"] for e in _entries(_datalist(store.folder))] == [[0.08, 0.08], [0.05, 0.07]]
+    store.add(_image(3), _box(0, 10, 0, 5), sample_id="Pz003-001")  # no spacing known
+    store.add(source / "images" / "Pz001-001.png", _box(0, 5, 0, 10))  # a new version keeps the spacing
+    stats = store.stats()
+    assert stats["n_unknown_spacing"] == 1 and stats["mean_csa_px"] == pytest.approx((50 + 100 + 50) / 3)
+    assert stats["mean_csa_mm2"] == pytest.approx((50 * 0.08 ** 2 + 100 * 0.05 * 0.07) / 2)
+    assert store.samples()[2].spacing_mm is None
+    with pytest.raises(ValueError, match="spacing_mm.*'abc'"):
+        store.add(_image(4), _box(0, 2, 0, 2), spacing_mm="abc")
+
+
+def test_the_same_image_under_another_patient_is_refused(store):
+    store.add(_image(1), _box(0, 4, 0, 4), sample_id="Pz001-001")
+    with pytest.raises(ValueError, match="already stored as sample 'Pz001-001' of patient 'Pz001'"):
+        store.add(_image(1), _box(0, 4, 0, 4), sample_id="Pz002-007")
+    with pytest.raises(ValueError, match="of patient 'Pz001'; refusing it under patient 'P9'"):
+        store.add(_image(1), _box(0, 6, 0, 6), sample_id="Pz001-001", patient="P9")
+    assert store.add(_image(1), _box(0, 5, 0, 5), sample_id="Pz001-009")["version"] == 1  # same patient: allowed
+    assert _committed(store.folder) == {"Pz001-001": 1, "Pz001-009": 1}
+
+
+def test_an_identical_label_is_unchanged(store):
+    first = store.add(_image(1), _box(0, 4, 0, 4), sample_id="Pz001-001", author="a")
+    again = store.add(_image(1), _box(0, 4, 0, 4) * 255, sample_id="Pz001-001", author="b")
+    assert again["unchanged"] is True and again["version"] == 1 and again["author"] == "a"
+    assert {k: v for k, v in again.items() if k != "unchanged"} == first
+    assert _committed(store.folder) == {"Pz001-001": 1} and store.stats()["authors"] == {"a": 1}
+    assert store.add(_image(1), _box(0, 5, 0, 5), sample_id="Pz001-001")["version"] == 2
+
+
+@pytest.mark.parametrize("damage", ["{not json", "[]", '{"training": 3}'])
+def test_a_damaged_datalist_is_rebuilt_with_its_name_settings_and_split(store, damage):
+    for p in range(6):
+        store.add(_image(p), _box(0, p + 2, 0, 4), sample_id=f"Pz{p:03d}-001")
+    store.split(val_fraction=0.5, seed=4)
+    store.add(_image(10), _box(0, 4, 0, 4), sample_id="Pz010-001")  # assigned after the split
+    expected = _datalist(store.folder)
+    (store.folder / "datalist.json").write_text(damage)
+    reopened = LabelledDataset(store.folder)
+    assert _datalist(store.folder) == expected and expected["name"] == "test-set"
+    assert {s.patient for s in reopened.samples("validation")} == set(
+        p for p, split in expected["patient_split"].items() if split == "validation")
+    [backup] = store.folder.glob("datalist.json.damaged-*")
+    assert backup.read_text() == damage
+
+
+def test_stale_temporary_files_are_removed_on_open(store):
+    store.add(_image(1), _box(0, 4, 0, 4), sample_id="Pz001-001")
+    old = [store.folder / ".datalist.json.0123abcd.tmp", store.folder / "labels" / ".Pz001-001_v2.png.89abcdef.tmp"]
+    fresh = store.folder / "images" / ".Pz002-001.png.fedcba98.tmp"  # a live writer's, maybe
+    for path in (*old, fresh):
+        path.write_bytes(b"partial")
+    hour_ago = datetime.now().timestamp() - 3600
+    for path in old:
+        os.utime(path, (hour_ago, hour_ago))
+    LabelledDataset(store.folder)
+    assert not any(path.exists() for path in old) and fresh.exists()
+    assert (store.folder / "labels" / "Pz001-001_v1.png").is_file()
+
+
+def test_import_goes_on_past_bad_pairs_and_names_them(tmp_path, capsys):
+    source = tmp_path / "source"
+    for p in range(3):
+        _png(source / "images" / f"Pz{p:03d}-001.png", _image(p))
+        _png(source / "masks" / f"Pz{p:03d}-001.png", _box(0, 3, 0, 4).astype(np.uint8) * 255)
+    (source / "images" / "Pz003-001.png").write_bytes(b"not a png")
+    _png(source / "masks" / "Pz003-001.png", _box(0, 3, 0, 4).astype(np.uint8) * 255)
+    _png(source / "images" / "Pz004-001.png", _image(4))
+    _png(source / "masks" / "Pz004-001.png", np.zeros((5, 5), np.uint8))
+    _png(source / "images" / "Pz005-001.png", _image(5))  # no mask
+    folder = str(tmp_path / "ds")
+    assert _cli("dataset", "init", folder) == 0
+    capsys.readouterr()
+    assert _cli("dataset", "import", folder, "--from", str(source), "--spacing", "0.062") == 1
+    out, err = capsys.readouterr()
+    assert "imported 3 new sample(s)" in out and "0 unchanged, 3 failed" in out
+    lines = err.strip().splitlines()
+    assert len(lines) == 3 and all(line.startswith("failed: ") for line in lines)
+    assert "Pz003-001.png" in lines[0]
+    assert "Pz004-001.png" in lines[1] and "shape (5, 5) differs" in lines[1]
+    assert "Pz005-001.png" in lines[2] and "no mask masks/Pz005-001.png" in lines[2]
+    assert [s.spacing_mm for s in LabelledDataset(folder).samples()] == [(0.062, 0.062)] * 3
+    assert _cli("dataset", "import", folder, "--from", str(source)) == 1
+    assert "imported 0 new sample(s) from" in capsys.readouterr().out
+
+
+def test_cli_spacing_is_checked_and_stats_give_mm2(tmp_path, capsys):
+    from MedianNerveSegLib.spacing import SpacingError
+
+    folder = str(tmp_path / "ds")
+    image = _png(tmp_path / "Pz001-001.png", _image(1))
+    label = _png(tmp_path / "label.png", _box(0, 10, 0, 10).astype(np.uint8) * 255)
+    assert _cli("dataset", "init", folder) == 0
+    with pytest.raises(SpacingError, match="--spacing"):
+        _cli("dataset", "add", folder, "--image", str(image), "--label", str(label), "--spacing", "0")
+    assert _cli("dataset", "add", folder, "--image", str(image), "--label", str(label), "--spacing", "0.1") == 0
+    capsys.readouterr()
+    assert _cli("dataset", "stats", folder) == 0
+    stats = json.loads(capsys.readouterr().out)
+    assert stats["mean_csa_mm2"] == pytest.approx(1.0) and stats["n_unknown_spacing"] == 0
