@@ -7,7 +7,7 @@ Smerilli et al. 2022: TP/FP/FN per image, precision, recall and AP ranked by con
 CSA agreement: ICC(3,1) with its 95% CI, mean absolute error and Bland-Altman bias and limits
 of agreement. With unknown spacing every "mm" value is in pixels and the summary says
 ``"units": "px"``. :func:`evaluate_folders` also writes a paper-style ``report.md`` and
-Bland-Altman and scatter plots of the CSA.
+Bland-Altman and scatter plots of the CSA. Without any probability map the AUC is left out.
 """
 
 from __future__ import annotations
@@ -29,13 +29,14 @@ from scipy import stats
 
 from .io import read_mask
 from .measure import Spacing, as_binary, as_spacing
+from .results import RESULTS_FILE, read_results
 
 NAN = float("nan")
 
 ROW_KEYS = ["image", "dice", "iou", "precision", "recall", "hd95_mm", "hd_mm", "hd95_px", "hd_px", "auc",
             "area_pred_px", "area_gt_px", "csa_pred_mm2", "csa_gt_mm2", "csa_error_mm2", "bbox_pred", "bbox_gt",
-            "box_iou", "confidence", "detection", "units"]
-NUMERIC_KEYS = [k for k in ROW_KEYS if k not in ("image", "bbox_pred", "bbox_gt", "detection", "units")]
+            "box_iou", "confidence", "detection", "units", "error"]
+NUMERIC_KEYS = [k for k in ROW_KEYS if k not in ("image", "bbox_pred", "bbox_gt", "detection", "units", "error")]
 # Described in the summary by mean, SD, median, q1 and q3: (row key, name in the summary keys, unit suffix).
 DESCRIBED = [("dice", "dice", ""), ("iou", "iou", ""), ("precision", "precision", ""), ("recall", "recall", ""),
              ("hd_mm", "hd", "_mm"), ("hd95_mm", "hd95", "_mm"), ("auc", "auc", "")]
@@ -275,7 +276,8 @@ def summarize(rows: Sequence[Mapping[str, Any]], spacing_mm: Spacing = None) -> 
 
     Mean, SD, median, q1 and q3 of each metric of ``DESCRIBED``, detection counts, precision,
     recall and mAP (:func:`detection_summary`) and CSA agreement (:func:`csa_agreement`).
-    With ``spacing_mm`` None the "mm" values are taken to be pixels (``"units": "px"``).
+    The ``auc_*`` keys are present only when some row has an AUC. With ``spacing_mm`` None the
+    "mm" values are taken to be pixels (``"units": "px"``).
     """
     spacing = as_spacing(spacing_mm)
     col = {key: np.array([_number(r.get(key)) for r in rows]) for key in NUMERIC_KEYS}
@@ -307,6 +309,8 @@ def summarize(rows: Sequence[Mapping[str, Any]], spacing_mm: Spacing = None) -> 
         "csa_loa_high_mm2": agreement["loa_high"],
     })
     summary.update(detection_summary(rows))
+    if not summary["auc_n"]:
+        summary = {key: value for key, value in summary.items() if not key.startswith("auc_")}
     return summary
 
 
@@ -324,12 +328,16 @@ def _report_notes(s: Mapping[str, Any]) -> List[str]:
     threshold = s.get("detection_confidence_threshold")
     confidence = (f"confidence > {threshold}" if threshold is not None
                   else "no confidences given, so any predicted mask counts as confident")
+    missing = (f"{len(s.get('missing_predictions', []))} ground-truth masks without a prediction "
+               + ("(counted as empty)" if s.get("strict") else "(left out)"))
+    auc = f"; AUC: {s['auc_n']} with a probability map" if "auc_n" in s else ""
     return [
-        f"- n = {s['n']} images, {len(s.get('missing_predictions', []))} without a prediction (counted as empty); "
+        f"- n = {s['n']} images; {missing}; {s.get('n_errors', 0)} not scored (see the error column of "
+        "metrics.csv); "
         + (f"pixel spacing {s['spacing_mm'][0]:g} x {s['spacing_mm'][1]:g} mm." if s["spacing_known"]
            else "pixel spacing unknown: distances and areas in pixels."),
         f"- SD with ddof 1; IQR as [q1, q3]; images where a metric is undefined are left out "
-        f"(HD: {s['hd95_n_excluded']} with an empty mask; AUC: {s['auc_n']} with a probability map).",
+        f"(HD: {s['hd95_n_excluded']} with an empty mask{auc}).",
         f"- Detection (Di Cosmo et al. 2021, Smerilli et al. 2022): TP when the predicted box has IoU >= "
         f"{s['detection_box_iou_threshold']} with the ground-truth box and {confidence}; FP otherwise; FN when "
         f"nothing is predicted. TP {s['detection_tp']}, FP {s['detection_fp']}, FN {s['detection_fn']}, "
@@ -340,7 +348,9 @@ def _report_notes(s: Mapping[str, Any]) -> List[str]:
 
 
 def report_markdown(summary: Mapping[str, Any]) -> str:
-    """A Markdown table of the summary laid out like the papers' tables (rows: metrics), with notes."""
+    """A Markdown table of the summary laid out like the papers' tables (rows: metrics), with notes.
+
+    The AUC row is there only when the summary has the AUC (some probability map was used)."""
     s, unit = summary, summary["units"]
     area = "mm^2" if unit == "mm" else "px"
     low, high = s["csa_icc_ci"]
@@ -349,7 +359,8 @@ def report_markdown(summary: Mapping[str, Any]) -> str:
     lines += [_described_row(label.format(unit=unit), s, name, suffix, 3 if suffix == "" else 2)
               for label, name, suffix in (("DSC", "dice", ""), ("IoU", "iou", ""), ("Precision", "precision", ""),
                                           ("Recall", "recall", ""), ("HD ({unit})", "hd", "_mm"),
-                                          ("HD95 ({unit})", "hd95", "_mm"), ("AUC", "auc", ""))]
+                                          ("HD95 ({unit})", "hd95", "_mm"), ("AUC", "auc", ""))
+              if f"{name}_mean{suffix}" in s]
     lines += [
         f"| CSA MAE ({area}) | {_fmt(s['csa_mae_mm2'], 2)} | – |",
         f"| ICC(3,1) [95% CI] | {_fmt(s['csa_icc'])} [{_fmt(low)}, {_fmt(high)}] | – |",
@@ -429,30 +440,42 @@ def read_probability(probability_dir: Union[str, Path], stem: str) -> Optional[n
     return None
 
 
+def _mask_stem(mask_name: str) -> str:
+    """``Pz001-001_mask.png`` -> ``Pz001-001``: the ground-truth stem a results row's mask is matched to."""
+    stem = Path(mask_name).stem
+    return stem[:-len("_mask")] if stem.endswith("_mask") else stem
+
+
 def read_confidences(path: Union[str, Path]) -> Dict[str, float]:
-    """Confidence by mask stem from the ``measurements.csv`` of ``segment`` (columns image, confidence).
+    """Confidence by mask stem (mask file name minus ``_mask``) from a results file of ``segment``.
 
-    ``image`` is a file name (``Pz001-001.png`` -> stem ``Pz001-001``); a file with several rows
-    is multi-frame and its stems get ``_f<frame:04d>`` as the masks do. Rows without a
-    confidence (failed files) are skipped.
+    Rows without a mask or a confidence (failed files) are skipped.
     """
-    with open(path, newline="", encoding="utf-8") as f:
-        rows = [r for r in csv.DictReader(f) if r.get("image") and r.get("confidence")]
-    per_file = Counter(r["image"] for r in rows)
+    return {_mask_stem(r.mask): r.confidence for r in read_results(path) if r.mask and r.confidence is not None}
 
-    def stem(row: Mapping[str, str]) -> str:
-        base = row["image"].split(".")[0]
-        return f"{base}_f{int(row['frame']):04d}" if per_file[row["image"]] > 1 and row.get("frame") else base
 
-    return {stem(r): float(r["confidence"]) for r in rows}
+def spacing_from_results(pred_dir: Union[str, Path]) -> Tuple[Optional[Tuple[float, float]], str]:
+    """The one pixel spacing of the masks in ``pred_dir``'s results file, and why there is none.
+
+    (spacing, "") when every mask's row has the same known spacing; (None, reason) when they
+    differ or some are unknown; (None, "") without a results file.
+    """
+    path = Path(pred_dir) / RESULTS_FILE
+    if not path.is_file():
+        return None, ""
+    spacings = {r.spacing_mm for r in read_results(path) if r.mask}
+    if len(spacings) == 1 and None not in spacings:
+        return next(iter(spacings)), ""
+    reason = "some images have no known spacing" if None in spacings else f"{len(spacings)} different spacings"
+    return None, f"{path}: {reason}; distances and areas are in pixels (give --spacing to set one)"
 
 
 def _confidences(pred_dir: Path, given: Optional[Mapping[str, float]]) -> Tuple[Mapping[str, float], Optional[str]]:
     """The confidences to use and where they came from (None: no confidences)."""
     if given is not None:
         return given, "argument"
-    if (pred_dir / "measurements.csv").is_file():
-        return read_confidences(pred_dir / "measurements.csv"), "measurements.csv"
+    if (pred_dir / RESULTS_FILE).is_file():
+        return read_confidences(pred_dir / RESULTS_FILE), RESULTS_FILE
     return {}, None
 
 
@@ -462,8 +485,30 @@ def _row(name: str, pred: np.ndarray, gt: np.ndarray, spacing: Optional[Tuple[fl
     if spacing is None:
         m["csa_pred_mm2"], m["csa_gt_mm2"] = m["area_pred_px"], m["area_gt_px"]
     m["csa_error_mm2"] = m["csa_pred_mm2"] - m["csa_gt_mm2"]
-    m.update(image=name, units="mm" if spacing else "px")
+    m.update(image=name, units="mm" if spacing else "px", error="")
     return {key: m[key] for key in ROW_KEYS}
+
+
+def _scored_row(stem: str, gt_path: Path, pred_path: Optional[Path], spacing: Optional[Tuple[float, float]],
+                probability_dir: Path, **inputs: Any) -> Dict[str, Any]:
+    """The metrics row of one image, or its error row (the file and the reason) when it cannot be scored."""
+    try:
+        gt = read_mask(gt_path)
+        pred = read_mask(pred_path) if pred_path else np.zeros_like(gt)
+    except (OSError, ValueError) as error:  # ImageReadError names the file
+        return {"image": stem, "error": str(error)}
+    where = f"{probability_dir / stem}_prob.npy/.png"
+    try:
+        probability = read_probability(probability_dir, stem)
+    except (OSError, ValueError) as error:
+        return {"image": stem, "error": f"{where}: unreadable probability map ({error})"}
+    if probability is not None and probability.shape != gt.shape:
+        return {"image": stem, "error": f"{where}: probability map {probability.shape} and ground truth "
+                                        f"{gt.shape} differ in shape"}
+    try:
+        return _row(stem, pred, gt, spacing, probability=probability, **inputs)
+    except ValueError as error:
+        return {"image": stem, "error": f"{pred_path or gt_path}: {error}"}
 
 
 def _json_ready(value: Any) -> Any:
@@ -484,9 +529,9 @@ def _cell(value: Any) -> Any:
     return "" if _json_ready(value) is None else value
 
 
-def _write_csv(path: Path, rows: List[Dict[str, Any]]) -> None:
+def _write_csv(path: Path, rows: List[Dict[str, Any]], keys: Sequence[str]) -> None:
     with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=ROW_KEYS)
+        writer = csv.DictWriter(f, fieldnames=keys, restval="", extrasaction="ignore")
         writer.writeheader()
         writer.writerows({k: _cell(v) for k, v in r.items()} for r in rows)
 
@@ -494,12 +539,16 @@ def _write_csv(path: Path, rows: List[Dict[str, Any]]) -> None:
 def evaluate_folders(pred_dir: Union[str, Path], gt_dir: Union[str, Path], out_dir: Union[str, Path],
                      spacing_mm: Spacing = None, probability_dir: Optional[Union[str, Path]] = None,
                      confidences: Optional[Dict[str, float]] = None,
-                     confidence_threshold: float = CONFIDENCE_THRESHOLD) -> Dict[str, Any]:
-    """Evaluate ``pred_dir`` against every ``<stem>.png`` of ``gt_dir``.
+                     confidence_threshold: float = CONFIDENCE_THRESHOLD, strict: bool = False) -> Dict[str, Any]:
+    """Evaluate the predictions of ``pred_dir`` against the ``<stem>.png`` masks of ``gt_dir``.
 
-    The prediction is ``<stem>_mask.png`` or ``<stem>.png``; a missing one counts as empty and
-    is listed in ``missing_predictions``. ``probability_dir``: ``<stem>_prob.npy`` or
-    ``<stem>_prob.png`` give the AUC. ``confidences`` by stem, or else those of a
+    The prediction is ``<stem>_mask.png`` or ``<stem>.png``. Ground truths without one are
+    listed in ``missing_predictions`` and left out, or with ``strict`` scored as empty
+    predictions; none matched at all is a ValueError. An image that cannot be scored (an
+    unreadable file, different shapes) is a row with an ``error`` (file and reason), left out
+    of every statistic and counted in ``n_errors`` (its messages in ``errors``).
+    ``<stem>_prob.npy`` or ``<stem>_prob.png`` of ``probability_dir`` (default ``pred_dir``)
+    give the AUC; without any, the AUC is left out. ``confidences`` by stem, or else those of a
     ``measurements.csv`` in ``pred_dir``, enter the detection rule and the mAP (without
     either, a predicted mask counts as a confident detection and the mAP is null). Writes
     ``metrics.csv`` (one row per image, NaN as an empty cell), ``summary.json`` (NaN as null),
@@ -509,22 +558,23 @@ def evaluate_folders(pred_dir: Union[str, Path], gt_dir: Union[str, Path], out_d
     gt_paths = sorted(Path(gt_dir).glob("*.png"))
     if not gt_paths:
         raise FileNotFoundError(f"{gt_dir}: no ground-truth <stem>.png masks")
+    predictions = {path.stem: _find_prediction(pred_dir, path.stem) for path in gt_paths}
+    missing = [stem for stem, path in predictions.items() if path is None]
+    if len(missing) == len(gt_paths):
+        raise ValueError(f"{pred_dir}: no predicted mask matches any ground-truth mask in {gt_dir}")
     confidences, source = _confidences(pred_dir, confidences)
-    rows, missing = [], []
-    for gt_path in gt_paths:
-        gt = read_mask(gt_path)
-        pred_path = _find_prediction(pred_dir, gt_path.stem)
-        if pred_path is None:
-            missing.append(gt_path.stem)
-        pred = read_mask(pred_path) if pred_path else np.zeros_like(gt)
-        probability = read_probability(probability_dir, gt_path.stem) if probability_dir else None
-        rows.append(_row(gt_path.stem, pred, gt, spacing, probability=probability,
-                         confidence=confidences.get(gt_path.stem), confidence_threshold=confidence_threshold))
-    summary = _json_ready(dict(summarize(rows, spacing), missing_predictions=missing, confidence_source=source,
+    probability_dir = pred_dir if probability_dir is None else Path(probability_dir)
+    rows = [_scored_row(path.stem, path, predictions[path.stem], spacing, probability_dir,
+                        confidence=confidences.get(path.stem), confidence_threshold=confidence_threshold)
+            for path in gt_paths if strict or predictions[path.stem] is not None]
+    scored = [r for r in rows if not r["error"]]
+    errors = [r["error"] for r in rows if r["error"]]
+    summary = _json_ready(dict(summarize(scored, spacing), missing_predictions=missing, strict=strict,
+                               n_errors=len(errors), errors=errors, confidence_source=source,
                                detection_confidence_threshold=confidence_threshold if source else None))
     out_dir.mkdir(parents=True, exist_ok=True)
-    _write_csv(out_dir / "metrics.csv", rows)
+    _write_csv(out_dir / "metrics.csv", rows, [k for k in ROW_KEYS if k != "auc" or "auc_n" in summary])
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n")
     (out_dir / "report.md").write_text(report_markdown(summary), encoding="utf-8")
-    plot_csa_agreement([r["csa_pred_mm2"] for r in rows], [r["csa_gt_mm2"] for r in rows], summary, out_dir)
+    plot_csa_agreement([r["csa_pred_mm2"] for r in scored], [r["csa_gt_mm2"] for r in scored], summary, out_dir)
     return summary

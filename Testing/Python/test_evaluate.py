@@ -15,7 +15,8 @@ from skimage.draw import disk
 
 from MedianNerveSegLib.evaluate import (_icc, average_precision, bounding_box, box_iou, csa_agreement,
                                         detection_outcome, evaluate_folders, read_confidences, roc_auc,
-                                        segmentation_metrics, summarize)
+                                        segmentation_metrics, spacing_from_results, summarize)
+from MedianNerveSegLib.results import FrameResult, ResultsWriter
 
 S = 0.062
 from conftest import DATA
@@ -159,7 +160,7 @@ def test_evaluate_folders(tmp_path):
         write_png(gt_dir / f"{stem}.png", disk_mask())
     write_png(pred_dir / "a_mask.png", disk_mask(), rgb=True)  # identical, red-only RGB
     write_png(pred_dir / "b.png", disk_mask(center=(63, 70)))  # shifted 3 px; c is missing
-    summary = evaluate_folders(pred_dir, gt_dir, out_dir, S)
+    summary = evaluate_folders(pred_dir, gt_dir, out_dir, S, strict=True)  # c counted as an empty prediction
 
     assert SUMMARY_KEYS <= set(summary)
     assert summary == json.loads((out_dir / "summary.json").read_text())
@@ -189,6 +190,64 @@ def test_evaluate_folders(tmp_path):
     assert summary["detection_map"] is None and "no confidence" in summary["detection_map_note"]
     assert summary["confidence_source"] is None and summary["detection_confidence_threshold"] is None
     assert "| Detection mAP | n/a |" in (out_dir / "report.md").read_text(encoding="utf-8")
+
+
+def test_missing_predictions_left_out_unless_strict(tmp_path):
+    """Old code scored a missing prediction as an empty one: DSC (1 + 0) / 2 over both images."""
+    gt_dir, pred_dir = tmp_path / "gt", tmp_path / "pred"
+    gt_dir.mkdir(), pred_dir.mkdir()
+    for stem in ("a", "b"):
+        write_png(gt_dir / f"{stem}.png", disk_mask())
+    write_png(pred_dir / "a_mask.png", disk_mask())
+    summary = evaluate_folders(pred_dir, gt_dir, tmp_path / "out", S)
+    assert summary["n"] == 1 and summary["dice_mean"] == 1.0 and summary["missing_predictions"] == ["b"]
+    assert [r["image"] for r in read_csv(tmp_path / "out" / "metrics.csv")] == ["a"]
+    assert "1 ground-truth masks without a prediction (left out)" in (tmp_path / "out" / "report.md").read_text()
+    strict = evaluate_folders(pred_dir, gt_dir, tmp_path / "strict", S, strict=True)
+    assert strict["n"] == 2 and strict["dice_mean"] == 0.5
+
+
+@pytest.mark.parametrize("content", ["none", "empty", "mistyped"])
+def test_no_matching_prediction_is_an_error(tmp_path, content):
+    gt_dir, pred_dir = tmp_path / "gt", tmp_path / "pred"
+    gt_dir.mkdir(), pred_dir.mkdir()
+    write_png(gt_dir / "a.png", disk_mask())
+    if content == "mistyped":
+        write_png(pred_dir / "x_mask.png", disk_mask())
+    folder = pred_dir if content != "none" else tmp_path / "prde"
+    with pytest.raises(ValueError, match=f"^{folder}: no predicted mask matches any ground-truth mask in {gt_dir}$"):
+        evaluate_folders(folder, gt_dir, tmp_path / "out", S)
+    assert not (tmp_path / "out").exists()
+
+
+def test_per_file_problems_are_error_rows(tmp_path):
+    """Old code stopped at the first shape mismatch or unreadable mask, naming no file."""
+    gt_dir, pred_dir, out_dir = tmp_path / "gt", tmp_path / "pred", tmp_path / "out"
+    gt_dir.mkdir(), pred_dir.mkdir()
+    for stem in ("a", "b", "c"):
+        write_png(gt_dir / f"{stem}.png", disk_mask())
+    write_png(pred_dir / "a_mask.png", disk_mask())
+    write_png(pred_dir / "b_mask.png", disk_mask(shape=(100, 100)))  # other shape
+    (pred_dir / "c_mask.png").write_bytes(b"not a png")  # unreadable
+    summary = evaluate_folders(pred_dir, gt_dir, out_dir, S)
+    assert summary["n"] == 1 and summary["dice_mean"] == 1.0 and summary["n_errors"] == 2
+    assert summary["csa_mae_mm2"] == 0 and summary["hd95_n_excluded"] == 0  # the failed files are in no statistic
+    rows = read_csv(out_dir / "metrics.csv")
+    assert [r["image"] for r in rows] == ["a", "b", "c"] and rows[0]["error"] == ""
+    assert rows[1]["error"].startswith(str(pred_dir / "b_mask.png")) and "shape" in rows[1]["error"]
+    assert rows[2]["error"].startswith(str(pred_dir / "c_mask.png")) and rows[2]["dice"] == ""
+    assert summary["errors"] == [rows[1]["error"], rows[2]["error"]]
+    assert all("\n" not in e for e in summary["errors"])
+
+
+def test_bad_probability_map_is_an_error_row_naming_it(tmp_path):
+    make_folders(tmp_path, ["a", "b"], ["a", "b"])
+    Image.fromarray(np.zeros((10, 10), np.uint8)).save(tmp_path / "pred" / "a_prob.png")  # other shape
+    (tmp_path / "pred" / "b_prob.npy").write_bytes(b"junk")
+    summary = evaluate_folders(tmp_path / "pred", tmp_path / "gt", tmp_path / "out", S)
+    assert summary["n"] == 0 and summary["n_errors"] == 2
+    assert summary["errors"][0].startswith(f"{tmp_path / 'pred' / 'a'}_prob") and "shape" in summary["errors"][0]
+    assert summary["errors"][1].startswith(f"{tmp_path / 'pred' / 'b'}_prob") and "unreadable" in summary["errors"][1]
 
 
 def test_evaluate_folders_unknown_spacing_in_pixels(tmp_path):
@@ -322,16 +381,77 @@ def test_summary_statistics_and_detection():
     # ranked 0.999 miss (box IoU 31/49), 0.995 hit, 0.99 hit, 0.9 hit of 5 nerves: precision 1/2, 2/3, 3/4 at
     # recall 0.2, 0.4, 0.6, interpolated 3/4 at each step of 0.2
     assert summary["detection_map"] == pytest.approx(0.2 * 0.75 + 0.2 * 0.75 + 0.2 * 0.75)
-    assert math.isnan(summary["auc_mean"]) and summary["auc_n"] == 0
+    assert not [key for key in summary if key.startswith("auc")]  # no probability map: no AUC at all
+
+
+def test_without_probability_maps_no_auc_anywhere(tmp_path):
+    """Old code wrote an "| AUC | n/a ..." row and auc_* keys of null."""
+    write_png(tmp_path / "x.png", disk_mask())
+    summary = evaluate_folders(tmp_path, tmp_path, tmp_path / "out", S)
+    assert not [key for key in summary if key.startswith("auc")]
+    assert not [key for key in json.loads((tmp_path / "out" / "summary.json").read_text()) if key.startswith("auc")]
+    report = (tmp_path / "out" / "report.md").read_text(encoding="utf-8")
+    assert "| DSC |" in report and "AUC" not in report
+    assert "auc" not in read_csv(tmp_path / "out" / "metrics.csv")[0]
+
+
+def test_save_prob_maps_next_to_the_masks_give_the_auc(tmp_path):
+    """segment --save-prob writes <stem>_prob.png next to <stem>_mask.png: the AUC needs no option."""
+    gt_dir, pred_dir = tmp_path / "gt", tmp_path / "pred"
+    gt_dir.mkdir(), pred_dir.mkdir()
+    write_png(gt_dir / "a.png", disk_mask())
+    write_png(pred_dir / "a_mask.png", disk_mask())
+    Image.fromarray(np.where(disk_mask(), 230, 20).astype(np.uint8)).save(pred_dir / "a_prob.png")
+    summary = evaluate_folders(pred_dir, gt_dir, tmp_path / "out", S)
+    assert summary["auc_n"] == 1 and summary["auc_mean"] == 1.0
+    assert "| AUC | 1.000 ±" in (tmp_path / "out" / "report.md").read_text(encoding="utf-8")
 
 
 # ----------------------------------------------------------------------------- folders, report and plots
 
+def write_results(path: Path, results) -> None:
+    with ResultsWriter(path) as writer:
+        for result in results:
+            writer.write(result)
+
+
 def test_read_confidences_multiframe_and_failed_rows(tmp_path):
+    """Matched by the mask file name, not the input name: old code mapped a/scan.png and b/scan.png
+    (masks scan_mask.png and scan-2_mask.png) both to "scan"."""
     path = tmp_path / "measurements.csv"
-    path.write_text("image,frame,found,confidence,error\nPz001-001.png,0,True,0.9912,\n"
-                    "clip.nrrd,0,True,0.5,\nclip.nrrd,1,False,0.2,\nbroken.png,,,,not an image\n")
-    assert read_confidences(path) == {"Pz001-001": 0.9912, "clip_f0000": 0.5, "clip_f0001": 0.2}
+    write_results(path, [FrameResult("in/Pz001-001.png", confidence=0.9912, mask="Pz001-001_mask.png"),
+                         FrameResult("clip.nrrd", 0, confidence=0.5, mask="clip_f0000_mask.png"),
+                         FrameResult("clip.nrrd", 1, confidence=0.2, mask="clip_f0001_mask.png"),
+                         FrameResult("a/scan.png", confidence=0.7, mask="scan_mask.png"),
+                         FrameResult("b/scan.png", confidence=0.6, mask="scan-2_mask.png"),
+                         FrameResult("broken.png", error="broken.png: not an image")])
+    assert read_confidences(path) == {"Pz001-001": 0.9912, "clip_f0000": 0.5, "clip_f0001": 0.2,
+                                      "scan": 0.7, "scan-2": 0.6}
+
+
+def test_read_confidences_refuses_a_foreign_csv(tmp_path):
+    path = tmp_path / "measurements.csv"
+    path.write_text("image,frame,found,confidence\na.png,0,True,0.99\n")
+    with pytest.raises(ValueError, match="not a results file"):
+        read_confidences(path)
+
+
+def test_spacing_from_results(tmp_path):
+    """Old code had no spacing source but --spacing: a segmented folder was scored in pixels."""
+    same, mixed, unknown = (tmp_path / d for d in ("same", "mixed", "unknown"))
+    write_results(same / "measurements.csv", [FrameResult("a.png", spacing_mm=(S, S), mask="a_mask.png"),
+                                              FrameResult("b.png", spacing_mm=(S, S), mask="b_mask.png"),
+                                              FrameResult("bad.png", error="bad.png: unreadable")])
+    write_results(mixed / "measurements.csv", [FrameResult("a.png", spacing_mm=(S, S), mask="a_mask.png"),
+                                               FrameResult("b.png", spacing_mm=(0.08, 0.08), mask="b_mask.png")])
+    write_results(unknown / "measurements.csv", [FrameResult("a.png", spacing_mm=(S, S), mask="a_mask.png"),
+                                                 FrameResult("b.png", mask="b_mask.png")])
+    assert spacing_from_results(same) == ((S, S), "")
+    assert spacing_from_results(tmp_path) == (None, "")
+    spacing, reason = spacing_from_results(mixed)
+    assert spacing is None and "2 different spacings" in reason and str(mixed / "measurements.csv") in reason
+    spacing, reason = spacing_from_results(unknown)
+    assert spacing is None and "no known spacing" in reason and "\n" not in reason
 
 
 def assert_valid_png(path: Path) -> None:
@@ -351,12 +471,13 @@ def test_evaluate_folders_confidences_probabilities_report_and_plots(tmp_path):
     write_png(pred_dir / "a_mask.png", disk_mask())
     write_png(pred_dir / "b_mask.png", disk_mask(center=(63, 70)))
     write_png(pred_dir / "c_mask.png", disk_mask(radius=22))  # box IoU (43/49)^2 = 0.77, but confidence 0.5
-    (pred_dir / "measurements.csv").write_text("image,frame,found,confidence\n"
-                                               "a.png,0,True,0.99\nb.png,0,True,0.995\nc.png,0,True,0.5\n")
+    write_results(pred_dir / "measurements.csv",
+                  [FrameResult(f"{stem}.png", confidence=c, mask=f"{stem}_mask.png")
+                   for stem, c in (("a", 0.99), ("b", 0.995), ("c", 0.5))])
     gt = disk_mask()
     np.save(prob_dir / "a_prob.npy", np.where(gt, 0.9, 0.1))
     Image.fromarray(np.where(disk_mask(center=(63, 70)), 230, 20).astype(np.uint8)).save(prob_dir / "b_prob.png")
-    summary = evaluate_folders(pred_dir, gt_dir, out_dir, S, probability_dir=prob_dir)
+    summary = evaluate_folders(pred_dir, gt_dir, out_dir, S, probability_dir=prob_dir, strict=True)  # d: FN
 
     rows = read_csv(out_dir / "metrics.csv")
     assert [r["detection"] for r in rows] == ["TP", "TP", "FP", "FN"]
@@ -388,6 +509,85 @@ def test_evaluate_folders_confidences_probabilities_report_and_plots(tmp_path):
     assert_valid_png(out_dir / "bland_altman.png")
     assert_valid_png(out_dir / "csa_scatter.png")
 
-    override = evaluate_folders(pred_dir, gt_dir, tmp_path / "out2", S, confidences={"a": 0.1, "b": 0.999, "c": 0.999})
+    override = evaluate_folders(pred_dir, gt_dir, tmp_path / "out2", S, confidences={"a": 0.1, "b": 0.999, "c": 0.999},
+                                strict=True)
     assert override["confidence_source"] == "argument"
     assert [r["detection"] for r in read_csv(tmp_path / "out2" / "metrics.csv")] == ["FP", "TP", "TP", "FN"]
+
+
+# ----------------------------------------------------------------------------- the evaluate command
+
+def evaluate_cli(tmp_path, *options):
+    from MedianNerveSegLib.cli import main
+
+    return main(["evaluate", "--pred", str(tmp_path / "pred"), "--gt", str(tmp_path / "gt"),
+                 "--out", str(tmp_path / "out"), *options])
+
+
+def make_folders(tmp_path, gt_stems, pred_stems):
+    for folder in ("gt", "pred"):
+        (tmp_path / folder).mkdir()
+    for stem in gt_stems:
+        write_png(tmp_path / "gt" / f"{stem}.png", disk_mask())
+    for stem in pred_stems:
+        write_png(tmp_path / "pred" / f"{stem}_mask.png", disk_mask())
+
+
+def test_cli_names_missing_predictions_and_strict_counts_them(tmp_path, capsys):
+    make_folders(tmp_path, [f"s{i}" for i in range(8)], ["s0"])
+    assert evaluate_cli(tmp_path, "--spacing", str(S)) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "7 ground-truth mask(s) without a prediction" in err[0]
+    assert "s1, s2, s3, s4, s5, ..." in err[0] and "--strict" in err[0]
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["n"] == 1
+    assert evaluate_cli(tmp_path, "--spacing", str(S), "--strict") == 0
+    assert "counted as empty" in capsys.readouterr().err
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["n"] == 8 and summary["dice_mean"] == pytest.approx(1 / 8)
+
+
+def test_cli_empty_pred_folder_is_one_line_exit_2(tmp_path, capsys):
+    make_folders(tmp_path, ["a"], [])
+    assert evaluate_cli(tmp_path) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: {tmp_path / 'pred'}: no predicted mask matches any ground-truth mask in {tmp_path / 'gt'}"]
+
+
+def test_cli_failed_files_on_stderr_and_exit_1(tmp_path, capsys):
+    make_folders(tmp_path, ["a", "b"], ["a"])
+    write_png(tmp_path / "pred" / "b_mask.png", disk_mask(shape=(100, 100)))
+    assert evaluate_cli(tmp_path, "--spacing", str(S)) == 1
+    err = capsys.readouterr().err
+    assert f"error: {tmp_path / 'pred' / 'b_mask.png'}: " in err and "Traceback" not in err
+    assert "1 image(s) could not be scored" in err
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["n_errors"] == 1
+
+
+def test_cli_spacing_from_the_results_file(tmp_path, capsys):
+    make_folders(tmp_path, ["a", "b"], ["a", "b"])
+    write_results(tmp_path / "pred" / "measurements.csv",
+                  [FrameResult(f"{stem}.png", spacing_mm=(S, S), mask=f"{stem}_mask.png") for stem in "ab"])
+    assert evaluate_cli(tmp_path) == 0
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["units"] == "mm" and summary["spacing_mm"] == [S, S]
+    (tmp_path / "pred" / "measurements.csv").unlink()
+    write_results(tmp_path / "pred" / "measurements.csv", [FrameResult("a.png", spacing_mm=(S, S), mask="a_mask.png"),
+                                                          FrameResult("b.png", mask="b_mask.png")])
+    capsys.readouterr()
+    assert evaluate_cli(tmp_path) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no known spacing" in err[0] and "pixels" in err[0]
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["units"] == "px"
+    assert evaluate_cli(tmp_path, "--spacing", "0.08") == 0  # --spacing wins, no warning
+    assert capsys.readouterr().err == ""
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["spacing_mm"] == [0.08, 0.08]
+
+
+def test_cli_prob_folder_gives_the_auc(tmp_path):
+    make_folders(tmp_path, ["a"], ["a"])
+    (tmp_path / "prob").mkdir()
+    Image.fromarray(np.where(disk_mask(), 230, 20).astype(np.uint8)).save(tmp_path / "prob" / "a_prob.png")
+    assert evaluate_cli(tmp_path, "--spacing", str(S)) == 0
+    assert "auc_mean" not in json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert evaluate_cli(tmp_path, "--spacing", str(S), "--prob", str(tmp_path / "prob")) == 0
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["auc_mean"] == 1.0
