@@ -13,7 +13,7 @@ import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, FrozenSet, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 import torch
@@ -22,8 +22,8 @@ from .evaluate import evaluate_folders
 from .inference import Segmenter
 from .io import read_image, write_mask_png
 from .models import available_models, build_model
-from .train import TrainConfig, split_samples, train
-from .zoo import MODEL_JSON, WEIGHTS, load_info, model_name, resolve_model
+from .train import TrainConfig, sample_spacing, split_samples, train
+from .zoo import MODEL_JSON, WEIGHTS, ModelInfo, load_info, model_name, resolve_model
 
 TABLE_COLUMNS = [("model", "model"), ("dice_mean", "DSC"), ("dice_sd", "DSC SD"), ("iou_mean", "IoU"),
                  ("precision_mean", "precision"), ("recall_mean", "recall"), ("hd95_mean_mm", "HD95 mm"),
@@ -32,25 +32,34 @@ TABLE_COLUMNS = [("model", "model"), ("dice_mean", "DSC"), ("dice_sd", "DSC SD")
                  ("training_seconds", "train s"), ("epochs", "epochs"), ("training_device", "trained on")]
 
 
-def evaluate_model(model_dir: Path, samples, spacing_mm: float, device: str = "cpu",
+def evaluate_model(model_dir: Path, samples, spacing_mm: Any = None, device: str = "cpu",
                    out_dir: Optional[Path] = None) -> Dict[str, Any]:
     """The papers' metrics of a model folder on ``samples`` (probability maps give the AUC), written
-    to ``out_dir`` (default: the model folder's evaluation/)."""
+    to ``out_dir`` (default: the model folder's evaluation/).
+
+    Each sample is segmented at its own spacing (``spacing_mm``, when given, for all); unless all
+    share one known spacing, the millimetre and CSA figures are None (the rest is unchanged)."""
     segmenter = Segmenter(model_dir, device)
-    spacing = (spacing_mm, spacing_mm)
+    spacings = set()
     with tempfile.TemporaryDirectory() as tmp:
         pred, gt, probability = (Path(tmp, name) for name in ("pred", "gt", "prob"))
         for folder in (pred, gt, probability):
             folder.mkdir()
         confidences = {}
         for sample in samples:
-            prediction = segmenter.predict(read_image(sample.image, spacing))
+            image = read_image(sample.image, sample_spacing(sample, spacing_mm))
+            spacings.add(image.spacing_mm)
+            prediction = segmenter.predict(image)
             write_mask_png(pred / f"{sample.stem}_mask.png", prediction.mask)
             np.save(probability / f"{sample.stem}_prob.npy", prediction.probability.astype(np.float16))
             (gt / f"{sample.stem}.png").symlink_to(Path(sample.mask).resolve())
             confidences[sample.stem] = prediction.confidence
-        return evaluate_folders(pred, gt, out_dir or Path(model_dir) / "evaluation", spacing,
-                                probability_dir=probability, confidences=confidences)
+        spacing = next(iter(spacings)) if len(spacings) == 1 else None
+        summary = evaluate_folders(pred, gt, out_dir or Path(model_dir) / "evaluation", spacing,
+                                   probability_dir=probability, confidences=confidences)
+    if spacing is None:  # pixels, or a mix of spacings: no millimetre figure is right for all
+        summary.update({key: None for key in summary if key.startswith("csa_") or "_mm" in key})
+    return summary
 
 
 def _timing_segmenter(model_dir: Path) -> Segmenter:
@@ -68,7 +77,7 @@ def frame_times_ms(model_dir: Path, samples, threads: int = 2, frames: int = 10)
     """Segmenter time (preprocess, network, post-process) of each frame on this CPU, after a warm-up."""
     torch.set_num_threads(threads)
     segmenter = _timing_segmenter(model_dir)
-    images = [read_image(s.image, 0.062) for s in samples[:frames]]
+    images = [read_image(s.image) for s in samples[:frames]]
     segmenter.predict(images[0])
     times = []
     for image in images:
@@ -132,27 +141,85 @@ COMPARISON_KEYS = ("dice_mean", "dice_sd", "iou_mean", "hd95_mean_mm", "found_ra
                    "csa_icc")
 
 
-def compare_models(dataset_dir: Path, models: Sequence[str], out_dir: Path, spacing_mm: float = 0.062,
+def _dataset_names(dataset_dir: Path) -> Set[str]:
+    """The names a dataset goes by: its folder's, and a store's own name."""
+    names = {Path(dataset_dir).resolve().name}
+    datalist = Path(dataset_dir) / "datalist.json"
+    if datalist.is_file():
+        names.add(str(json.loads(datalist.read_text(encoding="utf-8")).get("name")))
+    return names
+
+
+def training_patients(info: ModelInfo, dataset_dir: Path, patients: Set[str],
+                      seen: FrozenSet[str] = frozenset()) -> Tuple[Set[str], bool]:
+    """The patients of the dataset (``patients``) that a model was trained on, those of the model it was
+    fine-tuned from included, and whether its model.json tells them all.
+
+    model.json records ``train_patients``; older ones record only ``val_patients``, which tell the
+    rest of the dataset when it is the one the model was trained on (the same name, or shared
+    validation patients)."""
+    record = info.training or {}
+    if "train_patients" in record:
+        trained, known = set(record["train_patients"]) & patients, True
+    elif "val_patients" in record and (Path(str(record.get("dataset", ""))).name in _dataset_names(dataset_dir)
+                                       or patients & set(record["val_patients"])):
+        trained, known = patients - set(record["val_patients"]), True
+    else:
+        trained, known = set(), False
+    parent = (record.get("config") or {}).get("init_weights")
+    if parent and str(parent) not in seen:
+        if not (Path(parent) / MODEL_JSON).is_file():
+            return trained, False
+        inherited, parent_known = training_patients(load_info(Path(parent)), dataset_dir, patients,
+                                                    seen | {str(parent)})
+        trained, known = trained | inherited, known and parent_known
+    return trained, known
+
+
+def _comparison_notes(dataset_dir: Path, n_images: int, n_dropped: int, dropped_patients: Set[str],
+                      unchecked: Sequence[str]) -> List[str]:
+    notes = [f"Evaluated on {n_images} validation images of {dataset_dir}; {n_dropped} more were left out: "
+             f"patients that a model was trained on ({', '.join(sorted(dropped_patients)) or 'none'})."]
+    notes += [f"Warning: {name}'s model.json does not tell all its training patients in this dataset "
+              f"(or those of the model it was fine-tuned from): it may have been trained on some of "
+              f"these images." for name in unchecked]
+    return notes
+
+
+def compare_models(dataset_dir: Path, models: Sequence[str], out_dir: Path, spacing_mm: Any = None,
                    device: str = "cpu") -> List[Dict[str, Any]]:
-    """Each model's metrics on the dataset's validation patients (a store's own split), side by side:
-    the before/after view of a fine-tune. Writes comparison.json and comparison.md."""
-    _, val_samples = split_samples(Path(dataset_dir), TrainConfig(spacing_mm=spacing_mm))
+    """Each model's metrics on the dataset's validation patients (a store's own split) that none of the
+    models was trained on, side by side: the before/after view of a fine-tune. Each sample is measured
+    at its own spacing (``spacing_mm``, when given, for all). Writes comparison.json and comparison.md."""
+    train_samples, val_samples = split_samples(Path(dataset_dir), TrainConfig())
     if not val_samples:
         raise ValueError(f"{dataset_dir}: no validation samples to compare on (add labels of more patients)")
+    patients = {s.patient for s in train_samples + val_samples}
+    folders = [resolve_model(model) for model in models]
+    infos = [load_info(folder) for folder in folders]
+    trained = [training_patients(info, Path(dataset_dir), patients) for info in infos]
+    excluded = set().union(*(patients_of_model for patients_of_model, _ in trained))
+    samples = [s for s in val_samples if s.patient not in excluded]
+    if not samples:
+        raise ValueError(f"{dataset_dir}: every validation patient was used to train one of the models; "
+                         f"nothing left to compare on")
+    dropped = {s.patient for s in val_samples} - {s.patient for s in samples}
+    unchecked = [model_name(folder) for folder, (_, known) in zip(folders, trained) if not known]
     out_dir = Path(out_dir)
     rows = []
-    for index, model in enumerate(models):
-        folder = resolve_model(model)
-        info = load_info(folder)
-        summary = evaluate_model(folder, val_samples, spacing_mm, device, out_dir / f"{index}_{model_name(folder)}")
-        rows.append({"model": model_name(folder), "version": info.version, "n_images": len(val_samples),
+    for index, (folder, info) in enumerate(zip(folders, infos)):
+        summary = evaluate_model(folder, samples, spacing_mm, device, out_dir / f"{index}_{model_name(folder)}")
+        rows.append({"model": model_name(folder), "version": info.version, "n_images": len(samples),
+                     "n_images_dropped": len(val_samples) - len(samples), "dropped_patients": sorted(dropped),
+                     "training_patients_known": trained[index][1],
                      **{key: summary.get(key) for key in COMPARISON_KEYS}})
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "comparison.json").write_text(json.dumps(rows, indent=2) + "\n")
     columns = [("model", "model"), ("version", "version"), ("n_images", "images"), ("dice_mean", "DSC"),
                ("iou_mean", "IoU"), ("hd95_mean_mm", "HD95 mm"), ("found_rate", "found"),
                ("csa_mae_mm2", "CSA MAE mm2"), ("csa_bias_mm2", "CSA bias mm2"), ("csa_icc", "ICC")]
-    (out_dir / "comparison.md").write_text(_markdown(rows, columns))
+    notes = _comparison_notes(dataset_dir, len(samples), len(val_samples) - len(samples), dropped, unchecked)
+    (out_dir / "comparison.md").write_text(_markdown(rows, columns) + "\n" + "\n\n".join(notes) + "\n")
     return rows
 
 

@@ -30,6 +30,7 @@ from .inference import Segmenter, resolve_device
 from .io import read_image, read_mask
 from .models import build_model, count_parameters, is_detector
 from .preprocess import resize
+from .spacing import parse_spacing
 from .zoo import ModelInfo, load_info, load_network, resolve_model, save_model
 
 
@@ -56,9 +57,9 @@ class TrainConfig:
     val_fraction: float = 0.2
     seed: int = 0
     val_every: int = 10
-    spacing_mm: float = 0.062
+    spacing_mm: Optional[Any] = None  # mm (a number or (row, col)) for every sample; None: each sample's own
     max_images: Optional[int] = None
-    time_budget_s: Optional[float] = None  # fit the schedule to this wall-clock budget (timed on epoch 1)
+    time_budget_s: Optional[float] = None  # stop before the next epoch would end past this many seconds
     init_weights: Optional[str] = None  # fine-tune from this model folder
     device: str = "cpu"
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -96,22 +97,46 @@ def _learning_rate(epoch: float, cfg: TrainConfig) -> float:
     return 0.5 * cfg.learning_rate * (1 + math.cos(math.pi * progress))
 
 
-def validate(segmenter: Segmenter, samples: Sequence[Sample], spacing_mm: float) -> Dict[str, Any]:
-    """Patient-held-out metrics at the original resolution, with the Segmenter's post-processing."""
-    spacing = (spacing_mm, spacing_mm)
+def sample_spacing(sample: Sample, spacing_mm: Any = None) -> Optional[Tuple[float, float]]:
+    """The spacing to measure ``sample`` at: ``spacing_mm`` (the user's, for every sample) when given,
+    else the sample's own (a store's record; None when unknown)."""
+    if spacing_mm is not None:
+        return parse_spacing(spacing_mm, "--spacing")
+    return getattr(sample, "spacing_mm", None)
+
+
+def validate(segmenter: Segmenter, samples: Sequence[Sample], spacing_mm: Any = None) -> Dict[str, Any]:
+    """Patient-held-out metrics at the original resolution, with the Segmenter's post-processing.
+
+    Each sample is measured at :func:`sample_spacing` (or its file's own spacing); the CSA figures
+    cover the ``csa_n_images`` samples of known spacing and are None when there is none."""
     rows = []
     for sample in samples:
-        image = read_image(sample.image, spacing_mm=spacing)
+        image = read_image(sample.image, spacing_mm=sample_spacing(sample, spacing_mm))
         prediction = segmenter.predict(image)
-        rows.append({**segmentation_metrics(prediction.mask, read_mask(sample.mask), spacing),
-                     "ms": prediction.milliseconds})
+        rows.append({**segmentation_metrics(prediction.mask, read_mask(sample.mask), image.spacing_mm),
+                     "ms": prediction.milliseconds, "spacing_known": image.spacing_mm is not None})
     dice = np.array([r["dice"] for r in rows])
-    csa = csa_agreement([r["csa_pred_mm2"] for r in rows], [r["csa_gt_mm2"] for r in rows])
+    measured = [r for r in rows if r["spacing_known"]]
+    csa = (csa_agreement([r["csa_pred_mm2"] for r in measured], [r["csa_gt_mm2"] for r in measured])
+           if measured else {"mae": None, "bias": None, "icc": None})
     return {"n_images": len(rows), "dice_mean": float(dice.mean()), "dice_sd": float(dice.std()),
             "dice_median": float(np.median(dice)), "found_rate": float((dice >= 0.5).mean()),
-            "iou_mean": float(np.mean([r["iou"] for r in rows])),
+            "iou_mean": float(np.mean([r["iou"] for r in rows])), "csa_n_images": len(measured),
             "csa_mae_mm2": csa["mae"], "csa_bias_mm2": csa["bias"], "csa_icc": csa["icc"],
             "ms_mean": float(np.mean([r["ms"] for r in rows]))}
+
+
+MIN_FOUND_RATE = 0.5  # a model that finds the nerve in fewer validation images has failed
+
+
+def failure(metrics: Dict[str, Any]) -> Optional[str]:
+    """Why the validation ``metrics`` show a failed model (one line), or None (passed, or not validated)."""
+    found = metrics.get("found_rate")
+    if found is None or found >= MIN_FOUND_RATE:
+        return None
+    return (f"the nerve was found (DSC >= 0.5) in {found:.0%} of the {metrics.get('n_images')} validation "
+            f"images, under {MIN_FOUND_RATE:.0%} (validation DSC {metrics.get('dice_mean', 0):.3f})")
 
 
 def _optimizer(network: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -213,6 +238,33 @@ def _from_rank0(value: float, world: int, device: str) -> float:
     return float(tensor.item())
 
 
+def _clock() -> float:
+    """Seconds of a monotonic clock (one place, so that tests can replace it)."""
+    return time.monotonic()
+
+
+class _TimeBudget:
+    """``--time-budget``: the schedule fitted to the epochs that the first one says fit, and a stop
+    when the next epoch (at the mean epoch time so far) would end past the budget."""
+
+    def __init__(self, seconds: Optional[float]):
+        self.seconds, self.start = seconds, _clock()
+
+    def elapsed(self) -> float:
+        return _clock() - self.start
+
+    def fitted(self, cfg: TrainConfig) -> TrainConfig:
+        """After epoch 1: at most the epochs that fit, the warm-up a tenth of them at most."""
+        epochs = max(1, min(cfg.epochs, int(self.seconds / max(self.elapsed(), 1e-9))))
+        return replace(cfg, epochs=epochs, warmup_epochs=min(cfg.warmup_epochs, epochs // 10))
+
+    def allows_another(self, epochs_done: int) -> bool:
+        if not self.seconds:
+            return True
+        elapsed = self.elapsed()
+        return elapsed + elapsed / epochs_done <= self.seconds
+
+
 def _train_epoch(trainer, averaged, optimizer, loss_fn, images, masks, cfg: TrainConfig, device: str,
                  epoch: int, rank: int = 0, world: int = 1) -> float:
     """One pass over this rank's shard of an epoch-seeded permutation (the same on every rank)."""
@@ -240,6 +292,7 @@ def train(dataset_dir: Path, out_dir: Path, cfg: TrainConfig, log: Callable[[str
           stop: Optional[Callable[[], bool]] = None) -> ModelInfo:
     """Train on ``dataset_dir`` (a dataset store, or images/ + masks/ split by patient) and write a
     model folder to ``out_dir``. ``stop()`` returning True ends training after the current epoch.
+    A model that fails validation (:func:`failure`) is still written, with ``metrics["failed"]``.
 
     Under torchrun each process trains on its shard of every epoch (DistributedDataParallel);
     every rank validates the same weights, so all take the same decisions, and rank 0 writes.
@@ -266,18 +319,20 @@ def train(dataset_dir: Path, out_dir: Path, cfg: TrainConfig, log: Callable[[str
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     logger = _TrainingLogger(out_dir, log if rank == 0 else (lambda _: None), write=rank == 0)
-    start = time.time()
+    budget = _TimeBudget(cfg.time_budget_s)
     for epoch in range(cfg.epochs):
         epochs.start(epoch)
         loss = _train_epoch(trainer, averaged, optimizer, loss_fn, images, masks, cfg, device, epoch, rank, world)
         if epoch == 0 and cfg.time_budget_s:
-            budget_epochs = max(2, min(cfg.epochs, int(cfg.time_budget_s / (time.time() - start))))
-            cfg = replace(cfg, epochs=int(_from_rank0(budget_epochs, world, device)))
+            fitted = budget.fitted(cfg)
+            cfg = replace(fitted, epochs=int(_from_rank0(fitted.epochs, world, device)),
+                          warmup_epochs=int(_from_rank0(fitted.warmup_epochs, world, device)))
             epochs.cfg = cfg
-            logger.log(f"time budget {cfg.time_budget_s:.0f} s: {cfg.epochs} epochs")
+            logger.log(f"time budget {cfg.time_budget_s:.0f} s: at most {cfg.epochs} epochs")
         row = {"epoch": epoch + 1, "loss": loss, "lr": optimizer.param_groups[0]["lr"],
-               "seconds": round(time.time() - start, 1)}
-        last = epoch + 1 == cfg.epochs or bool(_from_rank0(int(bool(stop and stop())), world, device))
+               "seconds": round(budget.elapsed(), 1)}
+        ending = bool(stop and stop()) or not budget.allows_another(epoch + 1)
+        last = epoch + 1 == cfg.epochs or bool(_from_rank0(int(ending), world, device))
         early = False
         if val_samples and ((epoch + 1) % cfg.val_every == 0 or last):
             row.update(validate(Segmenter.from_network(averaged.module, info, device), val_samples, cfg.spacing_mm))
@@ -289,10 +344,15 @@ def train(dataset_dir: Path, out_dir: Path, cfg: TrainConfig, log: Callable[[str
     if epochs.best_state is not None:
         averaged.module.load_state_dict(epochs.best_state)
     info.metrics = logger.final_metrics(best=epochs.best_state is not None)
+    reason = failure(info.metrics)
+    if reason:
+        info.metrics["failed"] = reason
+        logger.log(f"training failed: {reason}")
     info.training = {
         "dataset": str(dataset_dir), "n_train_images": len(train_samples), "n_val_images": len(val_samples),
+        "train_patients": sorted({s.patient for s in train_samples}),
         "val_patients": sorted({s.patient for s in val_samples}), "epochs": len(logger.history),
-        "seconds": round(time.time() - start, 1), "device": device, "processes": world,
+        "seconds": round(budget.elapsed(), 1), "device": device, "processes": world,
         "parameters": count_parameters(network), "package_version": __version__,
         "config": {k: v for k, v in asdict(cfg).items() if k != "device"},
     }
