@@ -9,6 +9,7 @@ after adding an architecture to the registry. models/ (trained weights) is left 
 from __future__ import annotations
 
 import json
+import re
 from importlib.metadata import version
 from pathlib import Path
 
@@ -16,8 +17,8 @@ import monai
 import numpy
 import torch
 
-from MedianNerveSegLib import __version__
-from MedianNerveSegLib.models import MODEL_REGISTRY, build_model, count_parameters
+from MedianNerveSegLib import __version__, models
+from MedianNerveSegLib.models import MODEL_REGISTRY, available_models, build_model, count_parameters
 
 HERE = Path(__file__).resolve().parent
 MELNIC = ("Melnic et al., DL-UNet: a convolutional neural network for median nerve segmentation: "
@@ -53,6 +54,14 @@ INPUT_SIZE = [288, 384]
 INPUT_SIZE_OF = {"mask_rcnn": [468, 606]}  # the frame as it is: the network letterboxes it to 512 x 512 itself
 
 
+def network_def(name: str) -> dict:
+    """The registry's constructor of ``name`` (in MedianNerveSegLib.models) with its default arch_kwargs."""
+    spec = MODEL_REGISTRY[name]
+    if getattr(models, spec.build.__name__, None) is not spec.build:
+        raise RuntimeError(f"{name}: MedianNerveSegLib.models does not export {spec.build.__name__}")
+    return {"_target_": f"MedianNerveSegLib.models.{spec.build.__name__}", **spec.defaults}
+
+
 def train_config(name: str) -> dict:
     recipe = RECIPE_OF.get(name, PROJECT)
     settings = dict(PAPER_RECIPES[recipe], augment=dict(AUGMENT_OF.get(recipe, {})))
@@ -65,6 +74,7 @@ def train_config(name: str) -> dict:
         "epochs": settings.pop("epochs"),
         "input_size": INPUT_SIZE_OF.get(name, INPUT_SIZE),
         "init_weights": None,
+        "network_def": network_def(name),
         "augment": {"_target_": "MedianNerveSegLib.augment.AugmentConfig", **settings.pop("augment")},
         "train_config": {"_target_": "MedianNerveSegLib.train.TrainConfig", "name": name, "architecture": name,
                          "epochs": "@epochs", "input_size": "@input_size", "device": "@device",
@@ -73,16 +83,17 @@ def train_config(name: str) -> dict:
     }
 
 
-def inference_config() -> dict:
+def inference_config(name: str) -> dict:
     return {
-        "imports": ["$from MedianNerveSegLib.cli import main"],
+        "imports": ["$from MedianNerveSegLib.bundle import run_inference"],
         "bundle_root": ".",
         "input_dir": "../shared/data/median-nerve-us/images",
         "output_dir": "$@bundle_root + '/eval/segment'",
-        "spacing_mm": "0.062",
+        "model": None,
+        "spacing_mm": 0.062,
         "device": "cpu",
-        "run": "$main(['segment', @input_dir, '--out', @output_dir, '--model', "
-               "@bundle_root + '/models', '--spacing', @spacing_mm, '--device', @device])",
+        "network_def": network_def(name),
+        "run": "$run_inference(@bundle_root, @input_dir, @output_dir, @model, @spacing_mm, @device)",
     }
 
 
@@ -93,27 +104,54 @@ def evaluate_config() -> dict:
         "pred_dir": "$@bundle_root + '/eval/segment'",
         "gt_dir": "../shared/data/median-nerve-us/masks",
         "output_dir": "$@bundle_root + '/eval/metrics'",
-        "spacing_mm": "0.062",
+        "spacing_mm": "0.062",  # the Jesi dataset's spacing (its README): gt_dir is that dataset
         "run": "$main(['evaluate', '--pred', @pred_dir, '--gt', @gt_dir, '--out', "
                "@output_dir, '--spacing', @spacing_mm])",
     }
 
 
+IO_NOTE = ("Input: an 8-bit grayscale frame (0-255), z-scored per image and resized to spatial_shape before the "
+           "network. Output: one channel of nerve logits; sigmoid > the model's threshold gives the mask that is "
+           "written (0 background, 1 median nerve; stored as 0/255 in <stem>_mask.png).")
+
+
+def environment(name: str) -> dict:
+    """Package versions and parameter count of ``name``: measured here when its optional packages import,
+    else those its metadata.json was last written with (Mask R-CNN's bundle on a machine without torchvision)."""
+    spec = MODEL_REGISTRY[name]
+    if name in available_models():
+        return {"monai_version": monai.__version__, "pytorch_version": torch.__version__.split("+")[0],
+                "numpy_version": numpy.__version__,
+                "optional_packages_version": {"median-nerve-seg": __version__,
+                                              **{package: version(package) for package in spec.requires}},
+                "parameters": count_parameters(build_model(name))}
+    path = HERE / name / "configs" / "metadata.json"
+    if not path.is_file():
+        raise RuntimeError(f"{name}: install {', '.join(spec.requires)} to write its first bundle")
+    old = json.loads(path.read_text())
+    packages = {**old.get("required_packages_version", {}), **old.get("optional_packages_version", {})}
+    return {**{key: old[key] for key in ("monai_version", "pytorch_version", "numpy_version")},
+            "optional_packages_version": {"median-nerve-seg": __version__,
+                                          **{package: packages[package] for package in spec.requires}},
+            "parameters": int(re.search(r"([\d,]+) parameters\.", old["description"]).group(1).replace(",", ""))}
+
+
 def metadata(name: str) -> dict:
     spec = MODEL_REGISTRY[name]
-    shape = {"spatial_shape": INPUT_SIZE_OF.get(name, INPUT_SIZE), "dtype": "float32", "num_channels": 1, "is_patch_data": False}
+    measured = environment(name)
+    shape = {"spatial_shape": INPUT_SIZE_OF.get(name, INPUT_SIZE), "dtype": "float32", "num_channels": 1,
+             "is_patch_data": False}
     return {
         "schema": "https://github.com/Project-MONAI/MONAI-extra-test-data/releases/download/0.8.1/meta_schema_20220324.json",
-        "version": "0.1.0",
-        "changelog": {"0.1.0": "first bundle, from the MedianNerveSeg architecture registry"},
-        "monai_version": monai.__version__,
-        "pytorch_version": torch.__version__.split("+")[0],
-        "numpy_version": numpy.__version__,
-        "required_packages_version": {"median-nerve-seg": __version__,
-                                      **{package: version(package) for package in spec.requires}},
+        "version": "0.2.0",
+        "changelog": {"0.2.0": "network_def; inference through the project's pipeline, non-zero exit when a file "
+                               "fails; numeric value ranges and the written mask's channel_def",
+                      "0.1.0": "first bundle, from the MedianNerveSeg architecture registry"},
+        **{key: measured[key] for key in ("monai_version", "pytorch_version", "numpy_version",
+                                          "optional_packages_version")},
         "name": f"Median nerve segmentation: {name}",
         "task": "Median nerve segmentation in transverse wrist ultrasound",
-        "description": f"{spec.reference}. {count_parameters(build_model(name)):,} parameters.",
+        "description": f"{spec.reference}. {measured['parameters']:,} parameters. {IO_NOTE}",
         "authors": "MedianNerveSeg developers",
         "copyright": "Copyright (c) MedianNerveSeg developers",
         "data_source": "Jesi median nerve ultrasound dataset (SasageyoOrg/cvdl-deep-mn, GPL-3.0)",
@@ -122,9 +160,9 @@ def metadata(name: str) -> dict:
         "references": [spec.reference, RECIPE_OF.get(name, PROJECT)],
         "network_data_format": {
             "inputs": {"image": {"type": "image", "format": "magnitude", "modality": "US",
-                                 "value_range": ["z-score per image"], "channel_def": {"0": "image"}, **shape}},
+                                 "value_range": [0, 255], "channel_def": {"0": "image"}, **shape}},
             "outputs": {"pred": {"type": "image", "format": "segmentation", "value_range": [0, 1],
-                                 "channel_def": {"0": "median nerve (logit)"}, **shape}},
+                                 "channel_def": {"0": "background", "1": "median nerve"}, **shape}},
         },
     }
 
@@ -168,8 +206,8 @@ split by patient, or a MedianNerveSeg dataset store, whose own split is used):
 or `median-nerve-seg train --bundle training/{name} --dataset DIR`. On several GPUs (one process
 each, DistributedDataParallel; rank 0 writes the model):
 
-    torchrun --nproc_per_node=NUM_GPUS -m monai.bundle run \
-        --config_file "['training/{name}/configs/train.json','training/{name}/configs/multi_gpu_train.json']" \
+    torchrun --nproc_per_node=NUM_GPUS -m monai.bundle run \\
+        --config_file "['training/{name}/configs/train.json','training/{name}/configs/multi_gpu_train.json']" \\
         --bundle_root training/{name} --dataset_dir DIR
 
 Fine-tune with
@@ -182,8 +220,19 @@ Segment and evaluate with the trained weights:
     python -m monai.bundle run --config_file training/{name}/configs/inference.json --bundle_root training/{name}
     python -m monai.bundle run --config_file training/{name}/configs/evaluate.json --bundle_root training/{name}
 
-`median-nerve-seg segment IMAGE --model training/{name}/models` uses the same weights.
-Parsing a bundle config runs code: use bundles you trust.
+`median-nerve-seg segment IMAGE --model training/{name}/models` uses the same weights; inference.json
+runs the same pipeline (`MedianNerveSegLib.bundle.run_inference`) and exits non-zero when a file
+failed (each named in `measurements.csv`). `network_def` in train.json and inference.json builds the
+network: `ConfigParser` of either file, `get_parsed_content("network_def")`.
+
+## Bundles are code: run only bundles you trust
+
+A bundle's configs are not data: parsing one runs its `$` expressions as Python and imports and
+calls whatever its `_target_` entries name, with your permissions, before any training starts. A
+bundle from elsewhere can therefore read, change or send your files. `median-nerve-seg train
+--bundle DIR` runs only the bundles in this project's training/ folder; for any other bundle it
+stops without reading it unless you pass `--trust-bundle`, after reading its configs yourself.
+`python -m monai.bundle run` has no such check.
 """ + (f"\n## Results\n\n{RESULTS_OF[name]}\n" if name in RESULTS_OF else "")
 
 
@@ -192,7 +241,7 @@ def write_bundle(name: str) -> None:
     (folder / "configs").mkdir(parents=True, exist_ok=True)
     (folder / "docs").mkdir(exist_ok=True)
     for file_name, content in (("train.json", train_config(name)), ("multi_gpu_train.json", {"device": "cuda"}),
-                               ("inference.json", inference_config()),
+                               ("inference.json", inference_config(name)),
                                ("evaluate.json", evaluate_config()), ("metadata.json", metadata(name))):
         (folder / "configs" / file_name).write_text(json.dumps(content, indent=2) + "\n")
     (folder / "configs" / "logging.conf").write_text(LOGGING_CONF)

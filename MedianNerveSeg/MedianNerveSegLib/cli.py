@@ -105,13 +105,32 @@ def cmd_measure(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .evaluate import evaluate_folders
+    """Exit 0 when every image was scored, 1 when some could not be (each named on stderr)."""
+    from .evaluate import evaluate_folders, spacing_from_results
 
-    summary = evaluate_folders(Path(args.pred), Path(args.gt), Path(args.out), args.spacing)
+    spacing = args.spacing
+    if spacing is None:
+        spacing, reason = spacing_from_results(Path(args.pred))
+        if reason:
+            print(f"warning: {reason}", file=sys.stderr)
+    summary = evaluate_folders(Path(args.pred), Path(args.gt), Path(args.out), spacing,
+                               probability_dir=args.prob, strict=args.strict)
+    missing = summary["missing_predictions"]
+    if missing:
+        shown = ", ".join(missing[:5]) + (", ..." if len(missing) > 5 else "")
+        print(f"warning: {len(missing)} ground-truth mask(s) without a prediction in {args.pred} "
+              f"({'counted as empty' if args.strict else 'left out; --strict counts them as empty'}): {shown}",
+              file=sys.stderr)
+    for error in summary["errors"]:
+        print(f"error: {error}", file=sys.stderr)
     print(json.dumps({k: summary[k] for k in ("n", "dice_mean", "dice_median", "iou_mean", "hd95_mean_mm",
-                                              "found_rate", "csa_mae_mm2", "csa_icc", "csa_bias_mm2")
+                                              "auc_mean", "found_rate", "csa_mae_mm2", "csa_icc", "csa_bias_mm2",
+                                              "units", "n_errors")
                       if k in summary}, indent=2))
     print(f"wrote {Path(args.out) / 'metrics.csv'} and {Path(args.out) / 'summary.json'}")
+    if summary["n_errors"]:
+        print(f"{summary['n_errors']} image(s) could not be scored", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -126,41 +145,27 @@ def cmd_train(args: argparse.Namespace) -> int:
     stop = (lambda: Path(args.stop_file).exists()) if args.stop_file else None
     if args.bundle:
         out = Path(args.out or Path(args.bundle) / "models")
-        info = train(Path(args.dataset), out, _bundle_config(Path(args.bundle), overrides), stop=stop)
+        config = _bundle_config(Path(args.bundle), overrides, args.trust_bundle)
+        info = train(Path(args.dataset), out, config, stop=stop)
     else:
         if not args.out:
             raise ValueError("--out is required without --bundle")
         out = Path(args.out)
         info = train(Path(args.dataset), out, config_from_json(args.config, **overrides), stop=stop)
     print(json.dumps(info.metrics, indent=2))
+    if info.metrics.get("failed"):
+        print(f"error: training failed: {info.metrics['failed']}; {out} is kept for inspection only",
+              file=sys.stderr)
+        return 1
     print(f"model written to {out}; use it with: median-nerve-seg segment IMAGE --model {out}")
     return 0
 
 
-def _bundle_config(bundle: Path, overrides: Dict[str, Any]):
-    """The TrainConfig of a bundle's configs/train.json with the command line's overrides (its "run"
-    is ``train(dataset_dir, output_dir, train_config)``; called here with the stop file)."""
-    from monai.bundle import ConfigParser
+def _bundle_config(bundle: Path, overrides: Dict[str, Any], trusted: bool = False):
+    """The TrainConfig of a bundle (see bundle.train_config: untrusted bundles are refused)."""
+    from .bundle import train_config
 
-    from .train import FINE_TUNE_LR_FACTOR, TrainConfig
-
-    config_file = bundle / "configs" / "train.json"
-    if not config_file.is_file():
-        raise FileNotFoundError(f"{bundle}: not a bundle (no configs/train.json)")
-    parser = ConfigParser()
-    parser.read_config(str(config_file))
-    parser["bundle_root"] = str(bundle)
-    top_level = {key: overrides.pop(key) for key in ("epochs", "device", "input_size", "init_weights")}
-    for key, value in top_level.items():
-        if value is not None:
-            parser[key] = value
-    for key, value in overrides.items():
-        if value is not None:
-            parser[f"train_config#{key}"] = value
-    if top_level["init_weights"] and overrides["learning_rate"] is None:
-        parser["train_config#learning_rate"] = FINE_TUNE_LR_FACTOR * parser.get_parsed_content(
-            "train_config#learning_rate", default=TrainConfig.learning_rate)
-    return parser.get_parsed_content("train_config")
+    return train_config(bundle, overrides, trusted)
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -190,7 +195,8 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
 
     base = config_from_json(args.config, epochs=args.epochs, time_budget_s=args.time_budget, device=args.device,
                             input_size=tuple(args.input_size) if args.input_size else None,
-                            max_images=args.max_images, seed=args.seed, val_every=10 ** 6)  # last epoch only
+                            max_images=args.max_images, seed=args.seed, spacing_mm=args.spacing,
+                            val_every=10 ** 6)  # last epoch only
     run_benchmark(Path(args.dataset), Path(args.out), base, args.models, cpu_timing=not args.no_cpu_timing,
                   trained=[resolve_model(m) for m in args.trained])
     print((Path(args.out) / "benchmark.md").read_text())
@@ -247,12 +253,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     eva = sub.add_parser("evaluate", help="compare predicted masks with ground truth (DSC, HD95, CSA agreement)",
                          description="Matches <stem>_mask.png or <stem>.png in --pred to <stem>.png in --gt; "
-                                     "writes metrics.csv and summary.json to --out.")
+                                     "writes metrics.csv, summary.json and report.md to --out. Exit 1 when "
+                                     "some images could not be scored (error rows in metrics.csv).")
     eva.add_argument("--pred", required=True, help="folder of predicted masks")
     eva.add_argument("--gt", required=True, help="folder of ground-truth masks")
     eva.add_argument("--out", required=True, help="output folder for metrics.csv and summary.json")
     eva.add_argument("--spacing", type=_spacing, default=None, metavar="MM",
-                     help="pixel spacing in mm for mm-based metrics; without it they are in pixels")
+                     help="pixel spacing in mm for mm-based metrics; without it, the one spacing of --pred's "
+                          "measurements.csv, else pixels")
+    eva.add_argument("--prob", default=None, metavar="DIR",
+                     help="folder of <stem>_prob.png/.npy probability maps for the AUC (default: --pred, "
+                          "where segment --save-prob writes them); without any, no AUC")
+    eva.add_argument("--strict", action="store_true",
+                     help="score ground-truth masks without a prediction as empty predictions "
+                          "(default: list them on stderr and leave them out)")
     eva.set_defaults(func=cmd_evaluate)
 
     tra = sub.add_parser("train", help="train or fine-tune a model on a folder with images/ and masks/",
@@ -262,6 +276,8 @@ def build_parser() -> argparse.ArgumentParser:
     tra.add_argument("--out", default=None, help="model folder to write (default with --bundle: BUNDLE/models)")
     tra.add_argument("--bundle", default=None, help="train with a MONAI bundle's configs/train.json "
                                                     "(training/<model>); the options below override it")
+    tra.add_argument("--trust-bundle", action="store_true",
+                     help="run a --bundle from outside this project's training/ (its configs run code)")
     tra.add_argument("--config", default=None, help="JSON file of TrainConfig fields (options below override it)")
     tra.add_argument("--architecture", default=None, help="registry architecture (see `models`)")
     tra.add_argument("--epochs", type=int, default=None, help="training epochs (default 200)")
@@ -275,10 +291,12 @@ def build_parser() -> argparse.ArgumentParser:
                           "recipe's lr unless --lr)")
     tra.add_argument("--name", default=None, help="model name written to model.json")
     tra.add_argument("--seed", type=int, default=None, help="seed of the patient split and training")
-    tra.add_argument("--spacing", type=float, default=None, help="dataset pixel spacing in mm (default 0.062)")
+    tra.add_argument("--spacing", type=_spacing, default=None, metavar="MM",
+                     help="pixel spacing in mm (or ROW,COL) of every image, for the validation's CSA "
+                          "(default: each image's own; CSA left out where unknown)")
     tra.add_argument("--device", default=None, help="cpu (default) or cuda")
     tra.add_argument("--time-budget", type=float, default=None, metavar="SECONDS",
-                     help="fit the epochs to this training time (timed on epoch 1; at most --epochs)")
+                     help="training time: stops before the next epoch would end past it (at most --epochs)")
     tra.add_argument("--stop-file", default=None,
                      help="end training after the epoch during which this file appears, and save the model")
     tra.set_defaults(func=cmd_train)
@@ -289,7 +307,9 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--dataset", required=True, help="dataset store, or images/ + masks/ folder")
     cmp.add_argument("--models", nargs="+", required=True, help="installed model names or model folders")
     cmp.add_argument("--out", required=True, help="output folder")
-    cmp.add_argument("--spacing", type=float, default=0.062, help="pixel spacing in mm (default 0.062)")
+    cmp.add_argument("--spacing", type=_spacing, default=None, metavar="MM",
+                     help="pixel spacing in mm (or ROW,COL) of every image (default: each image's own; "
+                          "CSA left out where unknown)")
     cmp.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     cmp.set_defaults(func=cmd_compare)
 
@@ -309,6 +329,9 @@ def build_parser() -> argparse.ArgumentParser:
     ben.add_argument("--input-size", type=int, nargs=2, default=None, metavar=("H", "W"))
     ben.add_argument("--max-images", type=int, default=None, help="use only the first N pairs (smoke runs)")
     ben.add_argument("--seed", type=int, default=None, help="seed of the patient split")
+    ben.add_argument("--spacing", type=_spacing, default=None, metavar="MM",
+                     help="pixel spacing in mm (or ROW,COL) of every image (default: each image's own; "
+                          "CSA left out where unknown)")
     ben.add_argument("--device", default=None, help="cpu (default) or cuda")
     ben.add_argument("--no-cpu-timing", action="store_true", help="skip the CPU ms/frame column (GPU machines)")
     ben.set_defaults(func=cmd_benchmark)
