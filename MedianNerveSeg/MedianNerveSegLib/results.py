@@ -54,7 +54,7 @@ class FrameResult:
 
 
 COLUMNS = [f.name for f in fields(FrameResult)]
-_DIGITS = {"confidence": 4, "area_mm2": 3, "perimeter_mm": 3, "circularity": 4, "flattening_ratio": 4, "ms": 1}
+_DIGITS = {"confidence": 4, "area_mm2": 6, "perimeter_mm": 4, "circularity": 4, "flattening_ratio": 4, "ms": 1}
 
 
 def _text(name: str, value: Any) -> str:

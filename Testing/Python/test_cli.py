@@ -90,8 +90,7 @@ def test_measure_masks_drawn_elsewhere(dataset_dir, tmp_path, capsys):
     assert main(["measure", *map(str, masks), "--spacing", str(SPACING), "--out", str(tmp_path / "m.csv")]) == 0
     rows = read_results(tmp_path / "m.csv")
     for row, mask in zip(rows, masks):
-        # measurements.csv keeps mm^2 to 0.001 (a quarter of a 0.062 mm pixel)
-        assert row.area_mm2 == pytest.approx((np.asarray(Image.open(mask)) > 0).sum() * SPACING ** 2, abs=6e-4)
+        assert row.area_mm2 == pytest.approx((np.asarray(Image.open(mask)) > 0).sum() * SPACING ** 2, abs=1e-6)
 
 
 def test_train_smoke_writes_a_model_segment_can_use(dataset_dir, tmp_path, capsys):

@@ -79,11 +79,12 @@ def test_results_round_trip_typed(tmp_path):
                          area_mm2=12.5, area_px=3250, perimeter_mm=16.1, circularity=0.61, flattening_ratio=3.2,
                          n_components=2, spacing_mm=(0.062, 0.07), spacing_source="user", model="m@1", ms=10.5,
                          mask="b_mask.png", flags=["implausible-csa", "x"])
+    result.area_mm2 = 100 * 0.062 * 0.062  # 0.3844: the CSV keeps mm^2 to 1e-6
     with ResultsWriter(tmp_path / "r.csv") as writer:
         writer.write(result)
         writer.write(FrameResult(image="c.png", error="file is empty"))
     back = read_results(tmp_path / "r.csv")
-    assert back[0] == FrameResult(**{**vars(result), "confidence": 0.9876})
+    assert back[0] == FrameResult(**{**vars(result), "confidence": 0.9876, "area_mm2": 0.3844})
     assert back[1].error == "file is empty" and back[1].found is None and back[1].spacing_mm is None
     assert as_row(back[0])["spacing_mm"] == "0.062x0.07"
 
