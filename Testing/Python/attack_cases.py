@@ -257,53 +257,24 @@ def save_itk(path: Path, array: np.ndarray, spacing: Optional[Tuple[float, ...]]
     return path
 
 
-US_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.6.1"
-US_MULTIFRAME_STORAGE = "1.2.840.10008.5.1.4.1.1.3.1"
-
-
 def save_dicom(path: Path, pixels: np.ndarray, photometric: str = "MONOCHROME2", region_cm=None,
                pixel_spacing=None, frames: int = 1, with_pixels: bool = True, edit=None) -> Path:
-    """A DICOM ultrasound file as test_io.write_dicom writes it; ``edit(ds)`` damages it before writing."""
-    from pydicom.dataset import Dataset, FileMetaDataset
+    """A DICOM ultrasound file as test_io.write_dicom writes it, with a PatientID; ``edit(ds)`` damages it."""
+    from pydicom import dcmread
     from pydicom.filewriter import dcmwrite
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-    sop_class = US_MULTIFRAME_STORAGE if frames > 1 else US_IMAGE_STORAGE
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = sop_class
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = sop_class, meta.MediaStorageSOPInstanceUID
-    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
-    ds.Modality, ds.Manufacturer, ds.PatientID = "US", "Acme", "Pz901"
-    colour = photometric == "RGB"
-    ds.Rows, ds.Columns = pixels.shape[-3:-1] if colour else pixels.shape[-2:]
-    ds.SamplesPerPixel = 3 if colour else 1
-    if colour:
-        ds.PlanarConfiguration = 0
-    ds.PhotometricInterpretation = photometric
-    ds.BitsAllocated = ds.BitsStored = 8
-    ds.HighBit, ds.PixelRepresentation = 7, 0
-    if frames > 1:
-        ds.NumberOfFrames = frames
-    if region_cm is not None:
-        region = Dataset()
-        region.RegionSpatialFormat, region.RegionDataType, region.RegionFlags = 1, 1, 0
-        region.RegionLocationMinX0, region.RegionLocationMinY0 = 0, 0
-        region.RegionLocationMaxX1, region.RegionLocationMaxY1 = ds.Columns - 1, ds.Rows - 1
-        region.PhysicalUnitsXDirection = region.PhysicalUnitsYDirection = 3
-        region.PhysicalDeltaX = region.PhysicalDeltaY = region_cm
-        ds.SequenceOfUltrasoundRegions = [region]
-    if pixel_spacing is not None:
-        ds.PixelSpacing = pixel_spacing
-    if with_pixels:
-        ds.PixelData = pixels.astype(np.uint8).tobytes()
+    from test_io import write_dicom
+
+    grey = photometric != "RGB"  # test_io's writer makes every other photometric 3 samples per pixel
+    write_dicom(path, pixels, "MONOCHROME2" if grey else photometric, region_cm, pixel_spacing, frames,
+                with_pixels=with_pixels)
+    ds = dcmread(path)
+    ds.PatientID, ds.PhotometricInterpretation = "Pz901", photometric
     if edit:
         edit(ds)
     dcmwrite(path, ds, enforce_file_format=True)
     return path
+
 
 
 def truncated(path: Path) -> Path:
