@@ -95,11 +95,12 @@ def training_job(dataset: PathLike, out_dir: PathLike, bundle: Optional[PathLike
     return BackgroundJob(args, out_dir / "train.log", stop_file).start()
 
 
-def comparison_job(dataset: PathLike, models: Sequence[PathLike], out_dir: PathLike, spacing_mm: float = 0.062,
-                   device: str = "cpu") -> BackgroundJob:
-    """``compare``: the models' metrics on the dataset's validation patients (comparison.json in out_dir)."""
+def comparison_job(dataset: PathLike, models: Sequence[PathLike], out_dir: PathLike,
+                   spacing_mm: Optional[float] = None, device: str = "cpu") -> BackgroundJob:
+    """``compare``: the models' metrics on the dataset's validation patients (comparison.json in out_dir),
+    each image at its own spacing unless ``spacing_mm`` is given."""
     args = ["compare", "--dataset", str(dataset), "--models", *map(str, models), "--out", str(out_dir),
-            "--spacing", str(spacing_mm), "--device", device]
+            "--device", device] + (["--spacing", str(spacing_mm)] if spacing_mm else [])
     return BackgroundJob(args, Path(out_dir) / "compare.log").start()
 
 
