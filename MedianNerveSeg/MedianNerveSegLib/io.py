@@ -1,7 +1,7 @@
 """Reading ultrasound images and masks, writing masks, segmentations and overlays.
 
 Every failure to read a file raises :class:`ImageReadError` with a short reason.
-SimpleITK, pydicom, pynrrd, slicerio and scikit-image are imported only where needed,
+SimpleITK, nibabel, pydicom, pynrrd, slicerio and scikit-image are imported only where needed,
 so that PNG reading and writing work with numpy and Pillow alone.
 """
 
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -16,18 +17,13 @@ import numpy as np
 from PIL import Image, ImageSequence
 
 from .image import SpacingSource, UltrasoundImage
-from .spacing import parse_spacing
+from .spacing import SpacingError, parse_spacing
 
 PathLike = Union[str, Path]
 Spacing = Optional[Tuple[float, float]]
 
-IMAGE_EXTENSIONS = (".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff", ".nrrd", ".nhdr",
-                    ".nii", ".nii.gz", ".mha", ".mhd", ".dcm")
 NERVE_SEGMENT_NAME = "Median nerve"
 
-_PIL_FORMATS = {".png": "png", ".bmp": "bmp", ".jpg": "jpeg", ".jpeg": "jpeg", ".tif": "tiff", ".tiff": "tiff"}
-_ITK_FORMATS = {".nrrd": "nrrd", ".nhdr": "nrrd", ".nii": "nifti", ".nii.gz": "nifti",
-                ".mha": "metaimage", ".mhd": "metaimage"}
 _SKIPPED_SUFFIXES = ("_mask.png", "_overlay.png", ".seg.nrrd")
 _LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601
 _FILL_ALPHA = 0.25
@@ -43,7 +39,28 @@ class ImageReadError(ValueError):
         self.reason = reason
 
 
-# ----------------------------------------------------------------------------- finding files
+# ----------------------------------------------------------------------------- the format registry
+
+@dataclass
+class _Decoded:
+    """What a format's reader found: pixels, the file's own (row, col) spacing if it states one."""
+
+    pixels: np.ndarray
+    original_shape: Tuple[int, ...]
+    spacing: Any = None  # raw values; read_image checks them with the one spacing parser
+    spacing_source: str = SpacingSource.UNKNOWN
+    metadata: Dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class FileFormat:
+    """One image format: its file endings and its readers (a mask reader returns the raw array)."""
+
+    name: str
+    suffixes: Tuple[str, ...]
+    read_image: Callable[[Path], _Decoded]
+    read_mask: Optional[Callable[[Path], np.ndarray]] = None
+
 
 def _suffix(path: Path) -> str:
     name = path.name.lower()
@@ -58,22 +75,19 @@ def _has_dicom_magic(path: Path) -> bool:
         return False
 
 
-def _format_of(path: Path) -> Optional[str]:
-    """'png', 'nrrd', 'dicom'... from the extension (or the DICOM magic), None if unsupported."""
-    suffix = _suffix(path)
-    if suffix in _PIL_FORMATS:
-        return _PIL_FORMATS[suffix]
-    if suffix in _ITK_FORMATS:
-        return _ITK_FORMATS[suffix]
-    if suffix == ".dcm" or _has_dicom_magic(path):
-        return "dicom"
-    return None
+def format_of(path: PathLike) -> Optional[FileFormat]:
+    """The registered format of a file by its ending (a DICOM file also by its magic), None if unsupported."""
+    path = Path(path)
+    fmt = _BY_SUFFIX.get(_suffix(path))
+    if fmt is None and _has_dicom_magic(path):
+        fmt = _BY_SUFFIX[".dcm"]
+    return fmt
 
 
 def _is_listed_image(path: Path) -> bool:
     name = path.name.lower()
     return (path.is_file() and not name.startswith(".") and not name.endswith(_SKIPPED_SUFFIXES)
-            and _format_of(path) is not None)
+            and format_of(path) is not None)
 
 
 def find_images(paths: Sequence[PathLike]) -> List[Path]:
@@ -89,25 +103,21 @@ def find_images(paths: Sequence[PathLike]) -> List[Path]:
     return found
 
 
-# ----------------------------------------------------------------------------- reading images
+# ----------------------------------------------------------------------------- pixels
 
-def _check_file(path: Path) -> None:
-    if not path.exists():
-        raise ImageReadError(path, "file not found")
-    if path.is_dir():
-        raise ImageReadError(path, "is a directory, not a file")
-    if path.stat().st_size == 0:
-        raise ImageReadError(path, "file is empty")
-
-
-def _luma(rgb: np.ndarray) -> np.ndarray:
-    rgb = rgb.astype(np.float64)
+def channels_to_grey(pixels: np.ndarray) -> np.ndarray:
+    """(..., C) -> (...): BT.601 luma of RGB(A), the first channel otherwise. The one grey conversion."""
+    if pixels.shape[-1] < 3:
+        return pixels[..., 0]
+    rgb = pixels[..., :3].astype(np.float64)
     return rgb[..., 0] * _LUMA[0] + rgb[..., 1] * _LUMA[1] + rgb[..., 2] * _LUMA[2]
 
 
-def _channels_to_gray(arr: np.ndarray) -> np.ndarray:
-    """(..., C) -> (...): luma of RGB(A), the first channel otherwise."""
-    return _luma(arr[..., :3]) if arr.shape[-1] >= 3 else arr[..., 0]
+def _check_finite(path: Path, pixels: np.ndarray, what: str = "pixels") -> None:
+    if np.issubdtype(pixels.dtype, np.floating):
+        bad = int(np.count_nonzero(~np.isfinite(pixels)))
+        if bad:
+            raise ImageReadError(path, f"{bad} of {pixels.size} {what} are NaN or infinite")
 
 
 def _pil_array(frame: Image.Image) -> np.ndarray:
@@ -117,142 +127,128 @@ def _pil_array(frame: Image.Image) -> np.ndarray:
     return np.asarray(frame)
 
 
-def _read_pil(path: Path, fmt: str) -> Tuple[np.ndarray, Tuple[int, ...]]:
+def _pil_frames(path: Path) -> List[np.ndarray]:
     try:
         with Image.open(path) as img:
-            frames = [_pil_array(frame) for frame in ImageSequence.Iterator(img)]
+            return [_pil_array(frame) for frame in ImageSequence.Iterator(img)]
     except Exception as exc:
-        raise ImageReadError(path, f"not a valid or complete {fmt.upper()} image") from exc
+        raise ImageReadError(path, f"not a valid or complete {_suffix(path)[1:].upper()} image") from exc
+
+
+def _read_pil(path: Path) -> _Decoded:
+    """PNG/BMP/JPEG/TIFF: every page of a multi-page file is a frame; they carry no spacing."""
+    frames = _pil_frames(path)
     if len({f.shape for f in frames}) != 1:
         raise ImageReadError(path, "frames differ in size")
-    stack = np.stack([_channels_to_gray(f) if f.ndim == 3 else f for f in frames])
-    return (stack[0] if len(frames) == 1 else stack), frames[0].shape
+    stack = np.stack([channels_to_grey(f) if f.ndim == 3 else f for f in frames])
+    return _Decoded(stack[0] if len(frames) == 1 else stack, frames[0].shape)
 
 
-def _squeeze_stack(path: Path, arr: np.ndarray, spacing_zyx: Sequence[float]) -> Tuple[np.ndarray, Spacing]:
-    """Drop singleton axes; keep (H, W) or (T, H, W) with the (row, col) spacing."""
+def _read_pil_mask(path: Path) -> np.ndarray:
+    arr = _pil_frames(path)[0]
+    if arr.ndim == 3:  # colour mask: any colour channel (never alpha) nonzero
+        return np.any(arr[..., :3] if arr.shape[-1] >= 3 else arr[..., :1], axis=-1)
+    return arr
+
+
+def _squeeze_stack(path: Path, decoded: _Decoded, spacing_zyx: Sequence[Optional[float]]) -> _Decoded:
+    """Drop singleton axes; keep (H, W) or (T, H, W) with the (row, col) spacing (None if not stated)."""
+    arr = decoded.pixels
     keep = [axis for axis, size in enumerate(arr.shape) if size > 1]
     if len(keep) not in (2, 3):
         raise ImageReadError(path, f"not a 2D image or 2D+time stack (shape {arr.shape})")
-    arr = arr.reshape([arr.shape[axis] for axis in keep])
-    return arr, (float(spacing_zyx[keep[-2]]), float(spacing_zyx[keep[-1]]))
+    decoded.pixels = arr.reshape([arr.shape[axis] for axis in keep])
+    row, col = spacing_zyx[keep[-2]], spacing_zyx[keep[-1]]
+    if row is not None and col is not None:
+        decoded.spacing, decoded.spacing_source = (row, col), SpacingSource.FILE_HEADER
+    return decoded
 
 
-def _read_itk(path: Path, fmt: str) -> Tuple[np.ndarray, Spacing, Tuple[int, ...]]:
+def _read_itk_pixels(path: Path) -> Tuple[Any, np.ndarray]:
     import SimpleITK as sitk
 
     try:
         img = sitk.ReadImage(str(path))
-        arr = sitk.GetArrayFromImage(img)
+        return img, sitk.GetArrayFromImage(img)
     except Exception as exc:
-        raise ImageReadError(path, f"not a valid or complete {fmt.upper()} image") from exc
-    original_shape = arr.shape
+        raise ImageReadError(path, f"not a valid or complete {_suffix(path)[1:].upper()} image") from exc
+
+
+def _stated(spacing_zyx: List[float]) -> List[Optional[float]]:
+    """NIfTI and MetaImage writers store 1 mm when no spacing was given: exactly 1 x 1 mm in-plane
+    is taken as not stated (no wrist ultrasound has 1 mm pixels)."""
+    return [None if spacing_zyx[-2:] == [1.0, 1.0] else s for s in spacing_zyx]
+
+
+def _read_metaimage(path: Path) -> _Decoded:
+    img, arr = _read_itk_pixels(path)
+    decoded = _Decoded(arr, arr.shape)
     if img.GetNumberOfComponentsPerPixel() > 1:
-        arr = _channels_to_gray(arr)
-    spacing_zyx = tuple(reversed(img.GetSpacing()))
-    arr, spacing = _squeeze_stack(path, arr, spacing_zyx)
-    return arr, spacing, original_shape
+        decoded.pixels = channels_to_grey(arr)
+    return _squeeze_stack(path, decoded, _stated([float(s) for s in reversed(img.GetSpacing())]))
 
 
-def _dicom_spacing(ds: Any) -> Tuple[Spacing, str]:
-    """(row, col) mm from the ultrasound regions (cm), else PixelSpacing / ImagerPixelSpacing."""
-    for region in ds.get("SequenceOfUltrasoundRegions", None) or []:
-        units = (region.get("PhysicalUnitsXDirection"), region.get("PhysicalUnitsYDirection"))
-        dx, dy = region.get("PhysicalDeltaX"), region.get("PhysicalDeltaY")
-        if units == (_DICOM_CM_UNITS, _DICOM_CM_UNITS) and dx and dy:
-            return (abs(float(dy)) * 10.0, abs(float(dx)) * 10.0), SpacingSource.DICOM_US_REGION
-    for keyword in ("PixelSpacing", "ImagerPixelSpacing"):
-        value = ds.get(keyword)
-        if value is not None and len(value) == 2 and all(float(v) > 0 for v in value):
-            return (float(value[0]), float(value[1])), SpacingSource.DICOM_PIXEL_SPACING
-    return None, SpacingSource.UNKNOWN
-
-
-def _dicom_pixels(path: Path, ds: Any) -> np.ndarray:
-    """Decoded pixels; pydicom 3 returns YBR data as RGB (as_rgb=True by default)."""
-    try:
-        arr = ds.pixel_array
-    except Exception as exc:
-        ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
-        detail = f" with transfer syntax {ts.name} ({ts})" if ts else ""
-        raise ImageReadError(path, f"cannot decode the DICOM pixel data{detail}") from exc
-    photometric = str(ds.get("PhotometricInterpretation", ""))
-    if photometric == "PALETTE COLOR":
-        from pydicom.pixels import apply_color_lut
-
-        arr = apply_color_lut(arr, ds)
-    elif photometric == "MONOCHROME1":
-        bits = int(ds.get("BitsStored", 8))
-        lo, hi = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if ds.get("PixelRepresentation") == 1 else (0, 2 ** bits - 1)
-        arr = (lo + hi) - arr.astype(np.float64)
-    colour = photometric == "PALETTE COLOR" or int(ds.get("SamplesPerPixel", 1)) > 1
-    return _channels_to_gray(arr) if colour else arr
-
-
-def _read_dicom(path: Path) -> Tuple[np.ndarray, Spacing, str, Dict[str, Any]]:
-    import pydicom
+def _nifti_array(path: Path) -> Tuple[np.ndarray, Any]:
+    """Voxels (slowest axis first, as SimpleITK gives them) and header, read with nibabel: ITK 5's
+    NIfTI reader silently turns NaN and Inf into 0 (ITK pull request 6683)."""
+    import nibabel
 
     try:
-        ds = pydicom.dcmread(str(path), force=True)
+        img = nibabel.load(str(path))
+        data = np.asanyarray(img.dataobj)
     except Exception as exc:
-        raise ImageReadError(path, "not a readable DICOM file") from exc
-    if "PixelData" not in ds:
-        raise ImageReadError(path, "DICOM file has no pixel data")
-    arr = _dicom_pixels(path, ds)
-    if arr.ndim not in (2, 3):
-        raise ImageReadError(path, f"not a 2D image or 2D+time stack (shape {arr.shape})")
-    spacing, source = _dicom_spacing(ds)
-    meta = {"Manufacturer": ds.get("Manufacturer"), "ModelName": ds.get("ManufacturerModelName"),
-            "NumberOfFrames": ds.get("NumberOfFrames")}
-    meta = {key: (int(value) if key == "NumberOfFrames" else str(value))
-            for key, value in meta.items() if value not in (None, "")}
-    return arr, spacing, source, meta
+        raise ImageReadError(path, "not a valid or complete NIfTI image") from exc
+    if data.dtype.names:  # RGB24 / RGBA32: one field per channel, channels last
+        channels = np.stack([data[name] for name in data.dtype.names], axis=-1)
+        return channels.transpose(tuple(reversed(range(data.ndim))) + (data.ndim,)), img.header
+    return data.T, img.header
 
 
-def read_image(path: PathLike, spacing_mm: Optional[Union[float, Sequence[float]]] = None) -> UltrasoundImage:
-    """Read a frame (H, W) or clip (T, H, W) as float32 grayscale with its pixel spacing.
+def _read_nifti(path: Path) -> _Decoded:
+    arr, header = _nifti_array(path)
+    colour = header.get_data_dtype().names is not None
+    decoded = _Decoded(channels_to_grey(arr) if colour else arr, arr.shape)
+    to_mm = {"meter": 1000.0, "micron": 0.001}.get(header.get_xyzt_units()[0], 1.0)
+    zooms = [float(z) * to_mm for z in header.get_zooms()[:arr.ndim - colour]]
+    return _squeeze_stack(path, decoded, _stated(list(reversed(zooms))))
 
-    ``spacing_mm`` (a number, or a (row, col) pair) overrides the file's spacing.
-    """
-    path = Path(path)
-    _check_file(path)
-    fmt = _format_of(path)
-    if fmt is None:
-        raise ImageReadError(path, f"unsupported file type '{_suffix(path) or 'no extension'}'")
-    spacing: Spacing = None
-    source = SpacingSource.UNKNOWN
-    extra: Dict[str, Any] = {}
-    if fmt == "dicom":
-        arr, spacing, source, extra = _read_dicom(path)
-        original_shape = tuple(arr.shape)
-    elif fmt in _ITK_FORMATS.values():
-        arr, spacing, original_shape = _read_itk(path, fmt)
-        source = SpacingSource.FILE_HEADER
+
+def _read_nifti_mask(path: Path) -> np.ndarray:
+    return _nifti_array(path)[0]
+
+
+def _nrrd_axis_spacings(path: Path, n_components: int) -> List[Optional[float]]:
+    """Per array axis (slowest first), the spacing the NRRD header states ('space directions' or
+    'spacings'), None for an axis without one; a component (colour) axis is left out."""
+    import nrrd
+
+    try:
+        header = nrrd.read_header(str(path))
+    except Exception as exc:
+        raise ImageReadError(path, "not a valid NRRD header") from exc
+    directions = header.get("space directions")
+    if directions is not None:
+        spacings = [None if d is None or not np.all(np.isfinite(np.asarray(d, float))) else float(np.linalg.norm(d))
+                    for d in directions]
     else:
-        arr, original_shape = _read_pil(path, fmt)
-    image = UltrasoundImage(np.ascontiguousarray(arr, dtype=np.float32), spacing, source, str(path),
-                            {"format": fmt, "original_shape": tuple(original_shape), **extra})
-    return image if spacing_mm is None else image.with_spacing(parse_spacing(spacing_mm, "spacing"), SpacingSource.USER)
+        spacings = [None if s is None or not np.isfinite(s) else float(s) for s in header.get("spacings", [])]
+    spacings += [None] * (int(header.get("dimension", len(spacings))) - len(spacings))
+    if n_components > 1:
+        spacings = spacings[1:]  # NRRD axes are listed fastest first: the component axis leads
+    return list(reversed(spacings))
 
 
-# ----------------------------------------------------------------------------- reading masks
+def _read_nrrd(path: Path) -> _Decoded:
+    img, arr = _read_itk_pixels(path)
+    decoded = _Decoded(arr, arr.shape)
+    n_components = img.GetNumberOfComponentsPerPixel()
+    if n_components > 1:
+        decoded.pixels = channels_to_grey(arr)
+    return _squeeze_stack(path, decoded, _nrrd_axis_spacings(path, n_components))
 
-def _squeeze_mask(path: Path, mask: np.ndarray) -> np.ndarray:
-    mask = np.squeeze(mask)
-    if mask.ndim != 2:
-        raise ImageReadError(path, f"mask is not 2D (shape {mask.shape})")
-    return mask
 
-
-def _read_pil_mask(path: Path, fmt: str) -> np.ndarray:
-    try:
-        with Image.open(path) as img:
-            arr = _pil_array(img)
-    except Exception as exc:
-        raise ImageReadError(path, f"not a valid or complete {fmt.upper()} image") from exc
-    if arr.ndim == 3:  # colour mask: any colour channel (never alpha) nonzero
-        return np.any(arr[..., :3] if arr.shape[-1] >= 3 else arr[..., :1], axis=-1)
-    return arr != 0
+def _read_metaimage_mask(path: Path) -> np.ndarray:
+    return _read_itk_pixels(path)[1]
 
 
 def _read_segmentation_mask(path: Path) -> np.ndarray:
@@ -283,22 +279,142 @@ def _read_nrrd_mask(path: Path) -> np.ndarray:
         raise
     except Exception as exc:
         raise ImageReadError(path, "not a valid or complete NRRD file") from exc
-    return _squeeze_mask(path, data != 0)
+    return data
+
+
+def _dicom_spacing(path: Path, ds: Any) -> Tuple[Any, str]:
+    """(row, col) mm from the first ultrasound region in cm, else PixelSpacing / ImagerPixelSpacing."""
+    try:
+        for region in ds.get("SequenceOfUltrasoundRegions", None) or []:
+            units = (region.get("PhysicalUnitsXDirection"), region.get("PhysicalUnitsYDirection"))
+            dx, dy = region.get("PhysicalDeltaX"), region.get("PhysicalDeltaY")
+            if units == (_DICOM_CM_UNITS, _DICOM_CM_UNITS) and dx and dy:
+                return (float(dy) * 10.0, float(dx) * 10.0), SpacingSource.DICOM_US_REGION
+        for keyword in ("PixelSpacing", "ImagerPixelSpacing"):
+            value = ds.get(keyword)
+            if value is not None and len(value) == 2:
+                return (float(value[0]), float(value[1])), SpacingSource.DICOM_PIXEL_SPACING
+    except (TypeError, ValueError) as exc:
+        raise ImageReadError(path, f"DICOM pixel spacing is not a number ({exc})") from exc
+    return None, SpacingSource.UNKNOWN
+
+
+def _dicom_pixels(path: Path, ds: Any) -> np.ndarray:
+    """Decoded pixels; pydicom 3 returns YBR data as RGB (as_rgb=True by default)."""
+    try:
+        arr = ds.pixel_array
+    except Exception as exc:
+        ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+        detail = f" with transfer syntax {ts.name} ({ts})" if ts else ""
+        raise ImageReadError(path, f"cannot decode the DICOM pixel data{detail}") from exc
+    photometric = str(ds.get("PhotometricInterpretation", ""))
+    if photometric == "PALETTE COLOR":
+        from pydicom.pixels import apply_color_lut
+
+        arr = apply_color_lut(arr, ds)
+    elif photometric == "MONOCHROME1":
+        bits = int(ds.get("BitsStored", 8))
+        lo, hi = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if ds.get("PixelRepresentation") == 1 else (0, 2 ** bits - 1)
+        arr = (lo + hi) - arr.astype(np.float64)
+    colour = photometric == "PALETTE COLOR" or int(ds.get("SamplesPerPixel", 1)) > 1
+    return channels_to_grey(arr) if colour else arr
+
+
+def _read_dicom(path: Path) -> _Decoded:
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(str(path), force=True)
+    except Exception as exc:
+        raise ImageReadError(path, "not a readable DICOM file") from exc
+    if "PixelData" not in ds:
+        raise ImageReadError(path, "DICOM file has no pixel data")
+    arr = _dicom_pixels(path, ds)
+    if arr.ndim not in (2, 3):
+        raise ImageReadError(path, f"not a 2D image or 2D+time stack (shape {arr.shape})")
+    spacing, source = _dicom_spacing(path, ds)
+    meta = {"Manufacturer": ds.get("Manufacturer"), "ModelName": ds.get("ManufacturerModelName"),
+            "NumberOfFrames": ds.get("NumberOfFrames")}
+    meta = {key: (int(value) if key == "NumberOfFrames" else str(value))
+            for key, value in meta.items() if value not in (None, "")}
+    return _Decoded(arr, tuple(arr.shape), spacing, source, meta)
+
+
+FORMATS = (
+    FileFormat("png", (".png",), _read_pil, _read_pil_mask),
+    FileFormat("bmp", (".bmp",), _read_pil, _read_pil_mask),
+    FileFormat("jpeg", (".jpg", ".jpeg"), _read_pil),
+    FileFormat("tiff", (".tif", ".tiff"), _read_pil, _read_pil_mask),
+    FileFormat("nrrd", (".nrrd", ".nhdr"), _read_nrrd, _read_nrrd_mask),
+    FileFormat("nifti", (".nii", ".nii.gz"), _read_nifti, _read_nifti_mask),
+    FileFormat("metaimage", (".mha", ".mhd"), _read_metaimage, _read_metaimage_mask),
+    FileFormat("dicom", (".dcm",), _read_dicom),
+)
+_BY_SUFFIX = {suffix: fmt for fmt in FORMATS for suffix in fmt.suffixes}
+IMAGE_EXTENSIONS = tuple(_BY_SUFFIX)
+_SPACING_ORIGINS = {SpacingSource.FILE_HEADER: "header", SpacingSource.DICOM_US_REGION: "DICOM ultrasound region",
+                    SpacingSource.DICOM_PIXEL_SPACING: "DICOM pixel spacing"}
+
+
+# ----------------------------------------------------------------------------- reading
+
+def _check_file(path: Path) -> FileFormat:
+    if not path.exists():
+        raise ImageReadError(path, "file not found")
+    if path.is_dir():
+        raise ImageReadError(path, "is a directory, not a file")
+    if path.stat().st_size == 0:
+        raise ImageReadError(path, "file is empty")
+    fmt = format_of(path)
+    if fmt is None:
+        raise ImageReadError(path, f"unsupported file type '{_suffix(path) or 'no extension'}'")
+    return fmt
+
+
+def _file_spacing(path: Path, decoded: _Decoded) -> Spacing:
+    """The file's own spacing, refused in one line when it is not a plausible ultrasound spacing."""
+    try:
+        return parse_spacing(decoded.spacing, str(path))
+    except SpacingError as error:
+        origin = _SPACING_ORIGINS.get(decoded.spacing_source, decoded.spacing_source)
+        raise ImageReadError(path, f"{origin} {error.reason}; give --spacing to measure it anyway") from None
+
+
+def read_image(path: PathLike, spacing_mm: Optional[Union[float, Sequence[float]]] = None) -> UltrasoundImage:
+    """Read a frame (H, W) or clip (T, H, W) as float32 grayscale with its pixel spacing.
+
+    ``spacing_mm`` (a number, or a (row, col) pair) overrides the file's spacing. A spacing the
+    file does not really state is unknown, never assumed; NaN or infinite pixels are refused.
+    """
+    path = Path(path)
+    fmt = _check_file(path)
+    decoded = fmt.read_image(path)
+    _check_finite(path, decoded.pixels)
+    if spacing_mm is not None:
+        spacing, source = parse_spacing(spacing_mm, "spacing"), SpacingSource.USER
+    else:
+        spacing, source = _file_spacing(path, decoded), decoded.spacing_source
+    return UltrasoundImage(np.ascontiguousarray(decoded.pixels, dtype=np.float32), spacing, source, str(path),
+                           {"format": fmt.name, "original_shape": tuple(decoded.original_shape),
+                            **decoded.metadata})
+
+
+def _squeeze_mask(path: Path, mask: np.ndarray) -> np.ndarray:
+    mask = np.squeeze(mask)
+    if mask.ndim != 2:
+        raise ImageReadError(path, f"mask is not 2D (shape {mask.shape})")
+    return mask
 
 
 def read_mask(path: PathLike) -> np.ndarray:
     """A binary nerve mask (H, W) from a PNG/BMP/TIFF, NRRD, NIfTI/MHA or Slicer .seg.nrrd file."""
     path = Path(path)
-    _check_file(path)
-    fmt = _format_of(path)
-    if fmt in ("png", "bmp", "tiff"):
-        return _read_pil_mask(path, fmt)
-    if fmt == "nrrd":
-        return _read_nrrd_mask(path)
-    if fmt in ("nifti", "metaimage"):
-        arr, _, _ = _read_itk(path, fmt)
-        return _squeeze_mask(path, arr != 0)
-    raise ImageReadError(path, f"unsupported mask file type '{_suffix(path) or 'no extension'}'")
+    fmt = _check_file(path)
+    if fmt.read_mask is None:
+        raise ImageReadError(path, f"unsupported mask file type '{_suffix(path)}'")
+    raw = fmt.read_mask(path)
+    _check_finite(path, raw, "mask values")
+    return _squeeze_mask(path, raw) != 0
 
 
 # ----------------------------------------------------------------------------- writing

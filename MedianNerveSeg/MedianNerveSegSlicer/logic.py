@@ -36,7 +36,7 @@ from vtk.util import numpy_support
 from MedianNerveSegLib.data import DEFAULT_PATIENT_PATTERN, patient_id
 from MedianNerveSegLib.dataset import LabelledDataset
 from MedianNerveSegLib.image import SpacingSource, UltrasoundImage
-from MedianNerveSegLib.io import NERVE_SEGMENT_NAME, read_image, read_mask, write_image_nrrd
+from MedianNerveSegLib.io import NERVE_SEGMENT_NAME, channels_to_grey, read_image, read_mask, write_image_nrrd
 from MedianNerveSegLib.measure import NerveMeasurement, as_spacing, measure_mask
 from MedianNerveSegLib.results import RESULTS_FILE, FrameResult, read_results
 
@@ -59,7 +59,6 @@ NERVE_TERMINOLOGY = ("Segmentation category and type - DICOM master list",
 NERVE_COLOR = (244 / 255.0, 214 / 255.0, 49 / 255.0)
 LPS_2D_DIRECTIONS = ((-1.0, 0.0, 0.0), (0.0, -1.0, 0.0), (0.0, 0.0, 1.0))
 TABLE_UNITS = {"area_px": "px", "area_mm2": "mm2", "perimeter_px": "px", "perimeter_mm": "mm"}
-_LUMA = np.array([0.299, 0.587, 0.114])
 
 
 def _terminology_entry() -> str:
@@ -153,8 +152,8 @@ class MedianNerveSegLogic:
         sequence = self._sequence_of(volume_node)
         source, index = (sequence.GetNthDataNode(frame), 0) if sequence is not None else (volume_node, frame)
         pixels = slicer.util.arrayFromVolume(source)[index]
-        if pixels.ndim == 3:  # vector (RGB) volume: luma of the first three channels, like the core's reader
-            pixels = pixels[..., :3] @ _LUMA if pixels.shape[-1] >= 3 else pixels[..., 0]
+        if pixels.ndim == 3:  # vector (RGB) volume: the core reader's grey
+            pixels = channels_to_grey(pixels)
         return pixels
 
     def _spacing(self, volume_node) -> Tuple[Optional[Tuple[float, float]], str]:

@@ -16,6 +16,7 @@ import json
 import math
 import os
 import shutil
+import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
@@ -236,7 +237,7 @@ def _strip_png_chunk(path: Path, chunk: bytes) -> None:
 def save_tiff(path: Path, array: np.ndarray) -> Path:
     import tifffile
 
-    tifffile.imwrite(path, array)
+    tifffile.imwrite(path, array, photometric="minisblack")  # pages, not a planar RGB guess
     return path
 
 
@@ -428,7 +429,7 @@ def image_cases() -> List[Case]:
     seg = _segment
     unknown = segmented(None, shape=SHAPE)
     known = segmented(ISO, shape=SHAPE)
-    either_spacing = segmented(None, spacing_either=True)
+    either_spacing = segmented(ISO, spacing_either=True)  # the file's 0.062 mm, or unknown and flagged
     rgb = np.stack([U8, U8 // 2, 255 - U8], -1).astype(np.uint8)
     f32 = U8.astype(np.float32) / 255
     nan = f32.copy()
@@ -1002,16 +1003,24 @@ def store_cases() -> List[Case]:
         return Run(["dataset", "add", folder, "--image", image, "--label", label, "--patient", "Pz000"],
                    ["Pz000_img"], check, tmp)
 
-    def leftover_temp(tmp: Path) -> Run:
+    def leftover_temp(tmp: Path, age_s: float) -> Run:
+        """Temp files of a crashed writer (older than the store's STALE_TMP_S) go on open; a live
+        writer's fresh one stays."""
+        from MedianNerveSegLib.dataset import STALE_TMP_S
+
         folder = _store(tmp)
         leftovers = [folder / ".datalist.json.1a2b3c4d.tmp", folder / "images" / ".Pz009_img.png.deadbeef.tmp",
                      folder / "provenance" / ".Pz009_img_v1.json.0badf00d.tmp"]
         for path in leftovers:
             path.write_bytes(b"half-written")
+            os.utime(path, (time.time() - age_s,) * 2)
+        stale = age_s > STALE_TMP_S
 
         def check(outcome: Outcome) -> Optional[str]:
             left = [p.name for p in leftovers if p.exists()]
-            return f"temp files left: {left}" if left else None
+            if stale:
+                return f"stale temp files left: {left}" if left else None
+            return None if len(left) == len(leftovers) else f"a live writer's temp files removed: {left}"
         return Run(["dataset", "stats", folder], [str(folder)], check, tmp)
 
     def import_bad_pairs(tmp: Path) -> Run:
@@ -1074,7 +1083,8 @@ def store_cases() -> List[Case]:
         Case("store datalist.json deleted", "store", "either", _damaged(lambda p: p.unlink())),
         Case("store known image under another patient", "store", "error", known_image_other_patient),
         Case("store identical label", "store", "result", identical_label),
-        Case("store leftover temp files", "store", "result", leftover_temp),
+        Case("store leftover temp files", "store", "result", lambda tmp: leftover_temp(tmp, 3600)),
+        Case("store a live writer's temp files", "store", "result", lambda tmp: leftover_temp(tmp, 0)),
         Case("store import with bad pairs", "store", "result", import_bad_pairs),
         Case("store add label of another shape", "store", "error", add_label_shape),
         Case("store add unreadable image", "store", "error", add_bad_image),

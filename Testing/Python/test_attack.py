@@ -19,34 +19,8 @@ from attack_cases import CLEAR, CORRECT, all_cases, run_case  # noqa: E402
 
 CASES = all_cases()
 
-# Known open defects (issue 12): file-header spacing (NRRD/NIfTI/MHA without a real spacing read as
-# 1 mm, DICOM US regions with NaN/Inf/negative/tiny deltas), NaN pixels in NIfTI/NRRD masks and images,
-# multi-page TIFF read as one frame. Strict: a case that starts passing must leave this list.
-OPEN_DEFECTS = {
-    "dicom US region 1e-9 cm": "file-header spacing or non-finite pixels not checked yet",
-    "dicom US region Inf": "file-header spacing or non-finite pixels not checked yet",
-    "dicom US region NaN": "file-header spacing or non-finite pixels not checked yet",
-    "dicom US region negative": "file-header spacing or non-finite pixels not checked yet",
-    "mask float NaN nrrd": "file-header spacing or non-finite pixels not checked yet",
-    "mha 3D clip": "file-header spacing or non-finite pixels not checked yet",
-    "mha default spacing": "file-header spacing or non-finite pixels not checked yet",
-    "mha float32": "file-header spacing or non-finite pixels not checked yet",
-    "nifti 0.062 spacing": "file-header spacing or non-finite pixels not checked yet",
-    "nifti NaN pixel": "file-header spacing or non-finite pixels not checked yet",
-    "nifti default spacing": "file-header spacing or non-finite pixels not checked yet",
-    "nrrd 3D clip": "file-header spacing or non-finite pixels not checked yet",
-    "nrrd float64": "file-header spacing or non-finite pixels not checked yet",
-    "nrrd int16 negative": "file-header spacing or non-finite pixels not checked yet",
-    "nrrd int64": "file-header spacing or non-finite pixels not checked yet",
-    "nrrd no spacing": "file-header spacing or non-finite pixels not checked yet",
-    "nrrd spacings 50 mm": "file-header spacing or non-finite pixels not checked yet",
-    "nrrd spacings nan": "file-header spacing or non-finite pixels not checked yet",
-    "nrrd spacings negative": "file-header spacing or non-finite pixels not checked yet",
-    "tiff multi-page": "only the first page of a multi-page TIFF is read",
-    "store add NaN image": "the store takes an image with NaN pixels without a word",
-    "store leftover temp files": "the store removes only temp files older than 60 s (a concurrent writer's "
-                                 "file must survive); the case writes fresh ones",
-}
+# Known open defects, each a strict xfail with its reason: a case that starts passing must leave this list.
+OPEN_DEFECTS: dict = {}
 
 
 def test_the_attack_has_at_least_100_cases_in_every_group():
