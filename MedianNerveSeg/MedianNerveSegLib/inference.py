@@ -25,7 +25,7 @@ class Prediction:
     confidence: float
     found: bool
     milliseconds: float
-    flags: Tuple[str, ...] = ()  # e.g. "constant_frame": nothing to segment in it
+    flags: Tuple[str, ...] = ()  # e.g. "constant-frame": nothing to segment in it
 
 
 def resolve_device(device: Optional[str]) -> str:
@@ -69,7 +69,7 @@ class Segmenter:
         if frame.min() == frame.max():  # no contrast, no nerve: the network's output would be its bias
             empty = np.zeros(frame.shape, bool)
             return Prediction(np.zeros(frame.shape, np.float32), empty, 0.0, False,
-                              1000.0 * (time.perf_counter() - start), ("constant_frame",))
+                              1000.0 * (time.perf_counter() - start), ("constant-frame",))
         probability = self.probability(frame)
         min_px = min_component_pixels(self.info.min_component_mm2, image.spacing_mm, frame.shape)
         mask = clean_mask(probability, self.info.threshold, min_px, self.info.min_branch_fraction)

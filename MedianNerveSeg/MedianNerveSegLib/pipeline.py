@@ -10,6 +10,7 @@ over files already in the folder.
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,7 @@ Progress = Callable[[Iterable], Iterable]
 # Adult median nerve CSA at the wrist is about 5-35 mm^2 (this dataset: 5.3-32.6); outside this
 # range a value is more likely a segmentation or calibration error than anatomy.
 PLAUSIBLE_CSA_MM2 = (1.0, 80.0)
+RUN_SETTINGS_FILE = "segment_run.json"  # what a results folder was made with; a rerun must match it
 _OUTPUT_SUFFIXES = ("_mask.png", "_overlay.png", "_prob.png", "_mask.nrrd", ".seg.nrrd", "_csa.png")
 
 
@@ -120,7 +122,7 @@ def frame_result(segmenter, image, index: int, path: Path, prediction) -> FrameR
         flattening_ratio=measurement.flattening_ratio, n_components=measurement.n_components,
         spacing_mm=measurement.spacing_mm, spacing_source=image.spacing_source,
         model=f"{segmenter.info.name}@{segmenter.info.version}", ms=round(prediction.milliseconds, 1),
-        flags=measurement_flags(measurement))
+        flags=measurement_flags(measurement) + list(prediction.flags))
 
 
 def _write_frame_outputs(out_dir: Path, stem: str, image, index: int, prediction, save_prob: bool,
@@ -170,6 +172,36 @@ def _segment_file(segmenter, path: Path, stem: str, out_dir: Path, spacing_mm, s
     return rows
 
 
+def _run_settings(segmenter, spacing_mm, save_prob: bool, mask_formats: Sequence[str]) -> dict:
+    from .spacing import parse_spacing
+
+    spacing = parse_spacing(spacing_mm, "--spacing")
+    return {"model": f"{segmenter.info.name}@{segmenter.info.version}",
+            "spacing_mm": list(spacing) if spacing else None, "save_prob": bool(save_prob),
+            "mask_formats": sorted(mask_formats)}
+
+
+def check_run_settings(out_dir: Path, settings: dict) -> None:
+    """Record the settings of a new results folder; refuse to continue one made with other settings
+    (its finished rows would be skipped, and the folder would mix two kinds of result)."""
+    from .io import atomic_write
+
+    path = out_dir / RUN_SETTINGS_FILE
+    if path.is_file():
+        try:
+            recorded = json.loads(path.read_text())
+        except (OSError, ValueError) as error:
+            raise ValueError(f"{path}: not readable ({error}); use another --out") from None
+        changed = [f"{key} {recorded.get(key)!r} -> {value!r}" for key, value in settings.items()
+                   if recorded.get(key) != value]
+        if changed:
+            raise ValueError(f"{out_dir} holds results made with other settings ({'; '.join(changed)}); "
+                             "give another --out, or the same settings to continue it")
+        return
+    text = json.dumps(settings, indent=1) + "\n"
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+
+
 def segment_files(paths: Sequence[PathLike], out_dir: PathLike, segmenter, spacing_mm=None,
                   save_prob: bool = False, mask_formats: Sequence[str] = (),
                   progress: Optional[Progress] = None,
@@ -180,6 +212,7 @@ def segment_files(paths: Sequence[PathLike], out_dir: PathLike, segmenter, spaci
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    settings = _run_settings(segmenter, spacing_mm, save_prob, mask_formats)
     results_path = out_dir / RESULTS_FILE
     done = {r.image for r in read_results(results_path) if r.ok} if results_path.is_file() else set()
     paths = [Path(p) for p in paths]
@@ -188,6 +221,7 @@ def segment_files(paths: Sequence[PathLike], out_dir: PathLike, segmenter, spaci
     failures: List[FrameResult] = []
     n_frames = 0
     with ResultsWriter(results_path) as writer:
+        check_run_settings(out_dir, settings)
         for path in (progress(todo) if progress else todo):
             try:
                 rows = _segment_file(segmenter, path, stems[path], out_dir, spacing_mm, save_prob, mask_formats)

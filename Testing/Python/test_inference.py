@@ -123,4 +123,4 @@ def test_a_constant_frame_is_not_found_and_flagged(segmenter, value):
     prediction = segmenter.predict(UltrasoundImage(np.full((200, 300), value, np.uint8), (SPACING, SPACING)))
     assert not prediction.found and not prediction.mask.any() and prediction.confidence == 0.0
     assert prediction.mask.shape == prediction.probability.shape == (200, 300)
-    assert prediction.flags == ("constant_frame",)
+    assert prediction.flags == ("constant-frame",)

@@ -1,11 +1,9 @@
 """The one pipeline and the one results format: no lost work, no overwritten output, typed rows."""
 
-import os
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -72,6 +70,27 @@ def test_a_rerun_continues_and_never_duplicates(tmp_path):
     summary = segment_files(first, tmp_path / "out", ThresholdSegmenter(), spacing_mm=0.1)
     rows = read_results(summary.results_path)
     assert summary.n_skipped == 2 and [r.image for r in rows] == [str(p) for p in first]
+
+
+def test_a_rerun_with_other_settings_is_refused_and_changes_nothing(tmp_path):
+    inputs = [_square(tmp_path / f"im{i}.png", i) for i in range(2)]
+    segment_files(inputs[:1], tmp_path / "out", ThresholdSegmenter(), spacing_mm=0.1)
+    before = {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()}
+    with pytest.raises(ValueError, match=r"other settings \(save_prob False -> True\)"):
+        segment_files(inputs, tmp_path / "out", ThresholdSegmenter(), spacing_mm=0.1, save_prob=True)
+    with pytest.raises(ValueError, match=r"spacing_mm \[0.1, 0.1\] -> None"):
+        segment_files(inputs, tmp_path / "out", ThresholdSegmenter())
+    assert {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()} == before
+
+
+def test_a_prediction_flag_reaches_the_results_row(tmp_path):
+    class ConstantFrameSegmenter(ThresholdSegmenter):
+        def predict(self, image, index=0):
+            empty = np.zeros(image.frame(index).shape, bool)
+            return Prediction(empty.astype(np.float32), empty, 0.0, False, 1.0, ("constant-frame",))
+
+    summary = segment_files([_square(tmp_path / "flat.png", 0)], tmp_path / "out", ConstantFrameSegmenter(), 0.1)
+    assert read_results(summary.results_path)[0].flags == ["not-found", "constant-frame"]
 
 
 def test_results_round_trip_typed(tmp_path):
