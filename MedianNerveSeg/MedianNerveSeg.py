@@ -46,6 +46,7 @@ PIP_REQUIREMENTS = {  # import name -> pip requirement; SimpleITK and numpy are 
     "skimage": "scikit-image>=0.20",
     "PIL": "pillow",
     "nrrd": "pynrrd",
+    "nibabel": "nibabel",
     "slicerio": "slicerio>=1.0",
     "pydicom": "pydicom>=2.4",
 }
@@ -618,14 +619,17 @@ class JobMonitor:
 
 
 def comparisonHtml(path: pathlib.Path) -> str:
-    """The comparison.json of the core's ``compare`` as a small HTML table."""
+    """The comparison.json of the core's ``compare`` as a small HTML table (titles and digits from the metrics table)."""
+    import html
     import json
 
+    from MedianNerveSegLib.metrics import format_value, heading
+
     rows = json.loads(path.read_text())
-    cell = lambda value, digits: "-" if value is None else f"{value:.{digits}f}"
-    lines = ["<table><tr><th>model</th><th>DSC</th><th>CSA MAE mm²</th><th>ICC</th><th>found</th></tr>"]
-    lines += [f"<tr><td>{r['model']}</td><td>{cell(r['dice_mean'], 3)}</td><td>{cell(r['csa_mae_mm2'], 2)}</td>"
-              f"<td>{cell(r['csa_icc'], 3)}</td><td>{cell(r['found_rate'], 2)}</td></tr>" for r in rows]
+    keys = ("dice_mean", "csa_mae_mm2", "csa_icc", "found_rate")
+    lines = ["<table><tr><th>model</th>" + "".join(f"<th>{html.escape(heading(k))}</th>" for k in keys) + "</tr>"]
+    lines += ["<tr><td>" + html.escape(str(r["model"])) + "</td>"
+              + "".join(f"<td>{format_value(k, r.get(k))}</td>" for k in keys) + "</tr>" for r in rows]
     return "".join(lines) + f"</table>{rows[0]['n_images']} validation images"
 
 

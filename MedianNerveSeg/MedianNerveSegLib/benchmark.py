@@ -21,15 +21,13 @@ import torch
 from .evaluate import evaluate_folders
 from .inference import Segmenter
 from .io import read_image, write_mask_png
+from .metrics import markdown_table
 from .models import available_models, build_model
 from .train import TrainConfig, sample_spacing, split_samples, train
 from .zoo import MODEL_JSON, WEIGHTS, ModelInfo, load_info, model_name, resolve_model
 
-TABLE_COLUMNS = [("model", "model"), ("dice_mean", "DSC"), ("dice_sd", "DSC SD"), ("iou_mean", "IoU"),
-                 ("precision_mean", "precision"), ("recall_mean", "recall"), ("hd95_mean_mm", "HD95 mm"),
-                 ("auc_mean", "AUC"), ("found_rate", "found"), ("csa_mae_mm2", "CSA MAE mm2"),
-                 ("csa_icc", "ICC"), ("parameters", "params"), ("cpu_ms", "CPU ms/frame"),
-                 ("training_seconds", "train s"), ("epochs", "epochs"), ("training_device", "trained on")]
+TABLE_KEYS = ("dice_mean", "dice_sd", "iou_mean", "precision_mean", "recall_mean", "hd95_mean_mm", "auc_mean",
+              "found_rate", "csa_mae_mm2", "csa_icc", "parameters", "cpu_ms", "training_seconds", "epochs")
 
 
 def evaluate_model(model_dir: Path, samples, spacing_mm: Any = None, device: str = "cpu",
@@ -215,29 +213,14 @@ def compare_models(dataset_dir: Path, models: Sequence[str], out_dir: Path, spac
                      **{key: summary.get(key) for key in COMPARISON_KEYS}})
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "comparison.json").write_text(json.dumps(rows, indent=2) + "\n")
-    columns = [("model", "model"), ("version", "version"), ("n_images", "images"), ("dice_mean", "DSC"),
-               ("iou_mean", "IoU"), ("hd95_mean_mm", "HD95 mm"), ("found_rate", "found"),
-               ("csa_mae_mm2", "CSA MAE mm2"), ("csa_bias_mm2", "CSA bias mm2"), ("csa_icc", "ICC")]
+    table = markdown_table(rows, ("n_images",) + COMPARISON_KEYS, text=(("model", "model"), ("version", "version")))
     notes = _comparison_notes(dataset_dir, len(samples), len(val_samples) - len(samples), dropped, unchecked)
-    (out_dir / "comparison.md").write_text(_markdown(rows, columns) + "\n" + "\n\n".join(notes) + "\n")
+    (out_dir / "comparison.md").write_text(table + "\n" + "\n\n".join(notes) + "\n")
     return rows
 
 
 def write_table(rows: List[Dict[str, Any]], out_dir: Path) -> None:
     rows = sorted(rows, key=lambda r: -(r.get("dice_mean") or 0))
     (out_dir / "benchmark.json").write_text(json.dumps(rows, indent=2) + "\n")
-    (out_dir / "benchmark.md").write_text(_markdown(rows, TABLE_COLUMNS))
-
-
-def _markdown(rows: List[Dict[str, Any]], columns: Sequence[Tuple[str, str]]) -> str:
-    lines = ["| " + " | ".join(title for _, title in columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(_cell(row.get(key)) for key, _ in columns) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
-
-
-def _cell(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.3f}" if abs(value) < 10 else f"{value:.1f}"
-    return f"{value:,}" if isinstance(value, int) else str(value)
+    table = markdown_table(rows, TABLE_KEYS, text_after=(("training_device", "trained on"),))
+    (out_dir / "benchmark.md").write_text(table)

@@ -24,10 +24,10 @@ import numpy as np
 import torch
 from monai.metrics import compute_roc_auc
 from monai.metrics.utils import get_edge_surface_distance
-from PIL import Image
 from scipy import stats
 
-from .io import read_mask
+from .io import read_image, read_mask
+from .metrics import PER_IMAGE, STATS, Metric, format_value, heading, metric
 from .measure import Spacing, as_binary, as_spacing
 from .results import RESULTS_FILE, read_results
 
@@ -37,9 +37,6 @@ ROW_KEYS = ["image", "dice", "iou", "precision", "recall", "hd95_mm", "hd_mm", "
             "area_pred_px", "area_gt_px", "csa_pred_mm2", "csa_gt_mm2", "csa_error_mm2", "bbox_pred", "bbox_gt",
             "box_iou", "confidence", "detection", "units", "error"]
 NUMERIC_KEYS = [k for k in ROW_KEYS if k not in ("image", "bbox_pred", "bbox_gt", "detection", "units", "error")]
-# Described in the summary by mean, SD, median, q1 and q3: (row key, name in the summary keys, unit suffix).
-DESCRIBED = [("dice", "dice", ""), ("iou", "iou", ""), ("precision", "precision", ""), ("recall", "recall", ""),
-             ("hd_mm", "hd", "_mm"), ("hd95_mm", "hd95", "_mm"), ("auc", "auc", "")]
 
 # Detection rule of Di Cosmo et al. 2021 and Smerilli et al. 2022: "We considered a TP prediction if
 # the detected bounding box overlapped the bounding box surrounding the ground-truth segmentation for
@@ -216,13 +213,13 @@ def _stat(values: Sequence[float], fn) -> float:
     return float(fn(v)) if v.size else NAN
 
 
-STATS = {"mean": np.mean, "sd": _sd, "median": np.median,
-         "q1": lambda v: np.percentile(v, 25), "q3": lambda v: np.percentile(v, 75)}
+STAT_FUNCTIONS = {"mean": np.mean, "sd": _sd, "median": np.median,
+                  "q1": lambda v: np.percentile(v, 25), "q3": lambda v: np.percentile(v, 75)}  # of metrics.STATS
 
 
-def describe(values: Sequence[float], name: str, suffix: str = "") -> Dict[str, float]:
-    """Mean, SD (ddof 1), median, q1 and q3 of the non-NaN values, keyed ``<name>_<stat><suffix>``."""
-    return {f"{name}_{stat}{suffix}": _stat(values, fn) for stat, fn in STATS.items()}
+def describe(values: Sequence[float], metric: Metric) -> Dict[str, float]:
+    """The statistics of :data:`metrics.STATS` (SD with ddof 1) of the non-NaN values, under the metric's keys."""
+    return {metric.summary_key(stat): _stat(values, STAT_FUNCTIONS[stat]) for stat in STATS}
 
 
 def average_precision(confidences: Sequence[float], hits: Sequence[bool], n_positive: int) -> float:
@@ -274,7 +271,7 @@ def _number(value: Any) -> float:
 def summarize(rows: Sequence[Mapping[str, Any]], spacing_mm: Spacing = None) -> Dict[str, Any]:
     """Summary over per-image rows (keys of ``ROW_KEYS``); NaNs are left out of each statistic.
 
-    Mean, SD, median, q1 and q3 of each metric of ``DESCRIBED``, detection counts, precision,
+    Mean, SD, median, q1 and q3 of each per-image metric of the metrics table, detection counts, precision,
     recall and mAP (:func:`detection_summary`) and CSA agreement (:func:`csa_agreement`).
     The ``auc_*`` keys are present only when some row has an AUC. With ``spacing_mm`` None the
     "mm" values are taken to be pixels (``"units": "px"``).
@@ -289,8 +286,8 @@ def summarize(rows: Sequence[Mapping[str, Any]], spacing_mm: Spacing = None) -> 
         "spacing_mm": list(spacing) if spacing else None,
         "spacing_known": spacing is not None,
     }
-    for key, name, suffix in DESCRIBED:
-        summary.update(describe(col[key], name, suffix))
+    for m in PER_IMAGE:
+        summary.update(describe(col[m.column], m))
     summary.update({
         "dice_iqr": _stat(dice, stats.iqr),
         "dice_tp_mean": _stat(dice[[r.get("detection") == "TP" for r in rows]], np.mean),
@@ -314,14 +311,19 @@ def summarize(rows: Sequence[Mapping[str, Any]], spacing_mm: Spacing = None) -> 
     return summary
 
 
-def _fmt(value: Any, digits: int = 3) -> str:
-    """A number with ``digits`` decimals, "n/a" for None or NaN."""
-    return "n/a" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
+def _described_row(summary: Mapping[str, Any], m: Metric, px: bool) -> str:
+    v = {stat: format_value(m.key, summary.get(m.summary_key(stat))) for stat in STATS}
+    return f"| {heading(m.key, px)} | {v['mean']} ± {v['sd']} | {v['median']} [{v['q1']}, {v['q3']}] |"
 
 
-def _described_row(label: str, summary: Mapping[str, Any], name: str, suffix: str, digits: int) -> str:
-    v = {stat: _fmt(summary.get(f"{name}_{stat}{suffix}"), digits) for stat in STATS}
-    return f"| {label} | {v['mean']} ± {v['sd']} | {v['median']} [{v['q1']}, {v['q3']}] |"
+def _report_row(summary: Mapping[str, Any], key: str, px: bool, low: str = "", high: str = "", bracket: str = "") -> str:
+    """A report row of one summary figure, with ``[low, high]`` (keys too) when given."""
+    label = heading(key, px)
+    cell = format_value(key, summary.get(key))
+    if low:
+        lo, hi = (format_value(key, summary.get(k)) for k in (low, high))
+        label, cell = f"{metric(key).label} [{bracket}]" + label[len(metric(key).label):], f"{cell} [{lo}, {hi}]"
+    return f"| {label} | {cell} | – |"
 
 
 def _report_notes(s: Mapping[str, Any]) -> List[str]:
@@ -341,7 +343,7 @@ def _report_notes(s: Mapping[str, Any]) -> List[str]:
         f"- Detection (Di Cosmo et al. 2021, Smerilli et al. 2022): TP when the predicted box has IoU >= "
         f"{s['detection_box_iou_threshold']} with the ground-truth box and {confidence}; FP otherwise; FN when "
         f"nothing is predicted. TP {s['detection_tp']}, FP {s['detection_fp']}, FN {s['detection_fn']}, "
-        f"TN {s['detection_tn']}. DSC over TP images only: {_fmt(s['dice_tp_mean'])}.",
+        f"TN {s['detection_tn']}. DSC over TP images only: {format_value('dice_tp_mean', s['dice_tp_mean'])}.",
         f"- mAP: {s['detection_map_note']}.",
         "- ICC(3,1): two-way mixed, consistency, single measures; LoA: bias -/+ 1.96 SD of the differences.",
     ]
@@ -351,24 +353,16 @@ def report_markdown(summary: Mapping[str, Any]) -> str:
     """A Markdown table of the summary laid out like the papers' tables (rows: metrics), with notes.
 
     The AUC row is there only when the summary has the AUC (some probability map was used)."""
-    s, unit = summary, summary["units"]
-    area = "mm^2" if unit == "mm" else "px"
-    low, high = s["csa_icc_ci"]
+    s, px = summary, summary["units"] != "mm"
+    ci = dict(zip(("csa_icc_ci_low", "csa_icc_ci_high"), s["csa_icc_ci"]))
     lines = ["# Median nerve segmentation: evaluation", "", "| Metric | Mean ± SD | Median [IQR] |",
              "|---|---|---|"]
-    lines += [_described_row(label.format(unit=unit), s, name, suffix, 3 if suffix == "" else 2)
-              for label, name, suffix in (("DSC", "dice", ""), ("IoU", "iou", ""), ("Precision", "precision", ""),
-                                          ("Recall", "recall", ""), ("HD ({unit})", "hd", "_mm"),
-                                          ("HD95 ({unit})", "hd95", "_mm"), ("AUC", "auc", ""))
-              if f"{name}_mean{suffix}" in s]
+    lines += [_described_row(s, m, px) for m in PER_IMAGE if m.summary_key("mean") in s]
     lines += [
-        f"| CSA MAE ({area}) | {_fmt(s['csa_mae_mm2'], 2)} | – |",
-        f"| ICC(3,1) [95% CI] | {_fmt(s['csa_icc'])} [{_fmt(low)}, {_fmt(high)}] | – |",
-        f"| CSA bias [LoA] ({area}) | {_fmt(s['csa_bias_mm2'], 2)} [{_fmt(s['csa_loa_low_mm2'], 2)}, "
-        f"{_fmt(s['csa_loa_high_mm2'], 2)}] | – |",
-        f"| Detection precision | {_fmt(s['detection_precision'])} | – |",
-        f"| Detection recall | {_fmt(s['detection_recall'])} | – |",
-        f"| Detection mAP | {_fmt(s['detection_map'])} | – |",
+        _report_row(s, "csa_mae_mm2", px),
+        _report_row({**s, **ci}, "csa_icc", px, "csa_icc_ci_low", "csa_icc_ci_high", "95% CI"),
+        _report_row(s, "csa_bias_mm2", px, "csa_loa_low_mm2", "csa_loa_high_mm2", "LoA"),
+        *(_report_row(s, key, px) for key in ("detection_precision", "detection_recall", "detection_map")),
         "",
     ]
     return "\n".join(lines + _report_notes(s)) + "\n"
@@ -393,7 +387,7 @@ def _draw_scatter(ax, pred: np.ndarray, gt: np.ndarray, summary: Mapping[str, An
     ax.set_aspect("equal", adjustable="datalim")
     ax.set_xlabel(f"Reference CSA ({unit})")
     ax.set_ylabel(f"Predicted CSA ({unit})")
-    ax.set_title(f"CSA, ICC(3,1) = {_fmt(summary.get('csa_icc'))}")
+    ax.set_title(f"CSA, {heading('csa_icc')} = {format_value('csa_icc', summary.get('csa_icc'))}")
 
 
 def plot_csa_agreement(pred: Sequence[float], gt: Sequence[float], summary: Mapping[str, Any],
@@ -435,8 +429,7 @@ def read_probability(probability_dir: Union[str, Path], stem: str) -> Optional[n
     if npy.is_file():
         return np.squeeze(np.load(npy)).astype(np.float64)
     if png.is_file():
-        with Image.open(png) as image:
-            return np.asarray(image.convert("L"), np.float64) / 255
+        return read_image(png).frame(0).astype(np.float64) / 255
     return None
 
 
@@ -479,8 +472,9 @@ def _confidences(pred_dir: Path, given: Optional[Mapping[str, float]]) -> Tuple[
     return {}, None
 
 
-def _row(name: str, pred: np.ndarray, gt: np.ndarray, spacing: Optional[Tuple[float, float]],
-         **inputs: Any) -> Dict[str, Any]:
+def image_row(name: str, pred: np.ndarray, gt: np.ndarray, spacing: Optional[Tuple[float, float]],
+              **inputs: Any) -> Dict[str, Any]:
+    """The per-image row (keys of ``ROW_KEYS``) of a predicted and a reference mask."""
     m = segmentation_metrics(pred, gt, spacing, **inputs)
     if spacing is None:
         m["csa_pred_mm2"], m["csa_gt_mm2"] = m["area_pred_px"], m["area_gt_px"]
@@ -506,7 +500,7 @@ def _scored_row(stem: str, gt_path: Path, pred_path: Optional[Path], spacing: Op
         return {"image": stem, "error": f"{where}: probability map {probability.shape} and ground truth "
                                         f"{gt.shape} differ in shape"}
     try:
-        return _row(stem, pred, gt, spacing, probability=probability, **inputs)
+        return image_row(stem, pred, gt, spacing, probability=probability, **inputs)
     except ValueError as error:
         return {"image": stem, "error": f"{pred_path or gt_path}: {error}"}
 

@@ -204,9 +204,9 @@ def test_benchmark_times_results_trained_on_another_machine(dataset_dir, tmp_pat
     assert main(["benchmark", "--dataset", str(dataset_dir), "--out", str(tmp_path), "--models"]) == 0
     timed = json.loads(result_file.read_text())
     assert timed["cpu_ms"] > 0 and timed["dice_mean"] == result["dice_mean"]
-    from MedianNerveSegLib.benchmark import _cell  # the table's own number format, whatever the measured time
+    from MedianNerveSegLib.metrics import format_value  # the table's own number format, whatever the time
 
-    assert f"| {_cell(timed['cpu_ms'])} |" in (tmp_path / "benchmark.md").read_text()
+    assert f"| {format_value('cpu_ms', timed['cpu_ms'])} |" in (tmp_path / "benchmark.md").read_text()
 
 
 def test_benchmark_adds_trained_models_on_the_same_patients(dataset_dir, tmp_path):

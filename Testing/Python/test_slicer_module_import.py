@@ -375,4 +375,4 @@ def test_comparison_html_lists_each_model(module, tmp_path):
                     '"csa_icc": 0.9, "found_rate": 1.0}]')
     html = module.comparisonHtml(path)
     assert "<td>before</td><td>0.900</td><td>1.00</td>" in html
-    assert "<td>after</td><td>0.930</td><td>-</td>" in html and html.endswith("4 validation images")
+    assert "<td>after</td><td>0.930</td><td>n/a</td>" in html and "<th>CSA MAE (mm^2)</th>" in html and html.endswith("4 validation images")
