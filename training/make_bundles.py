@@ -90,7 +90,7 @@ def inference_config(name: str) -> dict:
         "input_dir": "../shared/data/median-nerve-us/images",
         "output_dir": "$@bundle_root + '/eval/segment'",
         "model": None,
-        "spacing_mm": 0.062,
+        "spacing_mm": None,  # each image's own; give 0.062 for the Jesi PNGs, which carry none
         "device": "cpu",
         "network_def": network_def(name),
         "run": "$run_inference(@bundle_root, @input_dir, @output_dir, @model, @spacing_mm, @device)",
@@ -104,9 +104,9 @@ def evaluate_config() -> dict:
         "pred_dir": "$@bundle_root + '/eval/segment'",
         "gt_dir": "../shared/data/median-nerve-us/masks",
         "output_dir": "$@bundle_root + '/eval/metrics'",
-        "spacing_mm": "0.062",  # the Jesi dataset's spacing (its README): gt_dir is that dataset
-        "run": "$main(['evaluate', '--pred', @pred_dir, '--gt', @gt_dir, '--out', "
-               "@output_dir, '--spacing', @spacing_mm])",
+        "spacing_mm": None,  # None: the spacing segment measured with (its measurements.csv)
+        "run": "$main(['evaluate', '--pred', @pred_dir, '--gt', @gt_dir, '--out', @output_dir]"
+               " + ([] if @spacing_mm is None else ['--spacing', str(@spacing_mm)]))",
     }
 
 
@@ -215,9 +215,11 @@ Fine-tune with
 learning rate to a tenth of the recipe's). Training writes models/model.pt, models/model.json,
 models/training_log.csv and models/learning_curve.png.
 
-Segment and evaluate with the trained weights:
+Segment and evaluate with the trained weights (the default input, the Jesi dataset's PNGs, carries
+no pixel spacing: give its 0.062 mm, or CSA is reported in pixels; a DICOM's own spacing needs no
+`--spacing_mm`, which would override it):
 
-    python -m monai.bundle run --config_file training/{name}/configs/inference.json --bundle_root training/{name}
+    python -m monai.bundle run --config_file training/{name}/configs/inference.json --bundle_root training/{name} --spacing_mm 0.062
     python -m monai.bundle run --config_file training/{name}/configs/evaluate.json --bundle_root training/{name}
 
 `median-nerve-seg segment IMAGE --model training/{name}/models` uses the same weights; inference.json

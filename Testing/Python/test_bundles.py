@@ -9,6 +9,7 @@ import pytest
 from monai.bundle import ConfigParser
 
 from MedianNerveSegLib.inference import Segmenter
+from MedianNerveSegLib.results import read_results
 from MedianNerveSegLib.models import MODEL_REGISTRY, available_models
 from MedianNerveSegLib.train import TrainConfig
 
@@ -67,13 +68,19 @@ def test_bundle_trains_segments_and_evaluates(dataset_dir, tmp_path):
     images.mkdir()
     for image in sorted((dataset_dir / "images").iterdir())[:2]:
         (images / image.name).symlink_to(image)
-    assert _run(bundle / "configs/inference.json", bundle_root=str(tmp_path), input_dir=str(images)) == 0
+    # no spacing assumed: the Jesi PNGs carry none, so by default the CSA is in pixels and flagged
+    assert _run(bundle / "configs/inference.json", bundle_root=str(tmp_path), input_dir=str(images),
+                output_dir=str(tmp_path / "plain")) == 0
+    assert {r.spacing_source for r in read_results(tmp_path / "plain/measurements.csv")} == {"unknown"}
+    assert _run(bundle / "configs/inference.json", bundle_root=str(tmp_path), input_dir=str(images),
+                spacing_mm=0.062) == 0
     assert len(list((tmp_path / "eval/segment").glob("*_mask.png"))) == 2
     assert _run(bundle / "configs/evaluate.json", bundle_root=str(tmp_path),
                 gt_dir=str(dataset_dir / "masks")) == 0
     summary = json.loads((tmp_path / "eval/metrics/summary.json").read_text())
     n_masks = len(list((dataset_dir / "masks").glob("*.png")))
     assert summary["n"] == 2 and len(summary["missing_predictions"]) == n_masks - 2  # only predictions present
+    assert summary["spacing_mm"] == [0.062, 0.062]  # the spacing segment measured with, from its results
 
 
 def test_bundle_fine_tune_takes_a_tenth_of_the_recipe_rate_and_a_time_budget(dataset_dir, tmp_path):
