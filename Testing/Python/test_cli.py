@@ -25,6 +25,34 @@ def _rows(path):
         return list(csv.DictReader(handle))
 
 
+def test_one_frame_in_every_format_gives_one_csa_and_no_spacing_is_never_1_mm(dataset_dir, tmp_path):
+    """A held-out image as PNG, NRRD, NIfTI, MHA and DICOM at 0.062 mm: the same CSA from each file's own
+    spacing; as PNG and as NRRD without spacing, pixels only and flagged (once "3297 mm^2" for 12.7 mm^2)."""
+    import SimpleITK as sitk
+
+    from MedianNerveSegLib.io import write_image_nrrd
+
+    image = dataset_dir / "images" / f"{Segmenter().info.training['val_patients'][0]}-001.png"
+    pixels = np.asarray(Image.open(image).convert("L"))
+    folder = tmp_path / "formats"
+    folder.mkdir()
+    shutil.copy(image, folder / "frame.png")
+    write_image_nrrd(folder / "frame.nrrd", pixels, (SPACING, SPACING))
+    write_image_nrrd(folder / "uncalibrated.nrrd", pixels)
+    itk = sitk.GetImageFromArray(pixels)
+    itk.SetSpacing((SPACING, SPACING))
+    for name in ("frame.nii.gz", "frame.mha"):
+        sitk.WriteImage(itk, str(folder / name))
+    write_dicom(folder / "frame.dcm", pixels, region_cm=SPACING / 10)
+    assert main(["segment", str(folder), "--out", str(tmp_path / "out")]) == 0
+    rows = {Path(r.image).name: r for r in read_results(tmp_path / "out" / "measurements.csv")}
+    calibrated = [rows[name] for name in ("frame.nrrd", "frame.nii.gz", "frame.mha", "frame.dcm")]
+    assert len({r.area_px for r in rows.values()}) == 1 and rows["frame.png"].area_px > 1000
+    assert {r.area_mm2 for r in calibrated} == {round(rows["frame.png"].area_px * SPACING ** 2, 6)}
+    for name in ("frame.png", "uncalibrated.nrrd"):
+        assert rows[name].area_mm2 is None and "spacing-unknown" in rows[name].flags
+
+
 @pytest.fixture(scope="module")
 def few_images(dataset_dir, tmp_path_factory):
     """Three held-out images and their masks, plus broken files, in one folder."""
