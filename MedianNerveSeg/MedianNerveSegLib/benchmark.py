@@ -22,6 +22,7 @@ from .evaluate import evaluate_folders
 from .inference import Segmenter
 from .io import read_image, write_mask_png
 from .metrics import markdown_table
+from .progress import report
 from .models import available_models, build_model
 from .train import TrainConfig, sample_spacing, split_samples, train
 from .zoo import MODEL_JSON, WEIGHTS, ModelInfo, load_info, model_name, resolve_model
@@ -206,11 +207,13 @@ def compare_models(dataset_dir: Path, models: Sequence[str], out_dir: Path, spac
     out_dir = Path(out_dir)
     rows = []
     for index, (folder, info) in enumerate(zip(folders, infos)):
+        report("compare", index, len(folders), model=model_name(folder))
         summary = evaluate_model(folder, samples, spacing_mm, device, out_dir / f"{index}_{model_name(folder)}")
         rows.append({"model": model_name(folder), "version": info.version, "n_images": len(samples),
                      "n_images_dropped": len(val_samples) - len(samples), "dropped_patients": sorted(dropped),
                      "training_patients_known": trained[index][1],
                      **{key: summary.get(key) for key in COMPARISON_KEYS}})
+    report("compare", len(folders), len(folders))
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "comparison.json").write_text(json.dumps(rows, indent=2) + "\n")
     table = markdown_table(rows, ("n_images",) + COMPARISON_KEYS, text=(("model", "model"), ("version", "version")))

@@ -26,12 +26,6 @@ def _spacing(text: str):
         raise argparse.ArgumentTypeError(str(error))
 
 
-def _progress(description: str):
-    from tqdm import tqdm
-
-    return lambda items: tqdm(items, desc=description, unit="file", file=sys.stderr, disable=len(items) < 2)
-
-
 def _fmt(value: Any, digits: int = 2) -> str:
     if value is None or value == "":
         return "-"
@@ -68,6 +62,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
     from .inference import Segmenter
     from .io import find_images
     from .pipeline import segment_files
+    from .progress import tracker
 
     paths = find_images(args.inputs)
     if not paths:
@@ -76,7 +71,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
     printer = _ResultPrinter()
     try:
         summary = segment_files(paths, Path(args.out), segmenter, args.spacing, args.save_prob, args.mask_formats,
-                                progress=_progress("segmenting"), on_result=printer)
+                                progress=tracker("segment", "segmenting"), on_result=printer)
     except KeyboardInterrupt:
         print(f"interrupted: {printer.rows} frame(s) are in {Path(args.out) / 'measurements.csv'}; "
               "run the same command again to continue", file=sys.stderr)

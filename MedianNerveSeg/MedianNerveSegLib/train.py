@@ -26,6 +26,7 @@ from . import __version__
 from .augment import AugmentConfig, augment, zscore
 from .data import Sample, list_samples, split_by_patient
 from .evaluate import csa_agreement, segmentation_metrics
+from .progress import report
 from .inference import Segmenter, resolve_device
 from .io import read_image, read_mask
 from .models import build_model, count_parameters, is_detector
@@ -338,6 +339,9 @@ def train(dataset_dir: Path, out_dir: Path, cfg: TrainConfig, log: Callable[[str
             row.update(validate(Segmenter.from_network(averaged.module, info, device), val_samples, cfg.spacing_mm))
             early = epochs.validated(_from_rank0(row["dice_mean"], world, device), averaged.module)
         logger.epoch(row)
+        if rank == 0:
+            report("train", epoch + 1, cfg.epochs, loss=loss,
+                   **({"dice_mean": row["dice_mean"]} if "dice_mean" in row else {}))
         if last or early:
             break
 

@@ -1,10 +1,18 @@
-"""MedianNerveSegSlicer: the Slicer glue of MedianNerveSeg (MRML nodes <-> the core).
+"""MedianNerveSegSlicer: the Slicer glue of MedianNerveSeg (MRML nodes and Qt <-> the core).
 
-Imports slicer, vtk and MRML, never qt, ctk, slicer.app or slicer.modules: the Logic gets
-its scene and module logics from the caller, so it runs in Slicer and in pytest on the
-slicer-core wheel alike. All computation lives in MedianNerveSegLib.
+``logic`` (the scene logic) and ``tasks`` import slicer, vtk and MRML, never qt, ctk, slicer.app
+or slicer.modules: they get the scene and the module logics from the caller, so they run in
+Slicer and in pytest on the slicer-core wheel alike. ``widget`` is the module's Qt panel. All
+computation lives in MedianNerveSegLib. Nothing is imported with the package itself, so that the
+module can build its panel before the Python dependencies are installed.
 """
 
-from .logic import MedianNerveSegLogic
+__all__ = ["NerveSceneLogic"]
 
-__all__ = ["MedianNerveSegLogic"]
+
+def __getattr__(name):
+    if name == "NerveSceneLogic":
+        from .logic import NerveSceneLogic
+
+        return NerveSceneLogic
+    raise AttributeError(name)

@@ -1,6 +1,6 @@
-"""MedianNerveSegLogic: MRML nodes <-> the core (images, segmenter, measurement, dataset store).
+"""NerveSceneLogic: MRML nodes <-> the core (images, segmenter, measurement, dataset store).
 
-The Logic is given the MRML scene and the module logics it uses; it never reaches for
+The scene logic is given the MRML scene and the module logics it uses; it never reaches for
 slicer.mrmlScene, slicer.app or slicer.modules, and imports no Qt. In Slicer the widget
 passes ``slicer.mrmlScene``, ``slicer.modules.segmentations.logic()`` and
 ``slicer.modules.sequences.logic()``; in tests they are built from the slicer-core wheel.
@@ -75,7 +75,7 @@ def _transform_point(matrix: vtk.vtkMatrix4x4, point: Tuple[float, float, float]
     return np.array(matrix.MultiplyPoint((float(point[0]), float(point[1]), float(point[2]), 1.0))[:3])
 
 
-class MedianNerveSegLogic:
+class NerveSceneLogic:
     """Slicer glue around MedianNerveSegLib; one instance per scene."""
 
     def __init__(self, scene, segmentations_logic, sequences_logic=None) -> None:
@@ -85,6 +85,13 @@ class MedianNerveSegLogic:
         self._ai_masks: Dict[Tuple[str, int], np.ndarray] = {}  # (segmentation node ID, frame) -> the AI's mask
         self._observations: Dict[int, Tuple[Any, List[int]]] = {}
         self._next_handle = 1
+        # Node IDs are reused after File > Close Scene: per-scene state must not outlive it.
+        scene.AddObserver(slicer.vtkMRMLScene.EndCloseEvent, self._on_scene_closed)
+
+    def _on_scene_closed(self, caller=None, event=None) -> None:
+        self._ai_masks.clear()
+        for handle in list(self._observations):
+            self.remove_observer(handle)
 
     # ------------------------------------------------------------------------- images
 
@@ -124,6 +131,30 @@ class MedianNerveSegLogic:
         proxy.SetAttribute(ATTR_SOURCE_FILE, image.source)
         proxy.CreateDefaultDisplayNodes()
         return proxy
+
+    def scalar_volume(self, volume_node):
+        """A vector (RGB) volume, e.g. a colour export loaded with Add Data, as a new grey scalar volume with
+        the same geometry and the core's grey conversion; any other volume as it is. A clip's proxy stays
+        as it is: its frames are converted one by one when they are read."""
+        if not volume_node.IsA("vtkMRMLVectorVolumeNode") or self._sequence_of(volume_node) is not None:
+            return volume_node
+        grey = channels_to_grey(slicer.util.arrayFromVolume(volume_node))
+        scalar = self.scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode",
+                                              self.scene.GenerateUniqueName(f"{volume_node.GetName()} grey"))
+        slicer.util.updateVolumeFromArray(scalar, np.ascontiguousarray(grey, dtype=np.float32))
+        scalar.CopyOrientation(volume_node)
+        for key in (ATTR_SPACING_SOURCE, ATTR_SOURCE_FILE):
+            if volume_node.GetAttribute(key) is not None:
+                scalar.SetAttribute(key, volume_node.GetAttribute(key))
+        scalar.CreateDefaultDisplayNodes()
+        self._place_under(scalar, volume_node)
+        return scalar
+
+    def browser_of(self, volume_node):
+        """The sequence browser of a clip's proxy volume, or None (the widget shows its toolbar)."""
+        if self.sequences_logic is None:
+            return None
+        return self.sequences_logic.GetFirstBrowserNodeForProxyNode(volume_node)
 
     def _sequence_of(self, volume_node):
         """The sequence whose proxy ``volume_node`` is, or None."""
@@ -352,12 +383,13 @@ class MedianNerveSegLogic:
         item = sh.GetItemByDataNode(node) or sh.CreateItem(parent_item, node)
         sh.SetItemParent(item, parent_item)
 
-    def segment_editor_node(self, segmentation_node, volume_node):
-        """The Segment Editor's parameter node (singleton "SegmentEditor") set to edit the nerve segment."""
-        editor = self.scene.GetSingletonNode("SegmentEditor", "vtkMRMLSegmentEditorNode")
+    def segment_editor_node(self, segmentation_node, volume_node, tag: str = "SegmentEditor"):
+        """A Segment Editor parameter node (the singleton ``tag``: "SegmentEditor" is the Segment Editor
+        module's) set to edit the nerve segment."""
+        editor = self.scene.GetSingletonNode(tag, "vtkMRMLSegmentEditorNode")
         if editor is None:
             editor = slicer.vtkMRMLSegmentEditorNode()
-            editor.SetSingletonTag("SegmentEditor")
+            editor.SetSingletonTag(tag)
             editor = self.scene.AddNode(editor)
         editor.SetAndObserveSegmentationNode(segmentation_node)
         editor.SetAndObserveSourceVolumeNode(volume_node)
@@ -411,13 +443,19 @@ class MedianNerveSegLogic:
         if name in TABLE_UNITS:
             table_node.SetColumnUnitLabel(name, TABLE_UNITS[name])
 
-    def observe_live_measurement(self, segmentation_node, volume_node,
-                                 callback: Callable[[NerveMeasurement], None]) -> int:
-        """Call ``callback(measurement)`` after every change of the nerve segment's content; returns a handle."""
-        segmentation = segmentation_node.GetSegmentation()
+    def observe_live_measurement(self, segmentation_node, volume_node, callback: Callable[[NerveMeasurement], None],
+                                 schedule: Optional[Callable[[Callable[[], None]], None]] = None) -> int:
+        """Call ``callback(measurement)`` after every change of the nerve segment's content, the frame a
+        clip's browser shows included; returns a handle. ``schedule(measure)``, when given, decides when
+        to measure (the widget coalesces the several events of one brush stroke into one measurement).
+
+        The node is observed, not its vtkSegmentation: a sequence browser replaces the proxy node's
+        vtkSegmentation on every frame change, and the node forwards the events of the current one."""
         last: Dict[str, Any] = {"mask": None, "spacing": None}
 
-        def on_modified(caller, event) -> None:
+        def measure() -> None:
+            if self.scene.GetNodeByID(segmentation_node.GetID()) is not segmentation_node:
+                return  # removed (or its scene closed) before a scheduled measurement ran
             mask = self.segment_mask(segmentation_node, volume_node)
             spacing, _ = self._spacing(volume_node)
             if spacing == last["spacing"] and last["mask"] is not None and np.array_equal(mask, last["mask"]):
@@ -425,34 +463,55 @@ class MedianNerveSegLogic:
             last.update(mask=mask, spacing=spacing)
             callback(measure_mask(mask, spacing))
 
-        tags = [segmentation.AddObserver(event, on_modified)
+        def on_modified(caller, event) -> None:
+            (schedule or (lambda run: run()))(measure)
+
+        tags = [segmentation_node.AddObserver(event, on_modified)
                 for event in (slicer.vtkSegmentation.SourceRepresentationModified,
                               slicer.vtkSegmentation.SegmentModified)]
         handle = self._next_handle
         self._next_handle += 1
-        self._observations[handle] = (segmentation, tags)
+        self._observations[handle] = (segmentation_node, tags)
         return handle
 
     def remove_observer(self, handle: int) -> None:
         """Stop a live measurement started by ``observe_live_measurement``."""
-        segmentation, tags = self._observations.pop(handle, (None, []))
+        node, tags = self._observations.pop(handle, (None, []))
         for tag in tags:
-            segmentation.RemoveObserver(tag)
+            node.RemoveObserver(tag)
 
     # ------------------------------------------------------------------------- calibration
 
     def set_spacing(self, volume_node, spacing_mm, source: str = SpacingSource.USER) -> None:
-        """Calibrate a volume (and its sequence frames); its segmentations keep their pixels."""
+        """Calibrate a volume (every frame of a clip); its segmentations keep their pixels, those of a
+        per-frame segmentation (``import_frame_results``) in every frame."""
         row, col = as_spacing(spacing_mm)
-        segmentations = [(node, self.segment_mask(node, volume_node)) for node in self._segmentations_on(volume_node)]
         sequence = self._sequence_of(volume_node)
-        frames = [sequence.GetNthDataNode(i) for i in range(sequence.GetNumberOfDataNodes())] if sequence else []
-        for node in [volume_node] + frames:
+        browser = self.sequences_logic.GetFirstBrowserNodeForProxyNode(volume_node) if sequence else None
+        segmentations = self._segmentations_on(volume_node)
+        per_frame = [n for n in segmentations if browser is not None
+                     and self.sequences_logic.GetFirstBrowserNodeForProxyNode(n) is browser]
+        single = [n for n in segmentations if n not in per_frame]
+        shown = browser.GetSelectedItemNumber() if browser is not None else 0
+        frames = range(self.n_frames(volume_node)) if per_frame else []
+        masks = {(node.GetID(), None): self.segment_mask(node, volume_node) for node in single}
+        for frame in frames:
+            browser.SetSelectedItemNumber(frame)
+            masks.update({(node.GetID(), frame): self.segment_mask(node, volume_node) for node in per_frame})
+        items = [sequence.GetNthDataNode(i) for i in range(sequence.GetNumberOfDataNodes())] if sequence else []
+        for node in [volume_node] + items:
             node.SetSpacing(col, row, node.GetSpacing()[2])
             node.SetAttribute(ATTR_SPACING_SOURCE, source)
-        for node, mask in segmentations:
+        for frame in frames:  # the browser saves each re-masked frame back into the segmentation sequence
+            browser.SetSelectedItemNumber(frame)
+            for node in per_frame:
+                node.SetReferenceImageGeometryParameterFromVolumeNode(volume_node)
+                self.set_segment_mask(node, volume_node, masks[(node.GetID(), frame)])
+        if browser is not None:
+            browser.SetSelectedItemNumber(shown)
+        for node in single:
             node.SetReferenceImageGeometryParameterFromVolumeNode(volume_node)
-            self.set_segment_mask(node, volume_node, mask)
+            self.set_segment_mask(node, volume_node, masks[(node.GetID(), None)])
 
     def _segmentations_on(self, volume_node) -> List[Any]:
         role = slicer.vtkMRMLSegmentationNode.GetReferenceImageGeometryReferenceRole()

@@ -1,13 +1,16 @@
 """Background jobs: the command line in a subprocess, with progress and cancel."""
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
-from MedianNerveSegLib.jobs import (comparison_job, segmentation_job, segmentation_progress, training_job,
-                                   training_progress)
+from MedianNerveSegLib.jobs import BackgroundJob, Runner, comparison_job, segmentation_job, training_job
 from MedianNerveSegLib.zoo import load_info
 
 from conftest import REPO
@@ -29,8 +32,51 @@ def test_segmentation_job_segments_in_the_background(dataset_dir, tmp_path):
     images = sorted((dataset_dir / "images").iterdir())[:2]
     job = segmentation_job(images, tmp_path / "out", spacing_mm=0.062)
     assert job.wait(JOB_TIMEOUT_S) == 0, job.output()
-    assert segmentation_progress(tmp_path / "out", 2) == {"done": 2, "total": 2}
-    assert (tmp_path / "out" / "measurements.csv").is_file()
+    assert job.progress == {"task": "segment", "done": 2, "total": 2}  # from its structured progress lines
+    assert (tmp_path / "out" / "measurements.csv").is_file() and "@progress" not in job.output()
+
+
+def _site_packages():
+    import site
+
+    return [p for p in site.getsitepackages() if Path(p).is_dir()]
+
+
+def test_a_job_imports_the_core_where_only_the_parent_can(dataset_dir, tmp_path):
+    """Slicer's Additional module paths put the module folder on Slicer's own sys.path only: a child
+    Python started without it (here: -S, so the editable install's .pth is not read either, from
+    another working directory) must still import the core."""
+    isolated = Runner(python=[sys.executable, "-S"], env={"PYTHONPATH": os.pathsep.join(_site_packages()),
+                                                          "PATH": os.environ.get("PATH", "")}, cwd=tmp_path)
+    probe = subprocess.run([sys.executable, "-S", "-c", "import MedianNerveSegLib"], cwd=tmp_path,
+                           env=isolated.env, capture_output=True)
+    assert probe.returncode != 0  # the situation is reproduced: without the job's environment, no core
+    image = sorted((dataset_dir / "images").iterdir())[0]
+    job = segmentation_job([image], tmp_path / "out", spacing_mm=0.062, runner=isolated)
+    assert job.wait(JOB_TIMEOUT_S) == 0, job.output()
+
+
+def test_cancel_ends_the_whole_process_tree(tmp_path):
+    """Inside Slicer the job's process is the PythonSlicer launcher and python-real its child."""
+    launcher = ("import subprocess, sys, time\n"
+                "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'])\n"
+                "print(child.pid, flush=True)\n"
+                "time.sleep(600)\n")
+    job = BackgroundJob([sys.executable, "-c", launcher], tmp_path / "job.log").start()
+    assert _wait_for(lambda: (tmp_path / "job.log").is_file() and (tmp_path / "job.log").read_text().strip(), 60)
+    child = int((tmp_path / "job.log").read_text().split()[0])
+    job.cancel()
+    assert job.poll() is not None
+    assert _wait_for(lambda: not _alive(child), 30), "the launcher's child outlived the cancel"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    status = Path(f"/proc/{pid}/status")  # a zombie has ended; only its parent's wait is missing
+    return not (status.is_file() and "\nState:\tZ" in status.read_text())
 
 
 def test_failed_job_reports_its_error_line(tmp_path):
@@ -59,9 +105,9 @@ def test_training_job_reports_progress_and_can_be_cancelled(small_dataset, tmp_p
     out = tmp_path / "model"
     job = training_job(data, out, bundle=REPO / "training" / "lunet", epochs=500)
     try:
-        assert _wait_for(lambda: training_progress(out)["epoch"] >= 1 or job.poll() is not None, JOB_TIMEOUT_S), job.output()
+        assert _wait_for(lambda: job.progress.get("done", 0) >= 1 or job.poll() is not None, JOB_TIMEOUT_S), job.output()
         assert job.poll() is None, job.output()
-        assert training_progress(out)["loss"] > 0
+        assert job.progress["task"] == "train" and job.progress["total"] == 500 and job.progress["loss"] > 0
     finally:
         job.cancel()
     assert job.poll() is not None
@@ -72,7 +118,7 @@ def test_stopped_training_job_saves_its_model(small_dataset, tmp_path):
     out = tmp_path / "model"
     job = training_job(small_dataset, out, bundle=REPO / "training" / "lunet", epochs=500)
     try:
-        assert _wait_for(lambda: training_progress(out)["epoch"] >= 1 or job.poll() is not None, JOB_TIMEOUT_S), job.output()
+        assert _wait_for(lambda: job.progress.get("done", 0) >= 1 or job.poll() is not None, JOB_TIMEOUT_S), job.output()
         job.request_stop()
         assert job.wait(JOB_TIMEOUT_S) in (0, 1), job.output()  # 1: stopped this early, it may fail validation
     finally:

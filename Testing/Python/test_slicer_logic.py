@@ -1,4 +1,4 @@
-"""MedianNerveSegLogic on a real MRML scene (the slicer-core wheel); skipped where it is absent."""
+"""The scene logic (NerveSceneLogic) on a real MRML scene (the slicer-core wheel); skipped where it is absent."""
 
 import sys
 
@@ -18,7 +18,7 @@ from MedianNerveSegLib.dataset import LabelledDataset  # noqa: E402
 from MedianNerveSegLib.inference import Segmenter  # noqa: E402
 from MedianNerveSegLib.io import read_image, read_mask, to_uint8  # noqa: E402
 from MedianNerveSegLib.measure import measure_mask  # noqa: E402
-from MedianNerveSegSlicer import MedianNerveSegLogic  # noqa: E402
+from MedianNerveSegSlicer import NerveSceneLogic  # noqa: E402
 from MedianNerveSegSlicer.logic import (ATTR_CONFIDENCE, ATTR_FOUND, ATTR_MODEL,  # noqa: E402
                                         ATTR_SPACING_SOURCE)
 
@@ -43,7 +43,7 @@ class Mrml:
             self.sequences = slicer.vtkSlicerSequencesLogic()
             self.sequences.SetMRMLScene(self.scene)
             self.sequences.SetMRMLApplicationLogic(self.app)
-        self.logic = MedianNerveSegLogic(self.scene, self.segmentations, self.sequences)
+        self.logic = NerveSceneLogic(self.scene, self.segmentations, self.sequences)
 
 
 @pytest.fixture()
@@ -313,3 +313,101 @@ def test_all_frames_need_a_sequence(cine_path, tmp_path):
     volume = mrml.logic.load_image(cine_path, spacing_mm=SPACING)
     with pytest.raises(ValueError, match="not a clip loaded as a sequence"):
         mrml.logic.import_frame_results(volume, tmp_path, [])
+
+
+def _clip_segmented_by_a_job(cine_path, tmp_path):
+    """A clip and its per-frame segmentation, as *Segment all frames* leaves them."""
+    from MedianNerveSegLib.cli import main as cli_main
+
+    mrml = Mrml()
+    volume = mrml.logic.load_image(cine_path, spacing_mm=SPACING)
+    frames = mrml.logic.export_frames(volume, tmp_path / "frames")
+    assert cli_main(["segment", *map(str, frames), "--out", str(tmp_path / "results")]) == 0
+    segmentation, _ = mrml.logic.import_frame_results(volume, tmp_path / "results", frames)
+    return mrml, volume, segmentation, mrml.sequences.GetFirstBrowserNodeForProxyNode(volume)
+
+
+def _frame_masks(mrml, volume, segmentation, browser):
+    masks = []
+    for k in range(3):
+        browser.SetSelectedItemNumber(k)
+        masks.append(mrml.logic.segment_mask(segmentation, volume))
+    return masks
+
+
+def test_calibrating_a_clip_keeps_every_frames_segmentation(cine_path, tmp_path):
+    """Once only the shown frame was re-masked: frames 1 and 2 fell from ~3345 to ~1270 px."""
+    mrml, volume, segmentation, browser = _clip_segmented_by_a_job(cine_path, tmp_path)
+    before = _frame_masks(mrml, volume, segmentation, browser)
+    browser.SetSelectedItemNumber(1)
+    mrml.logic.set_spacing(volume, 0.1)
+    assert browser.GetSelectedItemNumber() == 1
+    assert [m.sum() for m in _frame_masks(mrml, volume, segmentation, browser)] == [m.sum() for m in before]
+    for k, mask in enumerate(before):
+        browser.SetSelectedItemNumber(k)
+        np.testing.assert_array_equal(mrml.logic.segment_mask(segmentation, volume), mask)
+        assert mrml.logic.measure(segmentation, volume).area_mm2 == pytest.approx(mask.sum() * 0.01)
+
+
+def test_live_measurement_follows_the_browsed_frame(cine_path, tmp_path):
+    """The browser swaps the proxy's vtkSegmentation on each frame change; an edit of frame 1 once
+    produced no measurement at all."""
+    mrml, volume, segmentation, browser = _clip_segmented_by_a_job(cine_path, tmp_path)
+    seen = []
+    mrml.logic.observe_live_measurement(segmentation, volume, seen.append)
+    for frame in (1, 2):
+        browser.SetSelectedItemNumber(frame)
+        edited = mrml.logic.segment_mask(segmentation, volume)
+        edited[np.nonzero(edited)[0].min():np.nonzero(edited)[0].min() + 5 + frame, :] = False
+        mrml.logic.set_segment_mask(segmentation, volume, edited)
+        assert seen and seen[-1].area_px == int(edited.sum())
+
+
+def test_closing_the_scene_forgets_its_ai_masks(mrml, image_path, dataset_dir, segmenter, tmp_path):
+    """After File > Close Scene node IDs are reused: a label drawn by hand must not be compared with
+    the previous scene's AI mask."""
+    volume = mrml.logic.load_image(image_path, spacing_mm=SPACING)
+    segmentation, _ = mrml.logic.segment(volume, segmenter)
+    old_id = segmentation.GetID()
+    mrml.scene.Clear(0)
+    volume = mrml.logic.load_image(dataset_dir / "images" / OTHER, spacing_mm=SPACING)
+    drawn = mrml.scene.AddNewNodeByClass("vtkMRMLSegmentationNode")
+    assert drawn.GetID() == old_id  # the situation of the defect
+    drawn.SetReferenceImageGeometryParameterFromVolumeNode(volume)
+    mrml.logic.set_segment_mask(drawn, volume, read_mask(dataset_dir / "masks" / OTHER))
+    record = mrml.logic.save_label(drawn, volume, tmp_path / "store")
+    assert record["changed_pixels"] is None and record.get("ai_dsc") is None
+
+
+def test_an_rgb_volume_becomes_a_grey_one_with_its_geometry(mrml, image_path, segmenter):
+    """A 24-bit colour export loaded with Add Data or DICOM is a vtkMRMLVectorVolumeNode, which the image
+    selector did not offer: the logic converts it to the grey volume the core would read."""
+    from MedianNerveSegLib.io import channels_to_grey
+
+    grey = np.asarray(Image.open(image_path).convert("L"))
+    rgb = np.stack([grey, grey // 2, 255 - grey], axis=-1).astype(np.uint8)
+    vector = mrml.scene.AddNewNodeByClass("vtkMRMLVectorVolumeNode", "Pz001 colour")
+    slicer.util.updateVolumeFromArray(vector, rgb[np.newaxis])
+    vector.SetSpacing(SPACING, SPACING, 1.0)
+    vector.SetOrigin(5.0, -3.0, 0.0)
+    scalar = mrml.logic.scalar_volume(vector)
+    assert scalar.IsA("vtkMRMLScalarVolumeNode") and not scalar.IsA("vtkMRMLVectorVolumeNode")
+    assert scalar.GetSpacing() == pytest.approx((SPACING, SPACING, 1.0)) and scalar.GetOrigin() == (5.0, -3.0, 0.0)
+    np.testing.assert_allclose(slicer.util.arrayFromVolume(scalar)[0], channels_to_grey(rgb), atol=1e-3)
+    assert mrml.logic.scalar_volume(scalar) is scalar
+    segmentation, prediction = mrml.logic.segment(scalar, segmenter)
+    assert prediction.found and mrml.logic.measure(segmentation, scalar).area_px == int(prediction.mask.sum())
+
+
+def test_live_measurement_can_wait_for_the_end_of_a_stroke(mrml, image_path, segmenter):
+    """With a scheduler (the widget's debounce timer), an edit's several events cost one export, later."""
+    volume = mrml.logic.load_image(image_path, spacing_mm=SPACING)
+    segmentation, prediction = mrml.logic.segment(volume, segmenter)
+    pending, seen = [], []
+    mrml.logic.observe_live_measurement(segmentation, volume, seen.append, schedule=pending.append)
+    edited = prediction.mask.copy()
+    edited[np.nonzero(edited)[0].min(), :] = False
+    mrml.logic.set_segment_mask(segmentation, volume, edited)
+    assert seen == [] and len(pending) >= 1  # nothing exported during the stroke
+    pending[-1]()
+    assert [m.area_px for m in seen] == [int(edited.sum())]
