@@ -51,8 +51,10 @@ class BackgroundJob:
 
     def start(self) -> "BackgroundJob":
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        group = ({"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP} if os.name == "nt"
-                 else {"start_new_session": True})
+        # Own process group, so that cancel reaches the launcher's children; no console window on Windows
+        # (as slicer.util.launchConsoleProcess).
+        group = ({"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP | subprocess.CREATE_NO_WINDOW}
+                 if os.name == "nt" else {"start_new_session": True})
         self.process = subprocess.Popen(self.command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                         stdin=subprocess.DEVNULL, env=child_environment(self.env), cwd=self.cwd,
                                         **group)
