@@ -71,7 +71,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
     printer = _ResultPrinter()
     try:
         summary = segment_files(paths, Path(args.out), segmenter, args.spacing, args.save_prob, args.mask_formats,
-                                progress=tracker("segment", "segmenting"), on_result=printer)
+                                progress=tracker("segment", "segmenting"), on_result=printer, labels=_labels(args))
     except KeyboardInterrupt:
         print(f"interrupted: {printer.rows} frame(s) are in {Path(args.out) / 'measurements.csv'}; "
               "run the same command again to continue", file=sys.stderr)
@@ -83,12 +83,29 @@ def cmd_segment(args: argparse.Namespace) -> int:
     return EXIT_SOME_FAILED if summary.n_failed else EXIT_OK
 
 
+def _add_label_options(parser: argparse.ArgumentParser) -> None:
+    from .pipeline import LEVELS, SIDES
+
+    parser.add_argument("--patient", default=None, help="patient id of every input (default: the DICOM "
+                        "PatientID, else the PzNNN of the file name)")
+    parser.add_argument("--side", default=None, choices=SIDES, help="the wrist (default: the DICOM laterality; "
+                        "a file that says the other side is refused)")
+    parser.add_argument("--level", default="inlet", choices=LEVELS,
+                        help="where the images were taken: carpal tunnel inlet (default), forearm or outlet")
+
+
+def _labels(args: argparse.Namespace):
+    from .pipeline import Labels
+
+    return Labels(args.patient, args.side, args.level)
+
+
 def cmd_measure(args: argparse.Namespace) -> int:
     from .pipeline import measure_files
     from .results import ResultsWriter
 
     printer = _ResultPrinter()
-    rows = measure_files(args.masks, args.spacing)
+    rows = measure_files(args.masks, args.spacing, _labels(args))
     for row in rows:
         printer(row)
     printer.notes()
@@ -237,6 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--mask-formats", nargs="+", default=[], choices=["nrrd", "seg.nrrd"],
                      help="also write <stem>_mask.nrrd (with spacing) and/or <stem>.seg.nrrd "
                           "(a Slicer segmentation with a 'Median nerve' segment)")
+    _add_label_options(seg)
     seg.set_defaults(func=cmd_segment)
 
     mea = sub.add_parser("measure", help="measure masks drawn elsewhere (CSA, perimeter, shape)")
@@ -244,6 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
     mea.add_argument("--spacing", type=_spacing, default=None, metavar="MM", help=spacing_help)
     mea.add_argument("--out", default=None, help="also write the measurements to this CSV file (results format; "
                      "an existing results file is appended to)")
+    _add_label_options(mea)
     mea.set_defaults(func=cmd_measure)
 
     eva = sub.add_parser("evaluate", help="compare predicted masks with ground truth (DSC, HD95, CSA agreement)",

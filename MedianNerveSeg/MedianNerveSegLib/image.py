@@ -39,6 +39,29 @@ class UltrasoundImage:
             self.spacing_source = SpacingSource.UNKNOWN
 
     @property
+    def patient(self) -> str:
+        """The file's own patient id (DICOM PatientID), '' when it has none."""
+        return str(self.metadata.get("PatientID", ""))
+
+    @property
+    def side(self) -> str:
+        """'left' or 'right' from the file (DICOM ImageLaterality / Laterality), '' when it says neither."""
+        return {"L": "left", "R": "right"}.get(self.metadata.get("Laterality", ""), "")
+
+    @property
+    def acquired(self) -> str:
+        """ISO 8601 acquisition date and time from the file, '' when unknown."""
+        return str(self.metadata.get("AcquisitionDateTime", ""))
+
+    def frame_time_s(self, index: int) -> Optional[float]:
+        """Seconds from the clip's first frame to frame ``index`` (DICOM FrameTime or FrameTimeVector), or None."""
+        if "FrameTimesS" in self.metadata and index < len(self.metadata["FrameTimesS"]):
+            return float(self.metadata["FrameTimesS"][index])
+        if "FrameTimeS" in self.metadata:
+            return index * float(self.metadata["FrameTimeS"])
+        return None
+
+    @property
     def n_frames(self) -> int:
         return 1 if self.pixels.ndim == 2 else self.pixels.shape[0]
 

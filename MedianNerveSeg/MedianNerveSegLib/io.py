@@ -333,11 +333,49 @@ def _read_dicom(path: Path) -> _Decoded:
     if arr.ndim not in (2, 3):
         raise ImageReadError(path, f"not a 2D image or 2D+time stack (shape {arr.shape})")
     spacing, source = _dicom_spacing(path, ds)
-    meta = {"Manufacturer": ds.get("Manufacturer"), "ModelName": ds.get("ManufacturerModelName"),
-            "NumberOfFrames": ds.get("NumberOfFrames")}
-    meta = {key: (int(value) if key == "NumberOfFrames" else str(value))
-            for key, value in meta.items() if value not in (None, "")}
-    return _Decoded(arr, tuple(arr.shape), spacing, source, meta)
+    return _Decoded(arr, tuple(arr.shape), spacing, source, _dicom_metadata(path, ds))
+
+
+_DICOM_TEXT = ("Manufacturer", "ManufacturerModelName", "PatientID", "StudyInstanceUID", "SeriesInstanceUID",
+               "SOPInstanceUID", "SOPClassUID")
+
+
+def _dicom_metadata(path: Path, ds: Any) -> Dict[str, Any]:
+    """What a report and a DICOM SEG/SR need: device, patient, side, acquisition time, frame times, UIDs."""
+    meta: Dict[str, Any] = {key: str(ds.get(key)) for key in _DICOM_TEXT if ds.get(key) not in (None, "")}
+    side = str(ds.get("ImageLaterality") or ds.get("Laterality") or "").upper()
+    if side in ("L", "R"):
+        meta["Laterality"] = side
+    if ds.get("NumberOfFrames") not in (None, ""):
+        meta["NumberOfFrames"] = int(ds.NumberOfFrames)
+    acquired = _dicom_datetime(ds)
+    if acquired:
+        meta["AcquisitionDateTime"] = acquired
+    try:
+        if ds.get("FrameTimeVector") is not None:  # ms from the previous frame, the first 0
+            meta["FrameTimesS"] = [float(t) / 1000 for t in np.cumsum([float(v) for v in ds.FrameTimeVector])]
+        elif ds.get("FrameTime") not in (None, ""):
+            meta["FrameTimeS"] = float(ds.FrameTime) / 1000
+    except (TypeError, ValueError) as exc:
+        raise ImageReadError(path, f"DICOM frame time is not a number ({exc})") from exc
+    return meta
+
+
+def _dicom_datetime(ds: Any) -> str:
+    """ISO 8601 acquisition (else content, else series) date and time; '' when the file has none."""
+    text = str(ds.get("AcquisitionDateTime") or "")
+    if not text:
+        for prefix in ("Acquisition", "Content", "Series", "Study"):
+            date, time = str(ds.get(f"{prefix}Date") or ""), str(ds.get(f"{prefix}Time") or "")
+            if date:
+                text = date + time
+                break
+    digits = text.split("+")[0].split("-")[0]
+    if len(digits) < 8 or not digits[:8].isdigit():
+        return ""
+    iso = f"{digits[:4]}-{digits[4:6]}-{digits[6:8]}"
+    clock = digits[8:14]
+    return iso + (f"T{clock[:2]}:{clock[2:4]}:{clock[4:6]}" if len(clock) == 6 and clock.isdigit() else "")
 
 
 FORMATS = (

@@ -83,9 +83,10 @@ class NerveMeasurement:
     """CSA and shape of one nerve mask.
 
     ``component_areas`` are largest first, in ``area_unit`` ("mm2", or "px" when the spacing
-    is unknown). Circularity (4 pi A / P^2) and flattening ratio (major / minor axis of the
-    fitted ellipse) describe the largest component; None when no nerve is found (flattening
-    also for a one-pixel-thin component).
+    is unknown). Of the largest component: circularity (4 pi A / P^2); flattening ratio, the
+    clinicians' transverse (image width) over antero-posterior (image depth) diameter, from its
+    extent along the image axes; ``ellipse_ratio``, major over minor axis of the fitted ellipse.
+    None when no nerve is found (the ellipse ratio also for a one-pixel-thin component).
     """
 
     found: bool
@@ -100,6 +101,7 @@ class NerveMeasurement:
     area_unit: str = "px"
     spacing_mm: Optional[Tuple[float, float]] = None
     spacing_known: bool = False
+    ellipse_ratio: Optional[float] = None
 
     def as_row(self) -> Dict[str, Any]:
         """A flat dict for a CSV row or a table."""
@@ -109,13 +111,16 @@ class NerveMeasurement:
         return row
 
 
-def _shape_of(region, spacing: Optional[Tuple[float, float]]) -> Tuple[float, Optional[float]]:
-    """Circularity and flattening ratio of one regionprops region."""
+def _shape_of(region, spacing: Optional[Tuple[float, float]]) -> Tuple[float, float, Optional[float]]:
+    """Circularity, flattening ratio (transverse / AP diameter) and ellipse ratio of one regionprops region."""
+    row_mm, col_mm = spacing or (1.0, 1.0)
     perimeter = crofton_perimeter(region.image, spacing or (1.0, 1.0))
     circularity = float(4 * math.pi * region.area / perimeter ** 2)
+    top, left, bottom, right = region.bbox
+    flattening = float((right - left) * col_mm / ((bottom - top) * row_mm))
     minor = region.axis_minor_length
-    flattening = float(region.axis_major_length / minor) if minor > 0 else None
-    return circularity, flattening
+    ellipse = float(region.axis_major_length / minor) if minor > 0 else None
+    return circularity, flattening, ellipse
 
 
 def measure_mask(mask: np.ndarray, spacing_mm: Spacing = None) -> NerveMeasurement:
@@ -126,7 +131,7 @@ def measure_mask(mask: np.ndarray, spacing_mm: Spacing = None) -> NerveMeasureme
     regions.sort(key=lambda r: r.num_pixels, reverse=True)
     area_px = int(binary.sum())
     perimeter_px = crofton_perimeter(binary)
-    circularity, flattening = _shape_of(regions[0], spacing) if regions else (None, None)
+    circularity, flattening, ellipse = _shape_of(regions[0], spacing) if regions else (None, None, None)
     known = spacing is not None
     return NerveMeasurement(
         found=area_px > 0,
@@ -141,4 +146,5 @@ def measure_mask(mask: np.ndarray, spacing_mm: Spacing = None) -> NerveMeasureme
         area_unit="mm2" if known else "px",
         spacing_mm=spacing,
         spacing_known=known,
+        ellipse_ratio=ellipse,
     )

@@ -76,6 +76,25 @@ def output_stems(paths: Sequence[Path], taken: Set[str] = frozenset()) -> Dict[P
     return stems
 
 
+LEVELS = ("inlet", "forearm", "outlet")  # carpal tunnel inlet (the CSA of the cut-offs), forearm, outlet
+SIDES = ("left", "right")
+
+
+@dataclass(frozen=True)
+class Labels:
+    """What the user says of a batch's images: patient id, side and level (None: from each file)."""
+
+    patient: Optional[str] = None
+    side: Optional[str] = None
+    level: str = "inlet"
+
+    def __post_init__(self) -> None:
+        if self.side not in (None, *SIDES):
+            raise ValueError(f"--side must be one of {', '.join(SIDES)}, not {self.side!r}")
+        if self.level not in LEVELS:
+            raise ValueError(f"--level must be one of {', '.join(LEVELS)}, not {self.level!r}")
+
+
 def patient_of(image, path: Path, pattern: str = DEFAULT_PATIENT_PATTERN) -> str:
     """The file's own patient id (DICOM PatientID), else the file name's (PzNNN), else ''."""
     own = getattr(image, "patient", "") if image is not None else ""
@@ -83,6 +102,14 @@ def patient_of(image, path: Path, pattern: str = DEFAULT_PATIENT_PATTERN) -> str
         return own
     match = re.search(pattern, input_stem(path))
     return match.group(1) if match else ""
+
+
+def side_of(image, labels: Labels) -> str:
+    """The side the user gave, else the file's; a file that says the other side is refused."""
+    own = image.side if image is not None else ""
+    if labels.side and own and labels.side != own:
+        raise ValueError(f"--side {labels.side}, but the file says {own} (DICOM laterality): check the image")
+    return labels.side or own
 
 
 def _existing_outputs(out_dir: Path) -> Set[str]:
@@ -110,16 +137,18 @@ def measurement_flags(measurement) -> List[str]:
     return flags
 
 
-def frame_result(segmenter, image, index: int, path: Path, prediction) -> FrameResult:
+def frame_result(segmenter, image, index: int, path: Path, prediction, labels: Labels = Labels()) -> FrameResult:
     """The results row of one segmented frame (output file names filled in by the caller)."""
     from .measure import measure_mask
 
     measurement = measure_mask(prediction.mask, image.spacing_mm)
     return FrameResult(
-        image=str(path), frame=index, patient=patient_of(image, path), found=prediction.found,
-        confidence=round(float(prediction.confidence), 4), area_mm2=measurement.area_mm2,
+        image=str(path), frame=index, patient=labels.patient or patient_of(image, path),
+        side=side_of(image, labels), level=labels.level, acquired=image.acquired, time_s=image.frame_time_s(index),
+        found=prediction.found, confidence=round(float(prediction.confidence), 4), area_mm2=measurement.area_mm2,
         area_px=measurement.area_px, perimeter_mm=measurement.perimeter_mm, circularity=measurement.circularity,
-        flattening_ratio=measurement.flattening_ratio, n_components=measurement.n_components,
+        flattening_ratio=measurement.flattening_ratio, ellipse_ratio=measurement.ellipse_ratio,
+        n_components=measurement.n_components,
         spacing_mm=measurement.spacing_mm, spacing_source=image.spacing_source,
         model=f"{segmenter.info.name}@{segmenter.info.version}", ms=round(prediction.milliseconds, 1),
         flags=measurement_flags(measurement) + list(prediction.flags))
@@ -154,7 +183,7 @@ MASK_WRITERS = {"nrrd": _nrrd_writer, "seg.nrrd": _segmentation_writer}
 
 
 def _segment_file(segmenter, path: Path, stem: str, out_dir: Path, spacing_mm, save_prob: bool,
-                  mask_formats: Sequence[str]) -> List[FrameResult]:
+                  mask_formats: Sequence[str], labels: Labels) -> List[FrameResult]:
     """Every frame's row of one file; raises on a file that cannot be read or segmented."""
     from .io import read_image
     from .plots import plot_csa_per_frame
@@ -163,7 +192,7 @@ def _segment_file(segmenter, path: Path, stem: str, out_dir: Path, spacing_mm, s
     rows = []
     for index in range(image.n_frames):
         prediction = segmenter.predict(image, index)
-        result = frame_result(segmenter, image, index, path, prediction)
+        result = frame_result(segmenter, image, index, path, prediction, labels)
         frame_stem = stem + (f"_f{index:04d}" if image.n_frames > 1 else "")
         _write_frame_outputs(out_dir, frame_stem, image, index, prediction, save_prob, mask_formats, result)
         rows.append(result)
@@ -172,13 +201,14 @@ def _segment_file(segmenter, path: Path, stem: str, out_dir: Path, spacing_mm, s
     return rows
 
 
-def _run_settings(segmenter, spacing_mm, save_prob: bool, mask_formats: Sequence[str]) -> dict:
+def _run_settings(segmenter, spacing_mm, save_prob: bool, mask_formats: Sequence[str], labels: Labels) -> dict:
     from .spacing import parse_spacing
 
     spacing = parse_spacing(spacing_mm, "--spacing")
     return {"model": f"{segmenter.info.name}@{segmenter.info.version}",
             "spacing_mm": list(spacing) if spacing else None, "save_prob": bool(save_prob),
-            "mask_formats": sorted(mask_formats)}
+            "mask_formats": sorted(mask_formats), "patient": labels.patient, "side": labels.side,
+            "level": labels.level}
 
 
 def check_run_settings(out_dir: Path, settings: dict) -> None:
@@ -205,14 +235,16 @@ def check_run_settings(out_dir: Path, settings: dict) -> None:
 def segment_files(paths: Sequence[PathLike], out_dir: PathLike, segmenter, spacing_mm=None,
                   save_prob: bool = False, mask_formats: Sequence[str] = (),
                   progress: Optional[Progress] = None,
-                  on_result: Optional[Callable[[FrameResult], None]] = None) -> BatchSummary:
+                  on_result: Optional[Callable[[FrameResult], None]] = None,
+                  labels: Labels = Labels()) -> BatchSummary:
     """Segment each file (every frame of a clip) into ``out_dir``; see the module docstring.
 
-    ``spacing_mm`` overrides every file's own spacing. ``on_result`` sees each row as written.
+    ``spacing_mm`` overrides every file's own spacing, ``labels`` say the patient, side and level
+    (a file that says another side is an error row). ``on_result`` sees each row as written.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    settings = _run_settings(segmenter, spacing_mm, save_prob, mask_formats)
+    settings = _run_settings(segmenter, spacing_mm, save_prob, mask_formats, labels)
     results_path = out_dir / RESULTS_FILE
     done = {r.image for r in read_results(results_path) if r.ok} if results_path.is_file() else set()
     paths = [Path(p) for p in paths]
@@ -224,7 +256,8 @@ def segment_files(paths: Sequence[PathLike], out_dir: PathLike, segmenter, spaci
         check_run_settings(out_dir, settings)
         for path in (progress(todo) if progress else todo):
             try:
-                rows = _segment_file(segmenter, path, stems[path], out_dir, spacing_mm, save_prob, mask_formats)
+                rows = _segment_file(segmenter, path, stems[path], out_dir, spacing_mm, save_prob, mask_formats,
+                                     labels)
             except Exception as error:  # one bad file is a row, never the end of the batch
                 rows = [_error_row(path, error)]
                 failures.append(rows[0])
@@ -236,7 +269,7 @@ def segment_files(paths: Sequence[PathLike], out_dir: PathLike, segmenter, spaci
     return BatchSummary(len(paths), len(paths) - len(todo), len(failures), n_frames, results_path, failures)
 
 
-def measure_files(paths: Sequence[PathLike], spacing_mm=None) -> List[FrameResult]:
+def measure_files(paths: Sequence[PathLike], spacing_mm=None, labels: Labels = Labels()) -> List[FrameResult]:
     """Results rows of masks drawn elsewhere; an unreadable mask is an error row."""
     from .io import read_mask
     from .measure import measure_mask
@@ -251,9 +284,11 @@ def measure_files(paths: Sequence[PathLike], spacing_mm=None) -> List[FrameResul
             rows.append(_error_row(path, error))
             continue
         rows.append(FrameResult(
-            image=str(path), patient=patient_of(None, path), found=measurement.found, area_mm2=measurement.area_mm2,
+            image=str(path), patient=labels.patient or patient_of(None, path), side=labels.side or "",
+            level=labels.level, found=measurement.found, area_mm2=measurement.area_mm2,
             area_px=measurement.area_px, perimeter_mm=measurement.perimeter_mm,
             circularity=measurement.circularity, flattening_ratio=measurement.flattening_ratio,
+            ellipse_ratio=measurement.ellipse_ratio,
             n_components=measurement.n_components, spacing_mm=measurement.spacing_mm,
             spacing_source="user" if spacing else "unknown", mask=path.name,
             flags=measurement_flags(measurement)))

@@ -25,12 +25,18 @@ class FrameResult:
 
     ``image`` is the input path as given; ``mask`` and ``probability`` are the names of the
     files written next to the results file. ``spacing_mm`` is (row, col) in mm, None when
-    unknown: then ``area_mm2`` and ``perimeter_mm`` are None and ``flags`` says so.
+    unknown: then ``area_mm2`` and ``perimeter_mm`` are None and ``flags`` says so. ``side`` is
+    "left", "right" or "" (unknown), ``level`` "inlet", "forearm" or "outlet", ``acquired`` an ISO
+    8601 date and time, ``time_s`` the frame's time in its clip (None when the file has none).
     """
 
     image: str
     frame: int = 0
     patient: str = ""
+    side: str = ""
+    level: str = ""
+    acquired: str = ""
+    time_s: Optional[float] = None
     found: Optional[bool] = None
     confidence: Optional[float] = None
     area_mm2: Optional[float] = None
@@ -38,6 +44,7 @@ class FrameResult:
     perimeter_mm: Optional[float] = None
     circularity: Optional[float] = None
     flattening_ratio: Optional[float] = None
+    ellipse_ratio: Optional[float] = None
     n_components: Optional[int] = None
     spacing_mm: Optional[Tuple[float, float]] = None
     spacing_source: str = ""
@@ -54,7 +61,10 @@ class FrameResult:
 
 
 COLUMNS = [f.name for f in fields(FrameResult)]
-_DIGITS = {"confidence": 4, "area_mm2": 6, "perimeter_mm": 4, "circularity": 4, "flattening_ratio": 4, "ms": 1}
+# Columns added after the first version: an older file without them is read (empty), never continued.
+ADDED_COLUMNS = ("side", "level", "acquired", "time_s", "ellipse_ratio")
+_DIGITS = {"confidence": 4, "area_mm2": 6, "perimeter_mm": 4, "circularity": 4, "flattening_ratio": 4,
+           "ellipse_ratio": 4, "time_s": 3, "ms": 1}
 
 
 def _text(name: str, value: Any) -> str:
@@ -90,7 +100,8 @@ def _spacing(text: str) -> Tuple[float, float]:
 _PARSE: Dict[str, Callable[[str], Any]] = {
     "frame": int, "found": _optional(_bool), "confidence": _optional(float), "area_mm2": _optional(float),
     "area_px": _optional(int), "perimeter_mm": _optional(float), "circularity": _optional(float),
-    "flattening_ratio": _optional(float), "n_components": _optional(int), "spacing_mm": _optional(_spacing),
+    "flattening_ratio": _optional(float), "ellipse_ratio": _optional(float), "time_s": _optional(float),
+    "n_components": _optional(int), "spacing_mm": _optional(_spacing),
     "ms": _optional(float), "flags": lambda text: text.split(";") if text else [],
 }
 
@@ -107,13 +118,15 @@ def read_results(path: PathLike) -> List[FrameResult]:
         path = path / RESULTS_FILE
     with open(path, newline="", encoding="utf-8") as handle:
         reader = csv.DictReader(handle)
-        missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
+        header = reader.fieldnames or []
+        missing = [c for c in COLUMNS if c not in header and c not in ADDED_COLUMNS]
         if missing:
             raise ValueError(f"{path}: not a results file of this version (missing columns: {', '.join(missing)})")
+        present = [c for c in COLUMNS if c in header]
         results = []
         for number, row in enumerate(reader, start=2):
             try:
-                results.append(FrameResult(**{name: _PARSE.get(name, str)(row[name] or "") for name in COLUMNS}))
+                results.append(FrameResult(**{name: _PARSE.get(name, str)(row[name] or "") for name in present}))
             except (TypeError, ValueError) as error:
                 raise ValueError(f"{path}, line {number}: unreadable row ({error})") from None
     return results
@@ -132,6 +145,11 @@ class ResultsWriter:
         existing = self.path.is_file() and self.path.stat().st_size > 0
         if existing:
             read_results(self.path)  # refuses a foreign file
+            with open(self.path, newline="", encoding="utf-8") as handle:
+                header = next(csv.reader(handle), [])
+            if header != COLUMNS:
+                raise ValueError(f"{self.path}: written by an older version (without the columns "
+                                 f"{', '.join(c for c in COLUMNS if c not in header)}); give another --out")
         self._handle = open(self.path, "a", newline="", encoding="utf-8")
         self._writer = csv.DictWriter(self._handle, fieldnames=COLUMNS)
         if not existing:

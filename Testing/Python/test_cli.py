@@ -248,3 +248,50 @@ def test_benchmark_adds_trained_models_on_the_same_patients(dataset_dir, tmp_pat
     assert row["parameters"] == shipped["training"]["parameters"] and row["n"] == 41  # the seed-0 held-out patients
     assert row["dice_mean"] == pytest.approx(shipped["metrics"]["dice_mean"], abs=0.002)
     assert "| median_nerve_unet |" in (tmp_path / "benchmark.md").read_text()
+
+
+def _wrist_dicom(path, pixels, side, patient, frames=1, **tags):
+    """A held-out image as a DICOM with its patient, laterality, acquisition time and frame time."""
+    from pydicom import dcmread
+    from pydicom.filewriter import dcmwrite
+
+    write_dicom(path, np.stack([pixels] * frames) if frames > 1 else pixels, region_cm=SPACING / 10, frames=frames)
+    ds = dcmread(path)
+    ds.PatientID, ds.ImageLaterality, ds.AcquisitionDateTime = patient, side, "20261130142501.250"
+    for key, value in tags.items():
+        setattr(ds, key, value)
+    dcmwrite(path, ds, enforce_file_format=True)
+    return path
+
+
+def test_each_row_says_patient_side_level_and_time(dataset_dir, tmp_path):
+    pixels = np.asarray(Image.open(dataset_dir / "images" / "Pz001-001.png").convert("L"))
+    folder = tmp_path / "dicom"
+    folder.mkdir()
+    _wrist_dicom(folder / "a.dcm", pixels, "R", "HOSP-0042", frames=3, FrameTime="40")
+    _wrist_dicom(folder / "b.dcm", pixels, "L", "HOSP-0042")
+    assert main(["segment", str(folder), "--out", str(tmp_path / "out"), "--level", "forearm"]) == 0
+    rows = read_results(tmp_path / "out" / "measurements.csv")
+    assert [(Path(r.image).name, r.frame, r.patient, r.side, r.level) for r in rows] == [
+        ("a.dcm", k, "HOSP-0042", "right", "forearm") for k in range(3)] + [("b.dcm", 0, "HOSP-0042", "left", "forearm")]
+    assert [r.time_s for r in rows] == [0.0, 0.04, 0.08, None]
+    assert {r.acquired for r in rows} == {"2026-11-30T14:25:01"}
+
+    # a --side that contradicts the file is an error row naming both, the others go on
+    assert main(["segment", str(folder), "--out", str(tmp_path / "right"), "--side", "right"]) == 1
+    rows = {Path(r.image).name: r for r in read_results(tmp_path / "right" / "measurements.csv")}
+    assert rows["a.dcm"].ok and rows["a.dcm"].side == "right"
+    assert "--side right, but the file says left" in rows["b.dcm"].error
+
+
+def test_an_older_results_file_is_read_but_never_continued(tmp_path):
+    old = tmp_path / "measurements.csv"
+    columns = [c for c in __import__("MedianNerveSegLib.results", fromlist=["COLUMNS"]).COLUMNS
+               if c not in ("side", "level", "acquired", "time_s", "ellipse_ratio")]
+    cells = {"image": "a.png", "frame": "0"}
+    old.write_text(",".join(columns) + "\n" + ",".join(cells.get(c, "") for c in columns) + "\n")
+    assert [r.image for r in read_results(old)] == ["a.png"] and read_results(old)[0].side == ""
+    from MedianNerveSegLib.results import ResultsWriter
+
+    with pytest.raises(ValueError, match="written by an older version"):
+        ResultsWriter(old)

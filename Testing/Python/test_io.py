@@ -235,7 +235,7 @@ def test_dicom_us_region_spacing(tmp_path):
     np.testing.assert_array_equal(image.pixels, pixels)
     assert image.spacing_mm == pytest.approx((0.062, 0.062))
     assert image.spacing_source == SpacingSource.DICOM_US_REGION
-    assert image.metadata["Manufacturer"] == "Acme" and image.metadata["ModelName"] == "Sono 1"
+    assert image.metadata["Manufacturer"] == "Acme" and image.metadata["ManufacturerModelName"] == "Sono 1"
     assert image.metadata["format"] == "dicom"
 
 

@@ -31,7 +31,9 @@ def test_ellipse_known_answers():
     assert m.area_mm2 == pytest.approx(m.area_px * S * S)
     assert m.perimeter_mm == pytest.approx(ramanujan(40 * S, 25 * S), rel=0.03)
     assert m.perimeter_px == pytest.approx(ramanujan(40, 25), rel=0.03)
-    assert m.flattening_ratio == pytest.approx(1.6, rel=0.02)
+    assert m.flattening_ratio == pytest.approx(49 / 79)  # transverse / AP: the disk spans 49 columns, 79 rows
+    assert m.flattening_ratio == pytest.approx(25 / 40, rel=0.02)
+    assert m.ellipse_ratio == pytest.approx(1.6, rel=0.02)
     assert m.component_areas == [pytest.approx(m.area_mm2)]
 
 
@@ -45,7 +47,7 @@ def test_big_disk_is_circular():
     mask[disk((150, 150), 100)] = 1
     m = measure_mask(mask, S)
     assert m.circularity == pytest.approx(1.0, rel=0.05)
-    assert m.flattening_ratio == pytest.approx(1.0, abs=0.01)
+    assert m.flattening_ratio == pytest.approx(1.0, abs=0.01) and m.ellipse_ratio == pytest.approx(1.0, abs=0.01)
 
 
 def test_isotropic_float_spacing_equals_pair():
@@ -59,17 +61,18 @@ def test_anisotropic_square_area():
     m = measure_mask(mask, (0.05, 0.1))
     assert m.area_px == 1600
     assert m.area_mm2 == pytest.approx(40 * 40 * 0.005)
-    assert m.flattening_ratio == pytest.approx(2.0, rel=0.01)  # 2 mm x 4 mm
+    assert m.flattening_ratio == pytest.approx(2.0)  # 4 mm wide, 2 mm deep
+    assert m.ellipse_ratio == pytest.approx(2.0, rel=0.01)
 
 
 def test_anisotropic_ellipse_is_a_circle_in_mm():
     m = measure_mask(ellipse_mask(40, 20), (0.05, 0.1))  # 2 mm radius both ways
-    assert m.flattening_ratio == pytest.approx(1.0, abs=0.03)
+    assert m.flattening_ratio == pytest.approx(1.0, abs=0.03) and m.ellipse_ratio == pytest.approx(1.0, abs=0.03)
     assert m.area_mm2 == pytest.approx(math.pi * 4, rel=0.01)
     assert m.perimeter_mm == pytest.approx(4 * math.pi, rel=0.03)
     assert m.circularity == pytest.approx(1.0, rel=0.05)
     in_px = measure_mask(ellipse_mask(40, 20), None)
-    assert in_px.flattening_ratio == pytest.approx(2.0, rel=0.02)
+    assert in_px.flattening_ratio == pytest.approx(0.5, rel=0.02) and in_px.ellipse_ratio == pytest.approx(2.0, rel=0.02)
 
 
 @pytest.mark.parametrize("spacing, a, b", [((0.05, 0.1), 40, 25), ((0.05, 0.1), 60, 30), ((0.062, 0.07), 30, 20),
