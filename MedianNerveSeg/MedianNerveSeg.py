@@ -114,6 +114,7 @@ class MedianNerveSegParameterNode:
     table - the measurement table (one row per image/frame).
     storeFolder, author - where training labels go and who corrected them.
     liveMeasure - re-measure after every edit of the segment.
+    side, level - the wrist and where the image was taken, written with each measurement.
     trainEpochs - epochs of a training or fine-tune started from the module.
     """
 
@@ -128,6 +129,8 @@ class MedianNerveSegParameterNode:
     storeFolder: pathlib.Path
     author: str = ""
     liveMeasure: bool = True
+    side: Annotated[str, Choice(["unknown", "left", "right"])] = "unknown"
+    level: Annotated[str, Choice(["inlet", "forearm", "outlet"])] = "inlet"
     trainEpochs: Annotated[int, WithinRange(1, 1000)] = 30
 
 

@@ -71,16 +71,40 @@ def cmd_segment(args: argparse.Namespace) -> int:
     printer = _ResultPrinter()
     try:
         summary = segment_files(paths, Path(args.out), segmenter, args.spacing, args.save_prob, args.mask_formats,
-                                progress=tracker("segment", "segmenting"), on_result=printer, labels=_labels(args))
+                                progress=tracker("segment", "segmenting"), on_result=printer, labels=_labels(args),
+                                dicom_out=args.dicom_out)
     except KeyboardInterrupt:
         print(f"interrupted: {printer.rows} frame(s) are in {Path(args.out) / 'measurements.csv'}; "
               "run the same command again to continue", file=sys.stderr)
         return EXIT_INTERRUPTED
     printer.notes()
+    for warning in summary.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    if args.dicom_out:
+        from .io import format_of
+
+        others = [p for p in paths if getattr(format_of(p), "name", "") != "dicom"]
+        if others:
+            print(f"note: {len(others)} input(s) are not DICOM (e.g. {others[0].name}): no DICOM SEG/SR for them")
     skipped = f", {summary.n_skipped} already done" if summary.n_skipped else ""
     print(f"wrote {summary.results_path}: {summary.n_frames} frame(s) from {summary.n_files} file(s){skipped}; "
           f"{summary.n_failed} file(s) failed" + (" (see the errors above)" if summary.n_failed else ""))
     return EXIT_SOME_FAILED if summary.n_failed else EXIT_OK
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report import load_cutoffs, write_report
+
+    report = write_report(args.results, Path(args.out), load_cutoffs(args.cutoffs))
+    for side in report.sides:
+        levels = ", ".join(f"{level} {s.mean_mm2:.2f} mm^2 (n={s.n})" for level, s in side.levels.items())
+        flagged = [v.key for v in side.verdicts if v.at_or_above]
+        print(f"{side.patient} {side.side}: {levels}" + (f"; at or above: {', '.join(flagged)}" if flagged else ""))
+    for excluded in report.excluded:
+        print(f"not in the report: {excluded['image']} frame {excluded['frame']}: {excluded['reason']}",
+              file=sys.stderr)
+    print(f"wrote {Path(args.out) / 'report.html'} (research use, not a diagnosis)")
+    return EXIT_OK
 
 
 def _add_label_options(parser: argparse.ArgumentParser) -> None:
@@ -254,6 +278,9 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--mask-formats", nargs="+", default=[], choices=["nrrd", "seg.nrrd"],
                      help="also write <stem>_mask.nrrd (with spacing) and/or <stem>.seg.nrrd "
                           "(a Slicer segmentation with a 'Median nerve' segment)")
+    seg.add_argument("--dicom-out", action="store_true",
+                     help="also write <stem>_seg.dcm (DICOM SEG of the nerve) and <stem>_sr.dcm (DICOM SR TID 1500 "
+                          "with the CSA) for every DICOM input, for PACS")
     _add_label_options(seg)
     seg.set_defaults(func=cmd_segment)
 
@@ -359,6 +386,18 @@ def build_parser() -> argparse.ArgumentParser:
     spd.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     spd.add_argument("--repeats", type=int, default=5, help="timed passes per measurement (default 5)")
     spd.set_defaults(func=cmd_benchmark_speed)
+
+    rep = sub.add_parser("report", help="per patient and side: CSA summary against the literature's cut-offs",
+                         description="Reads results files (segment/measure output folders or measurements.csv) and "
+                                     "writes report.html, report.md and report.json with the overlays to --out: "
+                                     "per patient and side the CSA of each image, mean, SD and n per level, the "
+                                     "wrist-to-forearm ratio and delta-CSA. Research use, not a diagnosis.")
+    rep.add_argument("results", nargs="+", metavar="RESULTS", help="results folders or measurements.csv files")
+    rep.add_argument("--out", required=True, help="a new folder for the report (a folder holding one is refused)")
+    rep.add_argument("--cutoffs", default=None, metavar="JSON",
+                     help='other thresholds: {"inlet_csa_mm2": {"threshold": 9, "source": "..."}, "wfr": ..., '
+                          '"delta_csa_mm2": ...}')
+    rep.set_defaults(func=cmd_report)
 
     add_dataset_parser(sub)
 

@@ -24,7 +24,7 @@ Spacing = Optional[Tuple[float, float]]
 
 NERVE_SEGMENT_NAME = "Median nerve"
 
-_SKIPPED_SUFFIXES = ("_mask.png", "_overlay.png", ".seg.nrrd")
+_SKIPPED_SUFFIXES = ("_mask.png", "_overlay.png", "_prob.png", "_csa.png", ".seg.nrrd", "_seg.dcm", "_sr.dcm")
 _LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601
 _FILL_ALPHA = 0.25
 _DICOM_CM_UNITS = 3
@@ -327,6 +327,8 @@ def _read_dicom(path: Path) -> _Decoded:
         ds = pydicom.dcmread(str(path), force=True)
     except Exception as exc:
         raise ImageReadError(path, "not a readable DICOM file") from exc
+    if str(ds.get("Modality", "")) in ("SEG", "SR", "PR"):
+        raise ImageReadError(path, f"a DICOM {ds.Modality} object (a result), not an ultrasound image")
     if "PixelData" not in ds:
         raise ImageReadError(path, "DICOM file has no pixel data")
     arr = _dicom_pixels(path, ds)
@@ -337,7 +339,7 @@ def _read_dicom(path: Path) -> _Decoded:
 
 
 _DICOM_TEXT = ("Manufacturer", "ManufacturerModelName", "PatientID", "StudyInstanceUID", "SeriesInstanceUID",
-               "SOPInstanceUID", "SOPClassUID")
+               "SOPInstanceUID", "SOPClassUID", "FrameOfReferenceUID")
 
 
 def _dicom_metadata(path: Path, ds: Any) -> Dict[str, Any]:
@@ -508,17 +510,19 @@ def _write_nrrd2d(path: PathLike, data: np.ndarray, spacing_mm: Spacing) -> None
 
 
 def write_segmentation_nrrd(path: PathLike, mask: np.ndarray, spacing_mm: Spacing = None,
-                            segment_name: str = NERVE_SEGMENT_NAME,
-                            color: Tuple[float, float, float] = (0.85, 0.75, 0.2)) -> None:
-    """Write a Slicer .seg.nrrd with one segment (label value 1) on a single-slice grid."""
+                            segment_name: str = NERVE_SEGMENT_NAME, side: str = "") -> None:
+    """Write a Slicer .seg.nrrd with one segment (label value 1) on a single-slice grid, coded and
+    coloured as the Slicer module codes it (:mod:`codes`)."""
     import slicerio
+
+    from .codes import NERVE_COLOR, terminology
 
     row, col = parse_spacing(spacing_mm, str(path)) if spacing_mm is not None else (1.0, 1.0)
     ijk = _as_mask2d(mask).T[:, :, np.newaxis]  # slicerio voxels are (i, j, k) = (column, row, slice)
     seg = slicerio.create_segmentation(ijk.shape, np.diag([col, row, 1.0, 1.0]))
     seg.update({"containedRepresentationNames": ["Binary labelmap"], "masterRepresentation": "Binary labelmap"})
     slicerio.add_segment(seg, ijk, {"id": "Segment_1", "name": segment_name,
-                                    "color": [float(c) for c in color]})
+                                    "color": [c / 255.0 for c in NERVE_COLOR], "terminology": terminology(side)})
     atomic_write(path, lambda tmp: slicerio.write_segmentation(tmp, seg), ".seg.nrrd")
 
 
@@ -532,8 +536,11 @@ def to_uint8(frame: np.ndarray) -> np.ndarray:
 
 
 def write_overlay_png(path: PathLike, frame: np.ndarray, mask: np.ndarray,
-                      color: Tuple[int, int, int] = (255, 215, 0)) -> None:
-    """Write an RGB PNG of the frame with the mask lightly filled and outlined (2 px) in ``color``."""
+                      color: Tuple[int, int, int] = (255, 215, 0), caption: Sequence[str] = (),
+                      spacing_mm: Spacing = None) -> None:
+    """Write an RGB PNG of the frame with the mask lightly filled and outlined (2 px) in ``color``; the
+    ``caption`` (CSA, side, model) on a black band above the frame, and a 5 mm scale bar bottom right
+    when the spacing is known."""
     from skimage.segmentation import find_boundaries
 
     gray = to_uint8(frame)
@@ -544,5 +551,48 @@ def write_overlay_png(path: PathLike, frame: np.ndarray, mask: np.ndarray,
     tint = np.asarray(color, dtype=np.float64)
     rgb[nerve] = rgb[nerve] * (1.0 - _FILL_ALPHA) + tint * _FILL_ALPHA
     rgb[find_boundaries(nerve, mode="thick")] = tint
-    pixels = np.round(rgb).astype(np.uint8)
-    atomic_write(path, lambda tmp: Image.fromarray(pixels).save(tmp, format="PNG"))
+    picture = _annotate(Image.fromarray(np.round(rgb).astype(np.uint8)), caption,
+                        parse_spacing(spacing_mm, str(path)) if spacing_mm is not None else None)
+    atomic_write(path, lambda tmp: picture.save(tmp, format="PNG"))
+
+
+_SCALE_BAR_MM = 5.0
+
+
+def _font(size: int):
+    """DejaVu Sans (shipped with matplotlib: it has the superscript 2), else Pillow's own font."""
+    from PIL import ImageFont
+
+    try:
+        from matplotlib import font_manager
+
+        return ImageFont.truetype(font_manager.findfont("DejaVu Sans", fallback_to_default=False), size)
+    except Exception:  # no matplotlib font: Pillow's default
+        return ImageFont.load_default(size=size)
+
+
+def _annotate(picture: Image.Image, caption: Sequence[str], spacing: Spacing) -> Image.Image:
+    """The caption on a black band above the image (never over the anatomy), a scale bar in its bottom right."""
+    from PIL import ImageDraw
+
+    if not caption and spacing is None:
+        return picture
+    size = max(11, picture.height // 32)
+    font = _font(size)
+    if caption:
+        text = "  |  ".join(caption)
+        band = size + 12
+        framed = Image.new("RGB", (picture.width, picture.height + band), (0, 0, 0))
+        framed.paste(picture, (0, band))
+        ImageDraw.Draw(framed).text((6, 5), text, fill=(255, 255, 255), font=font)
+        picture = framed
+    if spacing is not None:
+        draw = ImageDraw.Draw(picture)
+        length = int(round(_SCALE_BAR_MM / spacing[1]))
+        if length < picture.width // 2:
+            right, bottom = picture.width - 10, picture.height - 10
+            draw.rectangle((right - length, bottom - 4, right, bottom), fill=(255, 255, 255))
+            label = f"{_SCALE_BAR_MM:g} mm"
+            width = draw.textlength(label, font=font)
+            draw.text((right - length / 2 - width / 2, bottom - 8 - size), label, fill=(255, 255, 255), font=font)
+    return picture

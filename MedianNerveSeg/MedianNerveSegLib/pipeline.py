@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Set, Union
 
@@ -27,7 +27,8 @@ Progress = Callable[[Iterable], Iterable]
 # range a value is more likely a segmentation or calibration error than anatomy.
 PLAUSIBLE_CSA_MM2 = (1.0, 80.0)
 RUN_SETTINGS_FILE = "segment_run.json"  # what a results folder was made with; a rerun must match it
-_OUTPUT_SUFFIXES = ("_mask.png", "_overlay.png", "_prob.png", "_mask.nrrd", ".seg.nrrd", "_csa.png")
+_OUTPUT_SUFFIXES = ("_mask.png", "_overlay.png", "_prob.png", "_mask.nrrd", ".seg.nrrd", "_csa.png", "_seg.dcm",
+                    "_sr.dcm")
 
 
 @dataclass
@@ -40,6 +41,7 @@ class BatchSummary:
     n_frames: int
     results_path: Path
     failures: List[FrameResult]
+    warnings: List[str] = field(default_factory=list)  # outputs not written, the measurements kept
 
 
 def input_stem(path: Path) -> str:
@@ -154,61 +156,90 @@ def frame_result(segmenter, image, index: int, path: Path, prediction, labels: L
         flags=measurement_flags(measurement) + list(prediction.flags))
 
 
+def overlay_caption(result: FrameResult) -> List[str]:
+    """What a clinician reads on an overlay: the CSA (or why there is none), side and level, the model."""
+    if not result.found:
+        csa = "nerve NOT FOUND"
+    elif result.area_mm2 is None:
+        csa = f"CSA {result.area_px} px (spacing unknown)"
+    else:
+        csa = f"CSA {result.area_mm2:.2f} mm\u00b2" + ("  IMPLAUSIBLE" if "implausible-csa" in result.flags else "")
+    where = " ".join(part for part in (result.side or "side unknown", result.level) if part)
+    frame = f", frame {result.frame}" + (f" ({result.time_s:.2f} s)" if result.time_s is not None else "")
+    return [csa, where + (frame if result.frame or result.time_s else ""), result.model.replace("@", " ")]
+
+
 def _write_frame_outputs(out_dir: Path, stem: str, image, index: int, prediction, save_prob: bool,
                          mask_formats: Sequence[str], result: FrameResult) -> None:
     from .io import write_mask_png, write_overlay_png
 
     result.mask = f"{stem}_mask.png"
     write_mask_png(out_dir / result.mask, prediction.mask)
-    write_overlay_png(out_dir / f"{stem}_overlay.png", image.frame(index), prediction.mask)
+    write_overlay_png(out_dir / f"{stem}_overlay.png", image.frame(index), prediction.mask,
+                      caption=overlay_caption(result), spacing_mm=image.spacing_mm)
     if save_prob:
         result.probability = f"{stem}_prob.png"
         write_probability_png(out_dir / result.probability, prediction.probability)
     for name in mask_formats:
         suffix, write = MASK_WRITERS[name]()
-        write(out_dir / f"{stem}{suffix}", prediction.mask, image.spacing_mm)
+        write(out_dir / f"{stem}{suffix}", prediction.mask, image.spacing_mm, result.side)
 
 
 def _nrrd_writer():
     from .io import write_mask_nrrd
-    return "_mask.nrrd", write_mask_nrrd
+    return "_mask.nrrd", lambda path, mask, spacing, side: write_mask_nrrd(path, mask, spacing)
 
 
 def _segmentation_writer():
     from .io import write_segmentation_nrrd
-    return ".seg.nrrd", write_segmentation_nrrd
+    return ".seg.nrrd", lambda path, mask, spacing, side: write_segmentation_nrrd(path, mask, spacing, side=side)
 
 
 MASK_WRITERS = {"nrrd": _nrrd_writer, "seg.nrrd": _segmentation_writer}
 
 
 def _segment_file(segmenter, path: Path, stem: str, out_dir: Path, spacing_mm, save_prob: bool,
-                  mask_formats: Sequence[str], labels: Labels) -> List[FrameResult]:
+                  mask_formats: Sequence[str], labels: Labels, dicom_out: bool = False,
+                  warnings: Optional[List[str]] = None) -> List[FrameResult]:
     """Every frame's row of one file; raises on a file that cannot be read or segmented."""
     from .io import read_image
     from .plots import plot_csa_per_frame
 
     image = read_image(path, spacing_mm=spacing_mm)
-    rows = []
+    rows, masks = [], []
     for index in range(image.n_frames):
         prediction = segmenter.predict(image, index)
         result = frame_result(segmenter, image, index, path, prediction, labels)
         frame_stem = stem + (f"_f{index:04d}" if image.n_frames > 1 else "")
         _write_frame_outputs(out_dir, frame_stem, image, index, prediction, save_prob, mask_formats, result)
         rows.append(result)
+        if dicom_out:
+            masks.append(prediction.mask)
+    if dicom_out:
+        from .dicom_out import write_dicom_outputs
+
+        try:
+            write_dicom_outputs(path, image, rows, masks, out_dir, stem)
+        except Exception as error:  # the measurement stands; the file is named with the reason
+            for row in rows:
+                row.flags.append("dicom-out-failed")
+            if warnings is not None:
+                warnings.append(f"{path}: DICOM SEG/SR not written ({error})")
     if image.n_frames > 1:
-        plot_csa_per_frame([vars(r) for r in rows], out_dir / f"{stem}_csa.png", path.name)
+        where = f"{rows[0].side or 'side unknown'}, {rows[0].level}"
+        plot_csa_per_frame([vars(r) for r in rows], out_dir / f"{stem}_csa.png", f"{path.name} ({where})")
     return rows
 
 
-def _run_settings(segmenter, spacing_mm, save_prob: bool, mask_formats: Sequence[str], labels: Labels) -> dict:
+def _run_settings(segmenter, spacing_mm, save_prob: bool, mask_formats: Sequence[str], labels: Labels,
+                  dicom_out: bool) -> dict:
     from .spacing import parse_spacing
 
     spacing = parse_spacing(spacing_mm, "--spacing")
     return {"model": f"{segmenter.info.name}@{segmenter.info.version}",
             "spacing_mm": list(spacing) if spacing else None, "save_prob": bool(save_prob),
             "mask_formats": sorted(mask_formats), "patient": labels.patient, "side": labels.side,
-            "level": labels.level}
+            "level": labels.level, "dicom_out": bool(dicom_out)}
 
 
 def check_run_settings(out_dir: Path, settings: dict) -> None:
@@ -236,28 +267,30 @@ def segment_files(paths: Sequence[PathLike], out_dir: PathLike, segmenter, spaci
                   save_prob: bool = False, mask_formats: Sequence[str] = (),
                   progress: Optional[Progress] = None,
                   on_result: Optional[Callable[[FrameResult], None]] = None,
-                  labels: Labels = Labels()) -> BatchSummary:
+                  labels: Labels = Labels(), dicom_out: bool = False) -> BatchSummary:
     """Segment each file (every frame of a clip) into ``out_dir``; see the module docstring.
 
     ``spacing_mm`` overrides every file's own spacing, ``labels`` say the patient, side and level
-    (a file that says another side is an error row). ``on_result`` sees each row as written.
+    (a file that says another side is an error row). ``dicom_out`` adds a DICOM SEG and SR per DICOM
+    input (:mod:`dicom_out`). ``on_result`` sees each row as written.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    settings = _run_settings(segmenter, spacing_mm, save_prob, mask_formats, labels)
+    settings = _run_settings(segmenter, spacing_mm, save_prob, mask_formats, labels, dicom_out)
     results_path = out_dir / RESULTS_FILE
     done = {r.image for r in read_results(results_path) if r.ok} if results_path.is_file() else set()
     paths = [Path(p) for p in paths]
     todo = [p for p in paths if str(p) not in done]
     stems = output_stems(todo, _existing_outputs(out_dir))
     failures: List[FrameResult] = []
+    warnings: List[str] = []
     n_frames = 0
     with ResultsWriter(results_path) as writer:
         check_run_settings(out_dir, settings)
         for path in (progress(todo) if progress else todo):
             try:
                 rows = _segment_file(segmenter, path, stems[path], out_dir, spacing_mm, save_prob, mask_formats,
-                                     labels)
+                                     labels, dicom_out, warnings)
             except Exception as error:  # one bad file is a row, never the end of the batch
                 rows = [_error_row(path, error)]
                 failures.append(rows[0])
@@ -266,7 +299,8 @@ def segment_files(paths: Sequence[PathLike], out_dir: PathLike, segmenter, spaci
                 if on_result:
                     on_result(row)
             n_frames += sum(r.ok for r in rows)
-    return BatchSummary(len(paths), len(paths) - len(todo), len(failures), n_frames, results_path, failures)
+    return BatchSummary(len(paths), len(paths) - len(todo), len(failures), n_frames, results_path, failures,
+                        warnings)
 
 
 def measure_files(paths: Sequence[PathLike], spacing_mm=None, labels: Labels = Labels()) -> List[FrameResult]:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 import numpy as np
@@ -33,11 +34,13 @@ import slicer
 import vtk
 from vtk.util import numpy_support
 
+from MedianNerveSegLib import codes
 from MedianNerveSegLib.data import DEFAULT_PATIENT_PATTERN, patient_id
 from MedianNerveSegLib.dataset import LabelledDataset
 from MedianNerveSegLib.image import SpacingSource, UltrasoundImage
 from MedianNerveSegLib.io import NERVE_SEGMENT_NAME, channels_to_grey, read_image, read_mask, write_image_nrrd
 from MedianNerveSegLib.measure import NerveMeasurement, as_spacing, measure_mask
+from MedianNerveSegLib.pipeline import measurement_flags
 from MedianNerveSegLib.results import RESULTS_FILE, FrameResult, read_results
 
 PathLike = Union[str, Path]
@@ -51,18 +54,13 @@ ATTR_CONFIDENCE = "MedianNerveSeg.Confidence"
 ATTR_FOUND = "MedianNerveSeg.Found"
 ATTR_MILLISECONDS = "MedianNerveSeg.Milliseconds"
 
-# Slicer's DICOM master list: category Tissue (SCT 85756007), type Nerve (SCT 119410002),
-# recommended display colour (244, 214, 49).
-NERVE_TERMINOLOGY = ("Segmentation category and type - DICOM master list",
-                     "85756007", "SCT", "Tissue", "119410002", "SCT", "Nerve", "", "", "",
-                     "Anatomic codes - DICOM master list", "", "", "", "", "", "")
-NERVE_COLOR = (244 / 255.0, 214 / 255.0, 49 / 255.0)
+NERVE_COLOR = tuple(c / 255.0 for c in codes.NERVE_COLOR)
 LPS_2D_DIRECTIONS = ((-1.0, 0.0, 0.0), (0.0, -1.0, 0.0), (0.0, 0.0, 1.0))
 TABLE_UNITS = {"area_px": "px", "area_mm2": "mm2", "perimeter_px": "px", "perimeter_mm": "mm"}
 
 
 def _terminology_entry() -> str:
-    return slicer.vtkSlicerTerminologiesModuleLogic.SerializeTerminologyEntry(*NERVE_TERMINOLOGY)
+    return slicer.vtkSlicerTerminologiesModuleLogic.SerializeTerminologyEntry(*codes.slicer_terminology_arguments())
 
 
 def _matrix(getter: Callable[[vtk.vtkMatrix4x4], None]) -> vtk.vtkMatrix4x4:
@@ -408,10 +406,12 @@ class NerveSceneLogic:
         return self.scene.AddNewNodeByClass("vtkMRMLTableNode", self.scene.GenerateUniqueName(name))
 
     def update_table(self, table_node, measurement: NerveMeasurement, image_name: str,
-                     frame: Optional[int] = None) -> int:
+                     frame: Optional[int] = None, side: str = "", level: str = "inlet") -> int:
         """Write the measurement as the row of ``image_name`` (added, or replaced if present); returns the row.
-        ``frame`` (a clip's frame index) goes in a "frame" column, the x axis of ``csa_chart``."""
-        values = dict(image=image_name, **({} if frame is None else {"frame": frame}), **measurement.as_row())
+        ``frame`` (a clip's frame index) goes in a "frame" column, the x axis of ``csa_chart``; ``side``
+        ("left", "right" or "") and ``level`` in their columns, for the report."""
+        values = dict(image=image_name, **({} if frame is None else {"frame": frame}), side=side, level=level,
+                      **measurement.as_row())
         table = table_node.GetTable()
         for key, value in values.items():
             if table.GetColumnByName(key) is None:
@@ -569,6 +569,61 @@ class NerveSceneLogic:
                          model=model or segmentation_node.GetAttribute(ATTR_MODEL) or "",
                          model_version=model_version or segmentation_node.GetAttribute(ATTR_MODEL_VERSION) or "",
                          ai_mask=ai_mask, spacing_mm=image.spacing_mm)
+
+    def table_results(self, table_node) -> List[FrameResult]:
+        """The measurement table's rows as results rows (what ``report`` summarises); the patient from the
+        image name, as ``save_label`` takes it."""
+        table = table_node.GetTable()
+        column = lambda name: table.GetColumnByName(name)
+
+        def value(name: str, row: int):
+            array = column(name)
+            if array is None:
+                return None
+            cell = array.GetValue(row)
+            if isinstance(array, vtk.vtkStringArray):
+                return cell
+            return None if isinstance(cell, float) and math.isnan(cell) else cell
+
+        results = []
+        for row in range(table.GetNumberOfRows()):
+            name = value("image", row) or ""
+            area_mm2 = value("area_mm2", row)
+            measurement = SimpleNamespace(found=value("found", row) == "true", area_mm2=area_mm2)
+            results.append(FrameResult(
+                image=name, frame=int(value("frame", row) or 0), patient=patient_id(name.split(" frame ")[0]),
+                side=value("side", row) or "", level=value("level", row) or "inlet", found=measurement.found,
+                area_mm2=area_mm2, area_px=value("area_px", row), perimeter_mm=value("perimeter_mm", row),
+                circularity=value("circularity", row), flattening_ratio=value("flattening_ratio", row),
+                ellipse_ratio=value("ellipse_ratio", row), n_components=value("n_components", row),
+                flags=measurement_flags(measurement)))
+        return results
+
+    def export_dicom(self, segmentation_node, volume_node, folder: PathLike, source_path: Optional[PathLike] = None,
+                     side: str = "", level: str = "inlet") -> List[Path]:
+        """The DICOM SEG and SR (TID 1500) of the shown frame's nerve, referencing the DICOM file the volume
+        came from (``source_path``, default: the file ``load_image`` read)."""
+        from MedianNerveSegLib.dicom_out import write_dicom_seg, write_dicom_sr
+
+        source = Path(source_path or volume_node.GetAttribute(ATTR_SOURCE_FILE) or "")
+        if not source.is_file() or read_image(source).metadata.get("format") != "dicom":
+            raise ValueError(f"{volume_node.GetName()} was not loaded from a DICOM file: no DICOM SEG/SR")
+        if self.n_frames(volume_node) > 1:
+            raise ValueError("a DICOM SEG of one frame of a clip is not supported: export the frames' masks instead")
+        mask = self.segment_mask(segmentation_node, volume_node)
+        spacing, _ = self._spacing(volume_node)
+        measurement = measure_mask(mask, spacing)
+        model = "@".join(filter(None, (segmentation_node.GetAttribute(ATTR_MODEL),
+                                       segmentation_node.GetAttribute(ATTR_MODEL_VERSION)))) or "manual"
+        row = FrameResult(image=str(source), side=side, level=level, found=measurement.found,
+                          area_mm2=measurement.area_mm2, area_px=measurement.area_px,
+                          perimeter_mm=measurement.perimeter_mm, flattening_ratio=measurement.flattening_ratio,
+                          model=model)
+        folder = Path(folder)
+        seg = write_dicom_seg(source, [mask], folder / f"{source.stem}_seg.dcm", model, side)
+        if not (measurement.found and measurement.area_mm2 is not None):
+            return [seg]
+        return [seg, write_dicom_sr(source, seg, [row], folder / f"{source.stem}_sr.dcm", model)]
 
     def export_segmentation(self, segmentation_node, path: PathLike) -> Path:
         """Write the segmentation as a .seg.nrrd (Slicer's segmentation storage; slicerio reads it)."""

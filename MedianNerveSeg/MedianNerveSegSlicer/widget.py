@@ -111,7 +111,8 @@ class MedianNerveSegPanel(VTKObservationMixin):
                 (self.ui.editButton, self.onEdit), (self.ui.measureButton, self.onMeasure),
                 (self.ui.calibrateSpacingButton, self.onCalibrateSpacing), (self.ui.placeLineButton, self.onPlaceLine),
                 (self.ui.calibrateLineButton, self.onCalibrateLine), (self.ui.saveLabelButton, self.onSaveLabel),
-                (self.ui.exportButton, self.onExport), (self.ui.segmentAllFramesButton, self.onSegmentAllFrames),
+                (self.ui.exportButton, self.onExport), (self.ui.dicomExportButton, self.onDicomExport),
+                (self.ui.reportButton, self.onReport), (self.ui.segmentAllFramesButton, self.onSegmentAllFrames),
                 (self.ui.cancelJobButton, self.onCancelSegmentation), (self.ui.trainButton, self.onTrain),
                 (self.ui.stopTrainingButton, self.onStopTraining), (self.ui.compareButton, self.onCompare)):
             button.connect("clicked(bool)", handler)
@@ -185,8 +186,10 @@ class MedianNerveSegPanel(VTKObservationMixin):
         self.ui.trainButton.enabled = bool(p and str(p.storeFolder) not in ("", ".")) and not training
         self.ui.stopTrainingButton.enabled = training
         self.ui.compareButton.enabled = self._trained is not None and not training
-        for button in (self.ui.editButton, self.ui.measureButton, self.ui.saveLabelButton, self.ui.exportButton):
+        for button in (self.ui.editButton, self.ui.measureButton, self.ui.saveLabelButton, self.ui.exportButton,
+                       self.ui.dicomExportButton):
             button.enabled = hasSegmentation
+        self.ui.reportButton.enabled = bool(p and p.table)
         self.ui.calibrateSpacingButton.enabled = hasVolume and p.spacingMm > 0
         self.ui.calibrateLineButton.enabled = hasVolume and bool(p.calibrationLine) and p.calibrationLengthMm > 0
         if p and self.ui.modelComboBox.currentText != p.modelName:
@@ -463,6 +466,42 @@ class MedianNerveSegPanel(VTKObservationMixin):
             self.ui.statusLabel.text = _("Exported {path}").format(
                 path=self.logic.sceneLogic.export_segmentation(p.segmentation, path))
 
+    def _side(self) -> str:
+        return "" if self._parameterNode.side == "unknown" else self._parameterNode.side
+
+    def onDicomExport(self) -> None:
+        """A DICOM SEG and SR of the shown image's nerve, for an image that came from a DICOM file."""
+        p = self._parameterNode
+        folder = qt.QFileDialog.getExistingDirectory(slicer.util.mainWindow(), _("Folder for the DICOM SEG and SR"))
+        if not folder:
+            return
+        with slicer.util.tryWithErrorDisplay(_("DICOM export failed."), waitCursor=True):
+            written = self.logic.sceneLogic.export_dicom(p.segmentation, p.inputVolume, folder,
+                                                         self._dicomSource(p.inputVolume), self._side(), p.level)
+            self.ui.statusLabel.text = _("Wrote {files}").format(files=", ".join(path.name for path in written))
+
+    @staticmethod
+    def _dicomSource(volume):
+        """The file of a volume the DICOM module loaded (its instance UID in the DICOM database), else None."""
+        uids = (volume.GetAttribute("DICOM.instanceUIDs") or "").split()
+        return slicer.dicomDatabase.fileForInstance(uids[0]) if len(uids) == 1 and slicer.dicomDatabase else None
+
+    def onReport(self) -> None:
+        """The measurement table as a CSA report per patient and side (a new folder in the chosen one)."""
+        from MedianNerveSegLib.report import write_report_rows
+
+        p = self._parameterNode
+        folder = qt.QFileDialog.getExistingDirectory(slicer.util.mainWindow(), _("Folder for the report"))
+        if not folder:
+            return
+        with slicer.util.tryWithErrorDisplay(_("Writing the report failed; nothing was overwritten."),
+                                             waitCursor=True):
+            out = pathlib.Path(folder) / f"MedianNerveSeg report {time.strftime('%Y%m%d-%H%M%S')}"
+            report = write_report_rows(self.logic.sceneLogic.table_results(p.table), out)
+            self.ui.saveStatusLabel.text = _("Report of {n} patient sides in {folder} (research use, not a "
+                                             "diagnosis)").format(n=len(report.sides), folder=out)
+            qt.QDesktopServices.openUrl(qt.QUrl.fromLocalFile(str(out / "report.html")))
+
     # ------------------------------------------------------------------ display
 
     def _afterCalibration(self) -> None:
@@ -501,7 +540,7 @@ class MedianNerveSegPanel(VTKObservationMixin):
         frame = self.logic.sceneLogic.frame_of(p.segmentation, p.inputVolume)
         isClip = self.logic.sceneLogic.n_frames(p.inputVolume) > 1
         name = p.inputVolume.GetName() + (f" frame {frame}" if isClip else "")
-        self.logic.sceneLogic.update_table(p.table, measurement, name, frame if isClip else None)
+        self.logic.sceneLogic.update_table(p.table, measurement, name, frame if isClip else None, self._side(), p.level)
 
     def _updateLiveMeasurement(self) -> None:
         """Observe the selected segmentation so that every edit re-measures (when enabled)."""

@@ -80,7 +80,8 @@ def test_segment_writes_masks_overlays_and_csv(few_images, tmp_path, capsys):
         stem = row.mask[: -len("_mask.png")]
         mask = np.asarray(Image.open(out / row.mask))
         assert mask.shape == (468, 606) and set(np.unique(mask)) == {0, 255}
-        assert np.asarray(Image.open(out / f"{stem}_overlay.png")).shape == (468, 606, 3)
+        overlay = np.asarray(Image.open(out / f"{stem}_overlay.png"))
+        assert overlay.shape[1:] == (606, 3) and 468 < overlay.shape[0] < 520  # the frame below a caption band
         assert row.area_mm2 == pytest.approx(row.area_px * SPACING ** 2, rel=1e-3)
         assert 4 < row.area_mm2 < 35 and row.spacing_source == "user" and row.spacing_mm == (SPACING, SPACING)
         assert row.patient == stem.split("-")[0] and row.image == str(folder / f"{stem}.png")

@@ -381,7 +381,8 @@ def test_segmentation_nrrd_round_trip(tmp_path):
     seg = slicerio.read_segmentation(str(path))
     assert slicerio.segment_names(seg) == ["Median nerve"]
     segment = seg["segments"][0]
-    assert segment["labelValue"] == 1 and segment["color"] == pytest.approx([0.85, 0.75, 0.2])
+    assert segment["labelValue"] == 1 and segment["color"] == pytest.approx([244 / 255, 214 / 255, 49 / 255])
+    assert segment["terminology"]["type"] == ["SCT", "119410002", "Nerve"]  # as the Slicer module codes it
     assert seg["voxels"].shape == (60, 40, 1)  # (i, j, k) = (columns, rows, slice)
     np.testing.assert_allclose(np.diag(seg["ijkToLPS"])[:2], [0.05, 0.07])
     np.testing.assert_array_equal(read_mask(path), mask)
@@ -416,6 +417,20 @@ def test_overlay_png(tmp_path):
     np.testing.assert_array_equal(rgb[outside][:, 0], to_uint8(frame)[outside])
     with pytest.raises(ValueError):
         write_overlay_png(path, frame, mask[:-1])
+
+
+def test_overlay_caption_above_the_frame_and_a_5_mm_scale_bar(tmp_path):
+    frame = np.full((200, 300), 40, np.uint8)
+    path = tmp_path / "captioned_overlay.png"
+    write_overlay_png(path, frame, np.zeros((200, 300), bool), caption=["CSA 12.00 mm\u00b2", "right inlet"],
+                      spacing_mm=0.05)
+    rgb = np.asarray(Image.open(path))
+    band = rgb.shape[0] - 200
+    assert rgb.shape[1:] == (300, 3) and 10 < band < 40
+    assert rgb[:band].max() == 255 and rgb[:band, :, 0].mean() < 60  # white text on black, above the image
+    image = rgb[band:, :, 0]
+    assert np.count_nonzero(image[-12] == 255) == 101  # the scale bar: 5 mm at 0.05 mm/pixel, 100 pixels
+    np.testing.assert_array_equal(image[:150], 40)  # the anatomy is never covered
 
 
 def test_to_uint8():

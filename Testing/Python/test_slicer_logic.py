@@ -411,3 +411,43 @@ def test_live_measurement_can_wait_for_the_end_of_a_stroke(mrml, image_path, seg
     assert seen == [] and len(pending) >= 1  # nothing exported during the stroke
     pending[-1]()
     assert [m.area_px for m in seen] == [int(edited.sum())]
+
+
+def test_side_and_level_in_the_table_and_the_report_from_it(mrml, image_path, segmenter, dataset_dir, tmp_path):
+    from MedianNerveSegLib.report import summarise
+
+    table = mrml.logic.measurement_table()
+    for name, side in ((IMAGE, "right"), (OTHER, "left")):
+        volume = mrml.logic.load_image(dataset_dir / "images" / name, spacing_mm=SPACING)
+        segmentation, _ = mrml.logic.segment(volume, segmenter)
+        mrml.logic.update_table(table, mrml.logic.measure(segmentation, volume), volume.GetName(), side=side,
+                                level="inlet")
+    assert [table.GetTable().GetColumnByName("side").GetValue(r) for r in range(2)] == ["right", "left"]
+    rows = mrml.logic.table_results(table)
+    assert [(r.patient, r.side, r.level, r.found) for r in rows] == [("Pz001", "right", "inlet", True),
+                                                                      ("Pz002", "left", "inlet", True)]
+    areas = table.GetTable().GetColumnByName("area_mm2")
+    report = summarise([(r, "") for r in rows])
+    assert [s.levels["inlet"].mean_mm2 for s in report.sides] == pytest.approx([areas.GetValue(0), areas.GetValue(1)])
+
+
+def test_dicom_seg_and_sr_of_an_image_loaded_from_dicom(mrml, image_path, segmenter, tmp_path):
+    hd = pytest.importorskip("highdicom")
+    from test_cli import _wrist_dicom
+
+    pixels = np.asarray(Image.open(image_path).convert("L"))
+    source = _wrist_dicom(tmp_path / "wrist.dcm", pixels, "R", "HOSP-3")
+    volume = mrml.logic.load_image(source)
+    segmentation, prediction = mrml.logic.segment(volume, segmenter)
+    seg_path, sr_path = mrml.logic.export_dicom(segmentation, volume, tmp_path / "out", side="right")
+    seg = hd.seg.segread(seg_path)
+    np.testing.assert_array_equal(np.squeeze(seg.pixel_array) != 0, prediction.mask)
+    assert seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence[0].ReferencedSOPInstanceUID == \
+        read_image(source).metadata["SOPInstanceUID"]
+    [group] = hd.sr.srread(sr_path).content.get_planar_roi_measurement_groups()
+    area = {m.name.meaning: m.value for m in group.get_measurements()}["Area"]
+    assert area == pytest.approx(prediction.mask.sum() * SPACING ** 2)
+    png = mrml.logic.load_image(image_path, spacing_mm=SPACING)
+    png_segmentation, _ = mrml.logic.segment(png, segmenter)
+    with pytest.raises(ValueError, match="not loaded from a DICOM file"):
+        mrml.logic.export_dicom(png_segmentation, png, tmp_path / "png")

@@ -57,6 +57,8 @@ def main(image_path: str, out_path: str) -> None:
     find(QComboBox, "tableSelector").addItem("Median nerve CSA")
     find(QComboBox, "lineSelector").addItem("Calibration line")
     find(QComboBox, "trainStartComboBox").addItem("Fine-tune the selected model")
+    find(QComboBox, "sideComboBox").addItems(["right", "left", "unknown"])
+    find(QComboBox, "levelComboBox").addItems(["inlet", "forearm", "outlet"])
     find(QPushButton, "storeFolderButton").setText("~/median-nerve-labels")
     find(QLineEdit, "authorLineEdit").setText("sonographer")
     panel.findChild(QCheckBox, "liveMeasureCheckBox").setChecked(True)  # the parameter node's defaults

@@ -1,0 +1,151 @@
+"""DICOM out, for PACS: a DICOM SEG of the nerve mask and a DICOM SR measurement report (TID 1500).
+
+Both reference the source ultrasound image (a clip: each of its frames) and are written with
+highdicom; the segment is coded as in :mod:`codes`. The SR holds each frame's CSA, perimeter and
+flattening ratio.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Sequence, Tuple, Union
+
+import numpy as np
+
+from .codes import FLATTENING, NERVE, SIDES, TISSUE, WRIST_JOINT
+from .io import NERVE_SEGMENT_NAME, atomic_write
+from .results import FrameResult
+
+PathLike = Union[str, Path]
+_TYPE_2 = ("PatientName", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime", "StudyID",
+           "ReferringPhysicianName", "AccessionNumber")
+SEG_SERIES_NUMBER, SR_SERIES_NUMBER = 9801, 9802
+
+
+def _code(value: Tuple[str, str, str]):
+    from pydicom.sr.coding import Code
+
+    return Code(*value)
+
+
+def _source(path: PathLike):
+    """The source dataset, with the Patient and Study attributes highdicom copies (empty when absent)."""
+    import pydicom
+
+    ds = pydicom.dcmread(str(path))
+    for keyword in _TYPE_2:
+        if keyword not in ds:
+            setattr(ds, keyword, "")
+    return ds
+
+
+def _algorithm(model: str):
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+
+    name, _, version = model.partition("@")
+    return hd.AlgorithmIdentificationSequence(name=name or "unknown", version=version or "unknown",
+                                              family=codes.cid7162.ArtificialIntelligence)
+
+
+def write_dicom_seg(source_path: PathLike, masks: Sequence[np.ndarray], out_path: PathLike, model: str,
+                    side: str = "") -> Path:
+    """A binary DICOM SEG of one mask per frame of the source image (frames without nerve are left out)."""
+    import highdicom as hd
+
+    source = _source(source_path)
+    region = hd.sr.CodedConcept(*WRIST_JOINT)  # the anatomic region; its side as a modifier when known
+    description = hd.seg.SegmentDescription(
+        segment_number=1, segment_label=NERVE_SEGMENT_NAME, segmented_property_category=_code(TISSUE),
+        segmented_property_type=_code(NERVE), algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+        algorithm_identification=_algorithm(model), anatomic_regions=[region],
+        primary_anatomic_structures=None)
+    if side in SIDES:
+        description.AnatomicRegionSequence[0].AnatomicRegionModifierSequence = [hd.sr.CodedConcept(*SIDES[side])]
+    pixels = np.stack([np.asarray(m, bool) for m in masks])
+    seg = hd.seg.Segmentation(
+        source_images=[source], pixel_array=pixels,
+        segmentation_type=hd.seg.SegmentationTypeValues.BINARY, segment_descriptions=[description],
+        series_instance_uid=hd.UID(), series_number=SEG_SERIES_NUMBER, sop_instance_uid=hd.UID(),
+        instance_number=1, manufacturer="MedianNerveSeg", manufacturer_model_name=model.partition("@")[0],
+        software_versions=model.partition("@")[2] or "unknown", device_serial_number="n/a",
+        series_description="Median nerve (AI)", omit_empty_frames=False)
+    out_path = Path(out_path)
+    atomic_write(out_path, lambda tmp: seg.save_as(tmp, enforce_file_format=True))
+    return out_path
+
+
+def _measurements(row: FrameResult, source_reference) -> List:
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+
+    values = [(codes.SCT.Area, row.area_mm2, hd.sr.CodedConcept("mm2", "UCUM", "mm2")),
+              (codes.SCT.Perimeter, row.perimeter_mm, hd.sr.CodedConcept("mm", "UCUM", "mm")),
+              (_code(FLATTENING), row.flattening_ratio, hd.sr.CodedConcept("1", "UCUM", "no units"))]
+    return [hd.sr.Measurement(name=name, value=float(value), unit=unit, referenced_images=[source_reference])
+            for name, value, unit in values if value is not None]
+
+
+def write_dicom_sr(source_path: PathLike, seg_path: PathLike, rows: Sequence[FrameResult], out_path: PathLike,
+                   model: str) -> Path:
+    """A TID 1500 measurement report: per frame with a nerve, the CSA (mm^2), perimeter (mm) and flattening
+    ratio of the SEG's segment on that frame of the source image. Rows without a spacing give no values."""
+    import highdicom as hd
+    import pydicom
+    from pydicom.sr.codedict import codes
+
+    source, seg = _source(source_path), pydicom.dcmread(str(seg_path))
+    side = next((r.side for r in rows if r.side), "")
+    site = hd.sr.FindingSite(anatomic_location=_code(WRIST_JOINT),
+                             laterality=_code(SIDES[side]) if side in SIDES else None)
+    groups = []
+    n_frames = int(source.get("NumberOfFrames", 1) or 1)
+    for row in rows:
+        if not row.ok or not row.found or row.area_mm2 is None:
+            continue
+        frame = row.frame + 1
+        reference = hd.sr.SourceImageForMeasurement.from_source_image(
+            source, referenced_frame_numbers=[frame] if n_frames > 1 else None)
+        groups.append(hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
+            tracking_identifier=hd.sr.TrackingIdentifier(uid=hd.UID(), identifier=f"Median nerve, frame {row.frame}"),
+            referenced_segment=hd.sr.ReferencedSegmentationFrame(  # (from_segmentation misses a shared segment)
+                seg.SOPClassUID, seg.SOPInstanceUID, frame_number=frame, segment_number=1,
+                source_image=hd.sr.SourceImageForSegmentation(source.SOPClassUID, source.SOPInstanceUID,
+                                                              [frame] if n_frames > 1 else None)),
+            finding_type=_code(NERVE), finding_sites=[site], algorithm_id=hd.sr.AlgorithmIdentification(
+                name=model.partition("@")[0], version=model.partition("@")[2] or "unknown"),
+            measurements=_measurements(row, reference)))
+    if not groups:
+        raise ValueError(f"{source_path}: no frame with a nerve measured in mm^2, so no measurement report")
+    observer = hd.sr.ObserverContext(observer_type=codes.DCM.Device,
+                                     observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
+                                         uid=hd.UID(), name=model.partition("@")[0]))
+    report = hd.sr.MeasurementReport(observation_context=hd.sr.ObservationContext(observer_device_context=observer),
+                                     procedure_reported=_code(("73761001", "SCT", "Ultrasonography")),
+                                     imaging_measurements=groups)
+    sr = hd.sr.Comprehensive3DSR(evidence=[source, seg], content=report, series_instance_uid=hd.UID(),
+                                 series_number=SR_SERIES_NUMBER, sop_instance_uid=hd.UID(), instance_number=1,
+                                 manufacturer="MedianNerveSeg", series_description="Median nerve CSA (AI)")
+    out_path = Path(out_path)
+    atomic_write(out_path, lambda tmp: sr.save_as(tmp, enforce_file_format=True))
+    return out_path
+
+
+def is_dicom_source(image) -> bool:
+    return bool(image.metadata.get("SOPInstanceUID")) and image.metadata.get("format") == "dicom"
+
+
+def write_dicom_outputs(path: Path, image, rows: Sequence[FrameResult], masks: Sequence[np.ndarray],
+                        out_dir: Path, stem: str) -> List[Path]:
+    """``<stem>_seg.dcm`` and, when some frame has a CSA in mm^2, ``<stem>_sr.dcm``, for a DICOM source;
+    nothing for any other file."""
+    if not is_dicom_source(image):
+        return []
+    if image.n_frames > 1 and not image.metadata.get("FrameOfReferenceUID"):
+        raise ValueError("a multi-frame ultrasound without a Frame of Reference: highdicom writes a SEG only "
+                         "for single frames there; the frames' masks are the _fNNNN_mask.png files")
+    model = rows[0].model
+    seg = write_dicom_seg(path, masks, out_dir / f"{stem}_seg.dcm", model, rows[0].side)
+    if not any(r.found and r.area_mm2 is not None for r in rows):
+        return [seg]
+    return [seg, write_dicom_sr(path, seg, rows, out_dir / f"{stem}_sr.dcm", model)]
