@@ -28,6 +28,7 @@ from scipy import stats
 
 from .io import read_image, read_mask
 from .metrics import PER_IMAGE, STATS, Metric, format_value, heading, metric
+from .report import inlet_cutoff
 from .measure import Spacing, as_binary, as_spacing
 from .results import RESULTS_FILE, read_results
 
@@ -180,9 +181,31 @@ def csa_agreement(pred_mm2: Sequence[float], gt_mm2: Sequence[float]) -> Dict[st
     bias = float(diff.mean()) if n else NAN
     sd = float(diff.std(ddof=1)) if n > 1 else NAN
     icc, low, high = _icc(x) if n > 1 else (NAN, NAN, NAN)
+    t = float(stats.t.ppf(0.975, n - 1)) if n > 1 else NAN
+    se_bias, se_loa = (sd / math.sqrt(n), sd * math.sqrt(3 / n)) if n > 1 else (NAN, NAN)
+    loa_low, loa_high = bias - 1.96 * sd, bias + 1.96 * sd
     return {"icc": icc, "icc_ci_low": low, "icc_ci_high": high,
             "mae": float(np.abs(diff).mean()) if n else NAN, "bias": bias, "sd_diff": sd,
-            "loa_low": bias - 1.96 * sd, "loa_high": bias + 1.96 * sd, "n": n}
+            "loa_low": loa_low, "loa_high": loa_high, "n": n,
+            # 95% CIs of the bias and of each limit (Bland & Altman 1999: SE of a limit ~ sd sqrt(3 / n))
+            "bias_ci": [bias - t * se_bias, bias + t * se_bias],
+            "loa_low_ci": [loa_low - t * se_loa, loa_low + t * se_loa],
+            "loa_high_ci": [loa_high - t * se_loa, loa_high + t * se_loa]}
+
+
+def class_agreement(pred_mm2: Sequence[float], gt_mm2: Sequence[float], threshold: float) -> Dict[str, Any]:
+    """Enlarged (CSA >= ``threshold``) or not, by the prediction and by the reference: the 2 x 2 counts and
+    Cohen's kappa (NaN when the expected agreement is 1, e.g. every image in one class)."""
+    x = np.column_stack([np.asarray(pred_mm2, float), np.asarray(gt_mm2, float)])
+    x = x[~np.isnan(x).any(axis=1)]
+    pred, gt = x[:, 0] >= threshold, x[:, 1] >= threshold
+    table = {"both_enlarged": int((pred & gt).sum()), "only_predicted_enlarged": int((pred & ~gt).sum()),
+             "only_reference_enlarged": int((~pred & gt).sum()), "neither": int((~pred & ~gt).sum())}
+    n = len(x)
+    observed = (table["both_enlarged"] + table["neither"]) / n if n else NAN
+    expected = (pred.mean() * gt.mean() + (1 - pred.mean()) * (1 - gt.mean())) if n else NAN
+    kappa = (observed - expected) / (1 - expected) if n and expected < 1 else NAN
+    return {"threshold_mm2": threshold, **table, "kappa": float(kappa)}
 
 
 def _icc(x: np.ndarray) -> Tuple[float, float, float]:
@@ -304,7 +327,13 @@ def summarize(rows: Sequence[Mapping[str, Any]], spacing_mm: Spacing = None) -> 
         "csa_sd_diff_mm2": agreement["sd_diff"],
         "csa_loa_low_mm2": agreement["loa_low"],
         "csa_loa_high_mm2": agreement["loa_high"],
+        "csa_bias_ci_mm2": agreement["bias_ci"],
+        "csa_loa_low_ci_mm2": agreement["loa_low_ci"],
+        "csa_loa_high_ci_mm2": agreement["loa_high_ci"],
     })
+    if spacing is not None:  # the enlarged / not enlarged classes at the inlet cut-off, in mm^2 only
+        classes = class_agreement(col["csa_pred_mm2"], col["csa_gt_mm2"], inlet_cutoff().threshold)
+        summary.update({"csa_classes": classes, "csa_kappa": classes["kappa"]})
     summary.update(detection_summary(rows))
     if not summary["auc_n"]:
         summary = {key: value for key, value in summary.items() if not key.startswith("auc_")}
@@ -362,6 +391,7 @@ def report_markdown(summary: Mapping[str, Any]) -> str:
         _report_row(s, "csa_mae_mm2", px),
         _report_row({**s, **ci}, "csa_icc", px, "csa_icc_ci_low", "csa_icc_ci_high", "95% CI"),
         _report_row(s, "csa_bias_mm2", px, "csa_loa_low_mm2", "csa_loa_high_mm2", "LoA"),
+        *([_report_row(s, "csa_kappa", px)] if "csa_kappa" in s else []),
         *(_report_row(s, key, px) for key in ("detection_precision", "detection_recall", "detection_map")),
         "",
     ]
@@ -374,9 +404,12 @@ def _draw_bland_altman(ax, pred: np.ndarray, gt: np.ndarray, summary: Mapping[st
                               ("csa_loa_low_mm2", "-1.96 SD", "--")):
         if summary.get(key) is not None:
             ax.axhline(summary[key], color="k", linestyle=style, linewidth=1, label=f"{label}: {summary[key]:.2f}")
+        ci = summary.get(key.replace("_mm2", "_ci_mm2"))
+        if ci and None not in ci:  # its 95% confidence interval
+            ax.axhspan(ci[0], ci[1], color="0.6", alpha=0.25, linewidth=0)
     ax.set_xlabel(f"Mean of predicted and reference CSA ({unit})")
     ax.set_ylabel(f"Predicted - reference CSA ({unit})")
-    ax.set_title("Bland-Altman plot of the CSA")
+    ax.set_title(f"Bland-Altman plot of the CSA (n = {len(pred)}; bands: 95% CIs)", fontsize=10)
 
 
 def _draw_scatter(ax, pred: np.ndarray, gt: np.ndarray, summary: Mapping[str, Any], unit: str) -> None:
@@ -384,10 +417,21 @@ def _draw_scatter(ax, pred: np.ndarray, gt: np.ndarray, summary: Mapping[str, An
     both = np.concatenate([pred, gt])
     low, high = (both.min(), both.max()) if both.size else (0.0, 1.0)
     ax.plot([low, high], [low, high], "k--", linewidth=1, label="identity")
+    classes = summary.get("csa_classes")
+    if classes:  # the inlet cut-off on both axes, and how the two agree on enlarged / not enlarged
+        cut = classes["threshold_mm2"]
+        ax.axvline(cut, color="tab:red", linestyle=":", linewidth=1, label=f"cut-off {cut:g} {unit}")
+        ax.axhline(cut, color="tab:red", linestyle=":", linewidth=1)
+        kappa = format_value("csa_kappa", classes["kappa"])
+        ax.text(0.98, 0.02, f"enlarged by both: {classes['both_enlarged']}\nby the model only: "
+                f"{classes['only_predicted_enlarged']}\nby the reference only: {classes['only_reference_enlarged']}"
+                f"\nby neither: {classes['neither']}\nCohen's kappa: {kappa}", transform=ax.transAxes,
+                ha="right", va="bottom", fontsize=7, bbox={"facecolor": "white", "alpha": 0.8, "linewidth": 0})
     ax.set_aspect("equal", adjustable="datalim")
     ax.set_xlabel(f"Reference CSA ({unit})")
     ax.set_ylabel(f"Predicted CSA ({unit})")
-    ax.set_title(f"CSA, {heading('csa_icc')} = {format_value('csa_icc', summary.get('csa_icc'))}")
+    ax.set_title(f"CSA, n = {len(pred)}, {heading('csa_icc')} = {format_value('csa_icc', summary.get('csa_icc'))}",
+                 fontsize=10)
 
 
 def plot_csa_agreement(pred: Sequence[float], gt: Sequence[float], summary: Mapping[str, Any],
@@ -409,7 +453,7 @@ def plot_csa_agreement(pred: Sequence[float], gt: Sequence[float], summary: Mapp
         FigureCanvasAgg(figure)
         ax = figure.add_subplot()
         draw(ax, x[:, 0], x[:, 1], summary, unit)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=7, loc="upper left")
         figure.tight_layout()
         figure.savefig(Path(out_dir) / name)
         paths.append(Path(out_dir) / name)

@@ -59,6 +59,7 @@ METRICS: Tuple[Metric, ...] = (
     Metric("csa_loa_low_mm2", "CSA LoA low", "mm2", 2),
     Metric("csa_loa_high_mm2", "CSA LoA high", "mm2", 2),
     Metric("csa_icc", "ICC(3,1)", "", 3),
+    Metric("csa_kappa", "Cohen's kappa, enlarged or not (inlet cut-off)", "", 3),
     Metric("detection_precision", "Detection precision", "", 3),
     Metric("detection_recall", "Detection recall", "", 3),
     Metric("detection_map", "Detection mAP", "", 3),

@@ -591,3 +591,23 @@ def test_cli_prob_folder_gives_the_auc(tmp_path):
     assert "auc_mean" not in json.loads((tmp_path / "out" / "summary.json").read_text())
     assert evaluate_cli(tmp_path, "--spacing", str(S), "--prob", str(tmp_path / "prob")) == 0
     assert json.loads((tmp_path / "out" / "summary.json").read_text())["auc_mean"] == 1.0
+
+
+def test_bland_altman_confidence_intervals_and_kappa_known_answers():
+    from scipy import stats
+
+    from MedianNerveSegLib.evaluate import class_agreement, csa_agreement
+
+    gt = np.array([8.0, 9.0, 11.0, 12.0, 15.0])
+    pred = gt + np.array([1.0, -1.0, 2.0, 0.0, 3.0])  # differences: mean 1, SD sqrt(2.5)
+    a = csa_agreement(pred, gt)
+    t, sd = stats.t.ppf(0.975, 4), 2.5 ** 0.5
+    assert a["bias"] == pytest.approx(1.0) and a["sd_diff"] == pytest.approx(sd)
+    assert a["bias_ci"] == pytest.approx([1 - t * sd / 5 ** 0.5, 1 + t * sd / 5 ** 0.5])
+    assert a["loa_high_ci"] == pytest.approx([1 + 1.96 * sd - t * sd * (3 / 5) ** 0.5,
+                                              1 + 1.96 * sd + t * sd * (3 / 5) ** 0.5])
+    c = class_agreement(pred, gt, 10.0)  # pred 9, 8, 13, 12, 18 against gt 8, 9, 11, 12, 15
+    assert (c["both_enlarged"], c["only_predicted_enlarged"], c["only_reference_enlarged"], c["neither"]) == (3, 0, 0, 2)
+    assert c["kappa"] == pytest.approx(1.0)
+    c = class_agreement([11.0, 9.0, 11.0, 9.0], [11.0, 11.0, 9.0, 9.0], 10.0)  # chance agreement: kappa 0
+    assert c["kappa"] == pytest.approx(0.0)
