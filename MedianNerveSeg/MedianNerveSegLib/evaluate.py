@@ -27,6 +27,7 @@ from monai.metrics.utils import get_edge_surface_distance
 from scipy import stats
 
 from .io import read_image, read_mask
+from .data import patient_id
 from .metrics import PER_IMAGE, STATS, Metric, format_value, heading, metric
 from .report import inlet_cutoff
 from .measure import Spacing, as_binary, as_spacing
@@ -193,6 +194,27 @@ def csa_agreement(pred_mm2: Sequence[float], gt_mm2: Sequence[float]) -> Dict[st
             "loa_high_ci": [loa_high - t * se_loa, loa_high + t * se_loa]}
 
 
+def patient_means(rows: Sequence[Mapping[str, Any]]) -> Tuple[List[str], np.ndarray, np.ndarray]:
+    """Patients (from the image names, PzNNN) and their mean predicted and reference CSA."""
+    by_patient: Dict[str, List[Tuple[float, float]]] = {}
+    for row in rows:
+        pair = (_number(row.get("csa_pred_mm2")), _number(row.get("csa_gt_mm2")))
+        if not any(math.isnan(v) for v in pair):
+            by_patient.setdefault(patient_id(str(row.get("image", ""))), []).append(pair)
+    patients = sorted(by_patient)
+    means = np.array([np.mean(by_patient[p], axis=0) for p in patients]).reshape(-1, 2)
+    return patients, means[:, 0], means[:, 1]
+
+
+def per_patient_agreement(rows: Sequence[Mapping[str, Any]]) -> Dict[str, Any]:
+    """CSA agreement over patient means: several images of one patient are not independent pairs."""
+    patients, pred, gt = patient_means(rows)
+    agreement = csa_agreement(pred, gt)
+    return {"n_patients": len(patients), **{key: agreement[key] for key in (
+        "mae", "bias", "bias_ci", "loa_low", "loa_low_ci", "loa_high", "loa_high_ci", "icc", "icc_ci_low",
+        "icc_ci_high")}}
+
+
 def class_agreement(pred_mm2: Sequence[float], gt_mm2: Sequence[float], threshold: float) -> Dict[str, Any]:
     """Enlarged (CSA >= ``threshold``) or not, by the prediction and by the reference: the 2 x 2 counts and
     Cohen's kappa (NaN when the expected agreement is 1, e.g. every image in one class)."""
@@ -331,6 +353,7 @@ def summarize(rows: Sequence[Mapping[str, Any]], spacing_mm: Spacing = None) -> 
         "csa_loa_low_ci_mm2": agreement["loa_low_ci"],
         "csa_loa_high_ci_mm2": agreement["loa_high_ci"],
     })
+    summary["csa_per_patient"] = per_patient_agreement(rows)
     if spacing is not None:  # the enlarged / not enlarged classes at the inlet cut-off, in mm^2 only
         classes = class_agreement(col["csa_pred_mm2"], col["csa_gt_mm2"], inlet_cutoff().threshold)
         summary.update({"csa_classes": classes, "csa_kappa": classes["kappa"]})
@@ -374,8 +397,19 @@ def _report_notes(s: Mapping[str, Any]) -> List[str]:
         f"nothing is predicted. TP {s['detection_tp']}, FP {s['detection_fp']}, FN {s['detection_fn']}, "
         f"TN {s['detection_tn']}. DSC over TP images only: {format_value('dice_tp_mean', s['dice_tp_mean'])}.",
         f"- mAP: {s['detection_map_note']}.",
-        "- ICC(3,1): two-way mixed, consistency, single measures; LoA: bias -/+ 1.96 SD of the differences.",
+        "- ICC(3,1): two-way mixed, consistency, single measures; LoA: bias -/+ 1.96 SD of the differences; "
+        "95% CIs of the bias and the limits after Bland & Altman 1999.",
+        _per_patient_note(s.get("csa_per_patient") or {}),
     ]
+
+
+def _per_patient_note(p: Mapping[str, Any]) -> str:
+    if not p.get("n_patients"):
+        return "- Per patient: no pairs."
+    return (f"- Per patient (each patient's images averaged first, as repeated images of one patient are not "
+            f"independent; n = {p['n_patients']} patients): CSA MAE {format_value('csa_mae_mm2', p['mae'])}, bias "
+            f"{format_value('csa_bias_mm2', p['bias'])} [LoA {format_value('csa_bias_mm2', p['loa_low'])}, "
+            f"{format_value('csa_bias_mm2', p['loa_high'])}], ICC(3,1) {format_value('csa_icc', p['icc'])}.")
 
 
 def report_markdown(summary: Mapping[str, Any]) -> str:
@@ -435,10 +469,10 @@ def _draw_scatter(ax, pred: np.ndarray, gt: np.ndarray, summary: Mapping[str, An
 
 
 def plot_csa_agreement(pred: Sequence[float], gt: Sequence[float], summary: Mapping[str, Any],
-                       out_dir: Union[str, Path]) -> List[Path]:
-    """Write ``bland_altman.png`` and ``csa_scatter.png`` to ``out_dir`` (Agg canvas, no display needed).
-
-    ``summary``: from :func:`summarize` (NaN or None for a missing bias/LoA line).
+                       out_dir: Union[str, Path], rows: Optional[Sequence[Mapping[str, Any]]] = None) -> List[Path]:
+    """Write ``bland_altman.png``, ``csa_scatter.png`` and, given the rows, ``bland_altman_per_patient.png``
+    to ``out_dir`` (Agg canvas, no display needed). ``summary``: from :func:`summarize` (NaN or None for a
+    missing bias/LoA line).
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -448,11 +482,23 @@ def plot_csa_agreement(pred: Sequence[float], gt: Sequence[float], summary: Mapp
     summary = _json_ready(dict(summary))
     unit = "mm$^2$" if summary["units"] == "mm" else "px"
     paths = []
-    for name, draw in (("bland_altman.png", _draw_bland_altman), ("csa_scatter.png", _draw_scatter)):
+    per_patient = summary.get("csa_per_patient") or {}
+    patient_summary = {"csa_bias_mm2": per_patient.get("bias"), "csa_loa_low_mm2": per_patient.get("loa_low"),
+                       "csa_loa_high_mm2": per_patient.get("loa_high"), "csa_bias_ci_mm2": per_patient.get("bias_ci"),
+                       "csa_loa_low_ci_mm2": per_patient.get("loa_low_ci"),
+                       "csa_loa_high_ci_mm2": per_patient.get("loa_high_ci")}
+    figures = [("bland_altman.png", _draw_bland_altman, x[:, 0], x[:, 1], summary),
+               ("csa_scatter.png", _draw_scatter, x[:, 0], x[:, 1], summary)]
+    if rows is not None:
+        _, pred_means, gt_means = patient_means(rows)
+        figures.append(("bland_altman_per_patient.png", _draw_bland_altman, pred_means, gt_means, patient_summary))
+    for name, draw, pred_values, gt_values, values in figures:
         figure = Figure(figsize=(5.5, 4.5), dpi=120)
         FigureCanvasAgg(figure)
         ax = figure.add_subplot()
-        draw(ax, x[:, 0], x[:, 1], summary, unit)
+        draw(ax, pred_values, gt_values, values, unit)
+        if name == "bland_altman_per_patient.png":
+            ax.set_title(f"Bland-Altman of patient means (n = {len(pred_values)} patients)", fontsize=10)
         ax.legend(fontsize=7, loc="upper left")
         figure.tight_layout()
         figure.savefig(Path(out_dir) / name)
@@ -614,5 +660,6 @@ def evaluate_folders(pred_dir: Union[str, Path], gt_dir: Union[str, Path], out_d
     _write_csv(out_dir / "metrics.csv", rows, [k for k in ROW_KEYS if k != "auc" or "auc_n" in summary])
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n")
     (out_dir / "report.md").write_text(report_markdown(summary), encoding="utf-8")
-    plot_csa_agreement([r["csa_pred_mm2"] for r in scored], [r["csa_gt_mm2"] for r in scored], summary, out_dir)
+    plot_csa_agreement([r["csa_pred_mm2"] for r in scored], [r["csa_gt_mm2"] for r in scored], summary, out_dir,
+                       scored)
     return summary

@@ -611,3 +611,14 @@ def test_bland_altman_confidence_intervals_and_kappa_known_answers():
     assert c["kappa"] == pytest.approx(1.0)
     c = class_agreement([11.0, 9.0, 11.0, 9.0], [11.0, 11.0, 9.0, 9.0], 10.0)  # chance agreement: kappa 0
     assert c["kappa"] == pytest.approx(0.0)
+
+
+def test_agreement_per_patient_averages_each_patients_images():
+    from MedianNerveSegLib.evaluate import per_patient_agreement
+
+    rows = [{"image": "Pz001-001", "csa_pred_mm2": 10.0, "csa_gt_mm2": 9.0},
+            {"image": "Pz001-002", "csa_pred_mm2": 12.0, "csa_gt_mm2": 9.0},   # Pz001: 11 against 9
+            {"image": "Pz002-001", "csa_pred_mm2": 8.0, "csa_gt_mm2": 8.0},    # Pz002: 8 against 8
+            {"image": "Pz003-001", "csa_pred_mm2": float("nan"), "csa_gt_mm2": 7.0}]
+    p = per_patient_agreement(rows)
+    assert p["n_patients"] == 2 and p["bias"] == pytest.approx(1.0) and p["mae"] == pytest.approx(1.0)
