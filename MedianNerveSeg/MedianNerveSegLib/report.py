@@ -169,21 +169,31 @@ def summarise(rows: Sequence[Tuple[FrameResult, str]], cutoffs: Sequence[Cutoff]
 # ----------------------------------------------------------------------------- writing
 
 def _collect(results: Sequence[PathLike], images_dir: Path) -> List[Tuple[FrameResult, str]]:
-    """Every row of the results files, its overlay copied into ``images_dir`` (names kept unique)."""
-    rows = []
+    """Every row of the results files, its overlay copied into ``images_dir`` (names kept unique). An image
+    (and frame) in two of them is refused before anything is written: a mean would count it twice."""
+    read: List[Tuple[int, Path, FrameResult]] = []
+    seen: Dict[Tuple[str, int], Path] = {}
     for index, given in enumerate(results):
         path = Path(given)
         csv_path = path / RESULTS_FILE if path.is_dir() else path
         if not csv_path.is_file():
             raise FileNotFoundError(f"{given}: no {RESULTS_FILE} there")
         for row in read_results(csv_path):
-            overlay = ""
-            source = csv_path.parent / row.mask.replace("_mask.png", "_overlay.png") if row.mask else None
-            if source is not None and source.is_file():
-                overlay = f"{index}_{source.name}"
-                images_dir.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(source, images_dir / overlay)
-            rows.append((row, overlay))
+            key = (str(Path(row.image).resolve()) if row.image else row.image, row.frame)
+            if key in seen:
+                raise ValueError(f"{row.image} frame {row.frame} is in both {seen[key]} and {csv_path}: "
+                                 "give each image's results once")
+            seen[key] = csv_path
+            read.append((index, csv_path, row))
+    rows = []
+    for index, csv_path, row in read:
+        overlay = ""
+        source = csv_path.parent / row.mask.replace("_mask.png", "_overlay.png") if row.mask else None
+        if source is not None and source.is_file():
+            overlay = f"{index}_{source.name}"
+            images_dir.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, images_dir / overlay)
+        rows.append((row, overlay))
     return rows
 
 

@@ -95,3 +95,13 @@ def test_report_from_dicom_of_two_patients_both_sides_two_levels(dataset_dir, tm
     assert len(shown) == 8 and all((out / "images" / name).is_file() for name in shown)
     assert (out / "report_csa.png").is_file() and "HOSP-0, right" in (out / "report.md").read_text()
     assert main(["report", str(tmp_path / "r_inlet"), "--out", str(out)]) == 2  # never overwritten
+
+
+def test_an_image_given_twice_is_refused_not_counted_twice(tmp_path):
+    from MedianNerveSegLib.results import ResultsWriter
+
+    with ResultsWriter(tmp_path / "a" / "measurements.csv") as writer:
+        writer.write(_row("P1", "right", "inlet", 12.0)[0])
+    assert main(["report", str(tmp_path / "a"), str(tmp_path / "a" / "measurements.csv"),
+                 "--out", str(tmp_path / "r")]) == 2
+    assert not (tmp_path / "r").exists()  # nothing written
