@@ -141,7 +141,7 @@ class NerveSceneLogic:
                                               self.scene.GenerateUniqueName(f"{volume_node.GetName()} grey"))
         slicer.util.updateVolumeFromArray(scalar, np.ascontiguousarray(grey, dtype=np.float32))
         scalar.CopyOrientation(volume_node)
-        for key in (ATTR_SPACING_SOURCE, ATTR_SOURCE_FILE):
+        for key in (ATTR_SPACING_SOURCE, ATTR_SOURCE_FILE, "DICOM.instanceUIDs"):  # where it came from
             if volume_node.GetAttribute(key) is not None:
                 scalar.SetAttribute(key, volume_node.GetAttribute(key))
         scalar.CreateDefaultDisplayNodes()

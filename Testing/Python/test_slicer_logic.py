@@ -390,7 +390,9 @@ def test_an_rgb_volume_becomes_a_grey_one_with_its_geometry(mrml, image_path, se
     slicer.util.updateVolumeFromArray(vector, rgb[np.newaxis])
     vector.SetSpacing(SPACING, SPACING, 1.0)
     vector.SetOrigin(5.0, -3.0, 0.0)
+    vector.SetAttribute("DICOM.instanceUIDs", "1.2.3.4")  # as Slicer's DICOM plugins set it
     scalar = mrml.logic.scalar_volume(vector)
+    assert scalar.GetAttribute("DICOM.instanceUIDs") == "1.2.3.4"  # DICOM export still finds the file
     assert scalar.IsA("vtkMRMLScalarVolumeNode") and not scalar.IsA("vtkMRMLVectorVolumeNode")
     assert scalar.GetSpacing() == pytest.approx((SPACING, SPACING, 1.0)) and scalar.GetOrigin() == (5.0, -3.0, 0.0)
     np.testing.assert_allclose(slicer.util.arrayFromVolume(scalar)[0], channels_to_grey(rgb), atol=1e-3)
