@@ -256,6 +256,19 @@ def cmd_benchmark_speed(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_benchmark_pipeline(args: argparse.Namespace) -> int:
+    from .inference import resolve_device
+    from .io import find_images
+    from .speed import benchmark_pipeline
+
+    images = find_images(args.images)[: args.max_images]
+    if not images:
+        raise FileNotFoundError(f"no supported image in {', '.join(args.images)}")
+    benchmark_pipeline(images, Path(args.out), args.model, args.spacing, resolve_device(args.device), args.threads)
+    print((Path(args.out) / "pipeline.md").read_text())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="median-nerve-seg", description=(
         "Median nerve segmentation and cross-sectional area (CSA) in transverse wrist ultrasound."))
@@ -398,6 +411,19 @@ def build_parser() -> argparse.ArgumentParser:
                      help='other thresholds: {"inlet_csa_mm2": {"threshold": 9, "source": "..."}, "wfr": ..., '
                           '"delta_csa_mm2": ...}')
     rep.set_defaults(func=cmd_report)
+
+    pip = sub.add_parser("benchmark-pipeline", help="time segment per stage (read, network, measure, write)",
+                         description="Runs segment on the images into a scratch folder and writes pipeline.json and "
+                                     "pipeline.md to --out: ms per frame of each stage, end to end, and the "
+                                     "hardware they were measured on.")
+    pip.add_argument("images", nargs="+", metavar="IMAGE_OR_DIR")
+    pip.add_argument("--out", required=True, help="output folder")
+    pip.add_argument("--model", default=None, help="installed model name or model folder (default: the shipped one)")
+    pip.add_argument("--spacing", type=_spacing, default=None, metavar="MM", help=spacing_help)
+    pip.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    pip.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    pip.add_argument("--max-images", type=int, default=50, help="images to time (default 50)")
+    pip.set_defaults(func=cmd_benchmark_pipeline)
 
     add_dataset_parser(sub)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Set, Union
@@ -29,6 +30,19 @@ PLAUSIBLE_CSA_MM2 = (1.0, 80.0)
 RUN_SETTINGS_FILE = "segment_run.json"  # what a results folder was made with; a rerun must match it
 _OUTPUT_SUFFIXES = ("_mask.png", "_overlay.png", "_prob.png", "_mask.nrrd", ".seg.nrrd", "_csa.png", "_seg.dcm",
                     "_sr.dcm")
+
+
+@dataclass
+class StageTimes:
+    """Seconds spent per stage of a batch (``benchmark-pipeline`` reports them per frame)."""
+
+    seconds: Dict[str, float] = field(default_factory=dict)
+    frames: int = 0
+
+    def add(self, stage: str, since: float) -> float:
+        now = time.perf_counter()
+        self.seconds[stage] = self.seconds.get(stage, 0.0) + now - since
+        return now
 
 
 @dataclass
@@ -200,18 +214,25 @@ MASK_WRITERS = {"nrrd": _nrrd_writer, "seg.nrrd": _segmentation_writer}
 
 def _segment_file(segmenter, path: Path, stem: str, out_dir: Path, spacing_mm, save_prob: bool,
                   mask_formats: Sequence[str], labels: Labels, dicom_out: bool = False,
-                  warnings: Optional[List[str]] = None) -> List[FrameResult]:
+                  warnings: Optional[List[str]] = None, timings: Optional[StageTimes] = None) -> List[FrameResult]:
     """Every frame's row of one file; raises on a file that cannot be read or segmented."""
     from .io import read_image
     from .plots import plot_csa_per_frame
 
+    times = timings or StageTimes()
+    since = time.perf_counter()
     image = read_image(path, spacing_mm=spacing_mm)
+    since = times.add("read", since)
     rows, masks = [], []
     for index in range(image.n_frames):
         prediction = segmenter.predict(image, index)
+        since = times.add("network", since)
         result = frame_result(segmenter, image, index, path, prediction, labels)
+        since = times.add("measure", since)
         frame_stem = stem + (f"_f{index:04d}" if image.n_frames > 1 else "")
         _write_frame_outputs(out_dir, frame_stem, image, index, prediction, save_prob, mask_formats, result)
+        since = times.add("write outputs", since)
+        times.frames += 1
         rows.append(result)
         if dicom_out:
             masks.append(prediction.mask)
@@ -267,12 +288,14 @@ def segment_files(paths: Sequence[PathLike], out_dir: PathLike, segmenter, spaci
                   save_prob: bool = False, mask_formats: Sequence[str] = (),
                   progress: Optional[Progress] = None,
                   on_result: Optional[Callable[[FrameResult], None]] = None,
-                  labels: Labels = Labels(), dicom_out: bool = False) -> BatchSummary:
+                  labels: Labels = Labels(), dicom_out: bool = False,
+                  timings: Optional[StageTimes] = None) -> BatchSummary:
     """Segment each file (every frame of a clip) into ``out_dir``; see the module docstring.
 
     ``spacing_mm`` overrides every file's own spacing, ``labels`` say the patient, side and level
     (a file that says another side is an error row). ``dicom_out`` adds a DICOM SEG and SR per DICOM
-    input (:mod:`dicom_out`). ``on_result`` sees each row as written.
+    input (:mod:`dicom_out`). ``on_result`` sees each row as written; ``timings`` collects the seconds
+    spent per stage.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -290,14 +313,17 @@ def segment_files(paths: Sequence[PathLike], out_dir: PathLike, segmenter, spaci
         for path in (progress(todo) if progress else todo):
             try:
                 rows = _segment_file(segmenter, path, stems[path], out_dir, spacing_mm, save_prob, mask_formats,
-                                     labels, dicom_out, warnings)
+                                     labels, dicom_out, warnings, timings)
             except Exception as error:  # one bad file is a row, never the end of the batch
                 rows = [_error_row(path, error)]
                 failures.append(rows[0])
+            since = time.perf_counter()
             for row in rows:
                 writer.write(row)
                 if on_result:
                     on_result(row)
+            if timings is not None:
+                timings.add("results row", since)
             n_frames += sum(r.ok for r in rows)
     return BatchSummary(len(paths), len(paths) - len(todo), len(failures), n_frames, results_path, failures,
                         warnings)

@@ -66,3 +66,57 @@ def write_report(rows: List[Dict[str, Any]], out_dir: Path) -> None:
     (out_dir / "speed.md").write_text(
         f"Frame {FRAME[0]} x {FRAME[1]} (rows x columns), median of repeated forward passes, eval mode.\n\n"
         + "\n".join(lines) + "\n")
+
+
+def hardware() -> Dict[str, Any]:
+    """What a speed figure was measured on: CPU model, cores, torch threads and version."""
+    import os
+    import platform
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__.split("+")[0]}
+
+
+def benchmark_pipeline(images: Sequence[Path], out_dir: Path, model: Optional[str] = None, spacing_mm: Any = None,
+                       device: str = "cpu", threads: int = 2) -> Dict[str, Any]:
+    """``segment`` on ``images`` into a scratch folder, timed per stage; writes pipeline.json and pipeline.md.
+
+    End to end is the whole batch's wall time per frame, after one warm-up prediction."""
+    import tempfile
+
+    from .inference import Segmenter
+    from .io import read_image
+    from .pipeline import StageTimes, segment_files
+
+    torch.set_num_threads(threads)
+    segmenter = Segmenter(model, device)
+    segmenter.predict(read_image(images[0], spacing_mm))  # warm-up
+    timings = StageTimes()
+    with tempfile.TemporaryDirectory() as scratch:
+        start = time.perf_counter()
+        summary = segment_files(images, Path(scratch), segmenter, spacing_mm, timings=timings)
+        wall = time.perf_counter() - start
+    frames = max(timings.frames, 1)
+    stages = {stage: round(1000 * seconds / frames, 1) for stage, seconds in timings.seconds.items()}
+    result = {"model": f"{segmenter.info.name}@{segmenter.info.version}", "images": len(images),
+              "frames": timings.frames, "failed": summary.n_failed, "ms_per_frame": stages,
+              "end_to_end_ms_per_frame": round(1000 * wall / frames, 1),
+              "end_to_end_over_network": round(wall / max(timings.seconds.get("network", 1e-9), 1e-9), 2),
+              **hardware()}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "pipeline.json").write_text(json.dumps(result, indent=2) + "\n")
+    lines = [f"# Pipeline time per frame: {result['model']}, {result['frames']} frames", "",
+             f"{result['cpu']}, {result['cores']} cores, {result['torch_threads']} torch threads, "
+             f"torch {result['torch']}, device {device}.", "", "| stage | ms/frame |", "|---|---|"]
+    lines += [f"| {stage} | {ms} |" for stage, ms in stages.items()]
+    lines += [f"| **end to end** | **{result['end_to_end_ms_per_frame']}** |", "",
+              f"End to end is {result['end_to_end_over_network']}x the network stage (Segmenter.predict: "
+              "resize, forward pass, threshold)."]
+    (out_dir / "pipeline.md").write_text("\n".join(lines) + "\n")
+    return result

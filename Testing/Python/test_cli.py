@@ -296,3 +296,14 @@ def test_an_older_results_file_is_read_but_never_continued(tmp_path):
 
     with pytest.raises(ValueError, match="written by an older version"):
         ResultsWriter(old)
+
+
+def test_benchmark_pipeline_reports_each_stage_and_the_hardware(few_images, tmp_path):
+    folder, _ = few_images
+    images = sorted(p for p in folder.glob("Pz*.png"))[:2]
+    assert main(["benchmark-pipeline", *map(str, images), "--spacing", "0.062", "--out", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "pipeline.json").read_text())
+    assert result["frames"] == 2 and result["failed"] == 0 and result["cores"] >= 1 and result["cpu"]
+    assert set(result["ms_per_frame"]) == {"read", "network", "measure", "write outputs", "results row"}
+    assert sum(result["ms_per_frame"].values()) <= result["end_to_end_ms_per_frame"] + 1  # stages within the whole
+    assert "| **end to end** |" in (tmp_path / "pipeline.md").read_text()
