@@ -472,6 +472,12 @@ class MedianNerveSegPanel(VTKObservationMixin):
     def onDicomExport(self) -> None:
         """A DICOM SEG and SR of the shown image's nerve, for an image that came from a DICOM file."""
         p = self._parameterNode
+        if importlib.util.find_spec("highdicom") is None:  # not among the first-use packages: it may update pydicom
+            if not slicer.util.confirmOkCancelDisplay(_("DICOM export needs the highdicom package, which may update "
+                                                        "pydicom. Install it now?")):
+                return
+            with slicer.util.tryWithErrorDisplay(_("Installing highdicom failed."), waitCursor=True):
+                slicer.util.pip_install("highdicom")
         folder = qt.QFileDialog.getExistingDirectory(slicer.util.mainWindow(), _("Folder for the DICOM SEG and SR"))
         if not folder:
             return
