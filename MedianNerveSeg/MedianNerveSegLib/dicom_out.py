@@ -131,16 +131,16 @@ def write_dicom_sr(source_path: PathLike, seg_path: PathLike, rows: Sequence[Fra
     return out_path
 
 
-def is_dicom_source(image) -> bool:
-    return bool(image.metadata.get("SOPInstanceUID")) and image.metadata.get("format") == "dicom"
-
-
 def write_dicom_outputs(path: Path, image, rows: Sequence[FrameResult], masks: Sequence[np.ndarray],
                         out_dir: Path, stem: str) -> List[Path]:
     """``<stem>_seg.dcm`` and, when some frame has a CSA in mm^2, ``<stem>_sr.dcm``, for a DICOM source;
-    nothing for any other file."""
-    if not is_dicom_source(image):
+    nothing for any other file. A DICOM that cannot be referenced is a ValueError saying why."""
+    if image.metadata.get("format") != "dicom":
         return []
+    missing = [key for key in ("SOPInstanceUID", "SOPClassUID", "StudyInstanceUID", "SeriesInstanceUID")
+               if not image.metadata.get(key)]
+    if missing:
+        raise ValueError(f"the DICOM has no {', '.join(missing)} for a SEG/SR to reference")
     if image.n_frames > 1 and not image.metadata.get("FrameOfReferenceUID"):
         raise ValueError("a multi-frame ultrasound without a Frame of Reference: highdicom writes a SEG only "
                          "for single frames there; the frames' masks are the _fNNNN_mask.png files")

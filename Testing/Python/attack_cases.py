@@ -1093,10 +1093,109 @@ def store_cases() -> List[Case]:
     ]
 
 
+def _results(tmp: Path, rows: Sequence[dict], name: str = "results") -> Path:
+    """A results folder holding ``rows`` (FrameResult fields) in the project's results format."""
+    from MedianNerveSegLib.results import FrameResult, ResultsWriter
+
+    with ResultsWriter(tmp / name / "measurements.csv") as writer:
+        for row in rows:
+            writer.write(FrameResult(**row))
+    return tmp / name
+
+
+MM_ROW = {"image": "Pz301-001.png", "patient": "Pz301", "side": "right", "level": "inlet", "found": True,
+          "area_mm2": 12.5, "area_px": 3252}
+
+
+def report_cases() -> List[Case]:
+    def report(results, names, check=None, extra=()):
+        def build(tmp: Path) -> Run:
+            given = results(tmp)
+            given = given if isinstance(given, list) else [given]
+            return Run(["report", *map(str, given), "--out", str(tmp / "report"), *extra], names, check, tmp / "report")
+        return build
+
+    def cutoffs(text):
+        def build(tmp: Path) -> Run:
+            (tmp / "cutoffs.json").write_text(text)
+            return report(lambda t: _results(t, [MM_ROW]), ["cutoffs.json"],
+                          extra=["--cutoffs", str(tmp / "cutoffs.json")])(tmp)
+        return build
+
+    def taken(tmp: Path) -> Run:
+        (tmp / "report").mkdir()
+        (tmp / "report" / "report.json").write_text("{}")
+        return Run(["report", str(_results(tmp, [MM_ROW])), "--out", str(tmp / "report")], ["report"], None, tmp)
+
+    def summary_of(check):
+        def read(outcome: Outcome) -> Optional[str]:
+            return check(json.loads((outcome.out / "report.json").read_text()))
+        return read
+
+    def one_side(data) -> Optional[str]:
+        sides = data["sides"]
+        if len(sides) != 1 or sides[0]["levels"]["inlet"]["mean_mm2"] != 12.5:
+            return f"sides {sides}"
+        return None
+
+    def only_excluded(data) -> Optional[str]:
+        reasons = [e["reason"] for e in data["excluded"]]
+        return None if not data["sides"] and reasons and reasons[0].startswith("spacing unknown") else f"{data}"
+
+    def dicom_without_uid(tmp: Path) -> Run:
+        from pydicom import dcmread
+        from pydicom.filewriter import dcmwrite
+
+        path = save_dicom(tmp / "nouid.dcm", U8, region_cm=SPACING / 10)
+        ds = dcmread(path)
+        del ds.SOPInstanceUID  # (the file meta keeps its own copy)
+        dcmwrite(path, ds, enforce_file_format=True)
+
+        def check(outcome: Outcome) -> Optional[str]:
+            rows = _rows(outcome)
+            if not rows or not all("dicom-out-failed" in r.flags for r in rows):
+                return f"rows {[r.flags for r in rows]}"
+            return None if "nouid.dcm: DICOM SEG/SR not written" in outcome.stderr else "no warning naming it"
+        return Run(["segment", str(path), "--out", str(tmp / "out"), "--model", MODEL, "--dicom-out"],
+                   ["nouid.dcm"], check, tmp / "out")
+
+    def other_side(tmp: Path) -> Run:
+        from pydicom import dcmread
+        from pydicom.filewriter import dcmwrite
+
+        path = save_dicom(tmp / "left.dcm", U8, region_cm=SPACING / 10)
+        ds = dcmread(path)
+        ds.ImageLaterality = "L"
+        dcmwrite(path, ds, enforce_file_format=True)
+        return Run(["segment", str(path), "--out", str(tmp / "out"), "--model", MODEL, "--side", "right"],
+                   ["left.dcm"], None, tmp / "out")
+
+    return [
+        Case("report of a missing folder", "report", "error", report(lambda t: t / "nothing", ["nothing"])),
+        Case("report of a foreign CSV", "report", "error", report(
+            lambda t: (t / "other.csv", (t / "other.csv").write_text("a,b\n1,2\n"))[0], ["other.csv"])),
+        Case("report cut-offs not JSON", "report", "error", cutoffs("{ nope")),
+        Case("report unknown cut-off", "report", "error", cutoffs('{"csa": {"threshold": 9}}')),
+        Case("report threshold without source", "report", "error", cutoffs('{"inlet_csa_mm2": {"threshold": 9}}')),
+        Case("report threshold not a number", "report", "error", cutoffs('{"wfr": {"threshold": "x"}}')),
+        Case("report into a folder holding one", "report", "error", taken),
+        Case("report of one image given twice", "report", "error", report(
+            lambda t: [_results(t, [MM_ROW])] * 2, ["Pz301-001.png"])),
+        Case("report of rows in mm^2", "report", "result", report(lambda t: _results(t, [MM_ROW]), [],
+                                                                     summary_of(one_side))),
+        Case("report of rows in pixels only", "report", "result", report(
+            lambda t: _results(t, [{**MM_ROW, "area_mm2": None}]), [], summary_of(only_excluded))),
+        Case("segment --dicom-out of a DICOM without a SOP instance UID", "report", "result", dicom_without_uid),
+        Case("segment --side against the DICOM's laterality", "report", "error", other_side),
+        Case("segment --level not a level", "report", "error", _segment(
+            _img("lvl.png", lambda p: save_pil(p, U8)), extra=["--level", "wrist"], names=["--level"])),
+    ]
+
+
 def all_cases() -> List[Case]:
     """Every case of the attack, in a stable order with unique names."""
     cases = (image_cases() + spacing_cases() + batch_cases() + mask_cases() + model_cases()
-             + evaluate_cases() + store_cases())
+             + evaluate_cases() + store_cases() + report_cases())
     names = [c.name for c in cases]
     assert len(names) == len(set(names)), sorted(n for n in names if names.count(n) > 1)
     return cases
