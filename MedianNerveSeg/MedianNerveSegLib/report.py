@@ -86,6 +86,7 @@ class ImageCSA:
     frame: int
     csa_mm2: float
     overlay: str = ""  # the overlay copied into the report folder ('' when none was written)
+    acquired: str = ""  # ISO date and time of the acquisition, when the file gave it
 
 
 @dataclass
@@ -136,7 +137,7 @@ def _exclusion(row: FrameResult) -> str:
 def _level(rows: List[Tuple[FrameResult, str]]) -> LevelSummary:
     values = [row.area_mm2 for row, _ in rows]
     return LevelSummary(len(values), statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None,
-                        [ImageCSA(row.image, row.frame, row.area_mm2, overlay) for row, overlay in rows])
+                        [ImageCSA(row.image, row.frame, row.area_mm2, overlay, row.acquired) for row, overlay in rows])
 
 
 def summarise(rows: Sequence[Tuple[FrameResult, str]], cutoffs: Sequence[Cutoff] = DEFAULT_CUTOFFS) -> Report:
@@ -216,8 +217,8 @@ def report_markdown(report: Report) -> str:
         lines += [f"## {side.patient}, {side.side}", "", "| level | n | mean CSA (mm^2) | SD (mm^2) | images (mm^2) |",
                   "|---|---|---|---|---|"]
         for level, summary in side.levels.items():
-            images = ", ".join(f"{Path(i.image).name}{f' f{i.frame}' if i.frame else ''}: {i.csa_mm2:.2f}"
-                               for i in summary.images)
+            images = ", ".join(f"{Path(i.image).name}{f' f{i.frame}' if i.frame else ''}"
+                               f"{f' ({i.acquired})' if i.acquired else ''}: {i.csa_mm2:.2f}" for i in summary.images)
             lines.append(f"| {level} | {summary.n} | {summary.mean_mm2:.2f} | {_number(summary.sd_mm2)} | {images} |")
         lines += [""] + [f"- {_verdict_text(v, cutoffs[v.key])}" for v in side.verdicts] + [""]
     if report.excluded:
@@ -258,7 +259,7 @@ def report_html(report: Report, plot: str) -> str:
         for level, summary in side.levels.items():
             for image in summary.images:
                 caption = f"{Path(image.image).name}{f' frame {image.frame}' if image.frame else ''}, {level}: " \
-                          f"{image.csa_mm2:.2f} mm²"
+                          f"{image.csa_mm2:.2f} mm²" + (f", {image.acquired}" if image.acquired else "")
                 img = f"<img src='images/{esc(image.overlay)}' alt='{esc(caption)}'>" if image.overlay else ""
                 parts.append(f"<figure>{img}<figcaption>{esc(caption)}</figcaption></figure>")
     if report.excluded:

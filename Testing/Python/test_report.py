@@ -93,7 +93,9 @@ def test_report_from_dicom_of_two_patients_both_sides_two_levels(dataset_dir, tm
     assert "Research use only" in page and "Hobson-Webb" in page and page.count("<figure>") == 8
     shown = re.findall(r"src='images/([^']+)'", page)
     assert len(shown) == 8 and all((out / "images" / name).is_file() for name in shown)
-    assert (out / "report_csa.png").is_file() and "HOSP-0, right" in (out / "report.md").read_text()
+    markdown = (out / "report.md").read_text()
+    assert (out / "report_csa.png").is_file() and "HOSP-0, right" in markdown
+    assert "(2026-11-30T14:25:01)" in markdown and "2026-11-30T14:25:01" in page  # each image's acquisition
     assert main(["report", str(tmp_path / "r_inlet"), "--out", str(out)]) == 2  # never overwritten
 
 
