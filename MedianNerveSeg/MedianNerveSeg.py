@@ -1,16 +1,14 @@
 """MedianNerveSeg: segment the median nerve in wrist ultrasound, correct it, measure its CSA, save labels.
 
 The scripted module's entry points only (as KitwareMedical/SlicerNNUnet's): the module, its
-parameter node, a widget shell that builds MedianNerveSegSlicer.widget's panel, the module
-logic (dependencies and the segmenter cache) and the self-test shell. The panel calls the scene
-logic (MedianNerveSegSlicer.NerveSceneLogic) and background tasks, which call the pure-Python
-core MedianNerveSegLib. Importing this file installs and imports nothing heavy.
+parameter node, a widget shell that builds MedianNerveSegSlicer.widget's panel, the module logic
+(the segmenter cache; MedianNerveSegSlicer.dependencies installs the packages) and the self-test
+shell. The panel calls the scene logic (MedianNerveSegSlicer.NerveSceneLogic) and background tasks,
+which call the pure-Python core MedianNerveSegLib. Importing this file installs and imports nothing heavy.
 """
 
-import importlib.util
 import os
 import pathlib
-import traceback
 from typing import Annotated
 
 import slicer
@@ -33,18 +31,6 @@ try:
 except ImportError:
     from slicer import vtkMRMLMarkupsLineNode
 
-# torch comes from the PyTorch extension (PyTorchUtils); the rest is pip-installed on first use.
-TORCH_REQUIREMENT = ">=2.1"
-PIP_REQUIREMENTS = {  # import name -> pip requirement; SimpleITK and numpy are Slicer's own
-    "monai": "monai>=1.3",
-    "scipy": "scipy",
-    "skimage": "scikit-image>=0.20",
-    "PIL": "pillow",
-    "nrrd": "pynrrd",
-    "nibabel": "nibabel",
-    "slicerio": "slicerio>=1.0",
-    "pydicom": "pydicom>=2.4",
-}
 DEFAULT_MODEL = "median_nerve_unet"
 # A transverse wrist image of the public Jesi dataset (GPL-3.0; DL-UNet paper's repository), with its SHA-256.
 SAMPLE_URL = "https://raw.githubusercontent.com/SasageyoOrg/cvdl-deep-mn/main/Dataset/Images/Pz001-001.bmp"
@@ -189,43 +175,16 @@ class MedianNerveSegLogic(ScriptedLoadableModuleLogic):
 
     @staticmethod
     def dependenciesReady() -> bool:
-        return importlib.util.find_spec("torch") is not None and all(
-            importlib.util.find_spec(module) is not None for module in PIP_REQUIREMENTS)
+        from MedianNerveSegSlicer import dependencies
 
-    def ensureDependencies(self) -> bool:
-        """torch through the PyTorch extension, the rest with pip, each after the user agrees; a failure
-        ends in a dialog that says why."""
-        if self.dependenciesReady():
-            return True
-        try:
-            return self._installDependencies()
-        except Exception as error:
-            slicer.util.errorDisplay(_("Installing MedianNerveSeg's Python packages failed: {error}").format(
-                error=error), detailedText=traceback.format_exc())
-            return False
+        return dependencies.ready()
 
-    def _installDependencies(self) -> bool:
-        if importlib.util.find_spec("torch") is None:
-            try:
-                import PyTorchUtils
-            except ModuleNotFoundError:
-                slicer.util.errorDisplay(_("MedianNerveSeg needs the PyTorch extension: install it from the "
-                                           "Extensions Manager, restart Slicer and try again."))
-                return False
-            torchLogic = PyTorchUtils.PyTorchUtilsLogic()
-            if not torchLogic.torchInstalled():
-                if torchLogic.installTorch(askConfirmation=True, torchVersionRequirement=TORCH_REQUIREMENT) is None:
-                    slicer.util.errorDisplay(_("PyTorch was not installed, so MedianNerveSeg cannot segment yet."))
-                    return False
-        missing = [requirement for module, requirement in PIP_REQUIREMENTS.items()
-                   if importlib.util.find_spec(module) is None]
-        if missing:
-            if not slicer.util.confirmOkCancelDisplay(
-                    _("MedianNerveSeg needs these Python packages: {packages}.\nInstall them now (a few "
-                      "minutes)?").format(packages=", ".join(missing))):
-                return False
-            slicer.util.pip_install(missing)
-        return self.dependenciesReady()
+    @staticmethod
+    def ensureDependencies() -> bool:
+        """torch through the PyTorch extension, the rest with pip, each after the user agrees."""
+        from MedianNerveSegSlicer import dependencies
+
+        return dependencies.ensure()
 
     @property
     def sceneLogic(self):

@@ -39,13 +39,18 @@ def _source(path: PathLike):
     return ds
 
 
+def _name_version(model: str) -> Tuple[str, str]:
+    """("median_nerve_unet", "1.0.0") of a results row's "median_nerve_unet@1.0.0"."""
+    name, _, version = model.partition("@")
+    return name or "unknown", version or "unknown"
+
+
 def _algorithm(model: str):
     import highdicom as hd
     from pydicom.sr.codedict import codes
 
-    name, _, version = model.partition("@")
-    return hd.AlgorithmIdentificationSequence(name=name or "unknown", version=version or "unknown",
-                                              family=codes.cid7162.ArtificialIntelligence)
+    name, version = _name_version(model)
+    return hd.AlgorithmIdentificationSequence(name=name, version=version, family=codes.cid7162.ArtificialIntelligence)
 
 
 def write_dicom_seg(source_path: PathLike, masks: Sequence[np.ndarray], out_path: PathLike, model: str,
@@ -67,8 +72,8 @@ def write_dicom_seg(source_path: PathLike, masks: Sequence[np.ndarray], out_path
         source_images=[source], pixel_array=pixels,
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY, segment_descriptions=[description],
         series_instance_uid=hd.UID(), series_number=SEG_SERIES_NUMBER, sop_instance_uid=hd.UID(),
-        instance_number=1, manufacturer="MedianNerveSeg", manufacturer_model_name=model.partition("@")[0],
-        software_versions=model.partition("@")[2] or "unknown", device_serial_number="n/a",
+        instance_number=1, manufacturer="MedianNerveSeg", manufacturer_model_name=_name_version(model)[0],
+        software_versions=_name_version(model)[1], device_serial_number="n/a",
         series_description="Median nerve (AI)", omit_empty_frames=False)
     out_path = Path(out_path)
     atomic_write(out_path, lambda tmp: seg.save_as(tmp, enforce_file_format=True))
@@ -113,13 +118,13 @@ def write_dicom_sr(source_path: PathLike, seg_path: PathLike, rows: Sequence[Fra
                 source_image=hd.sr.SourceImageForSegmentation(source.SOPClassUID, source.SOPInstanceUID,
                                                               [frame] if n_frames > 1 else None)),
             finding_type=_code(NERVE), finding_sites=[site], algorithm_id=hd.sr.AlgorithmIdentification(
-                name=model.partition("@")[0], version=model.partition("@")[2] or "unknown"),
+                *_name_version(model)),
             measurements=_measurements(row, reference)))
     if not groups:
         raise ValueError(f"{source_path}: no frame with a nerve measured in mm^2, so no measurement report")
     observer = hd.sr.ObserverContext(observer_type=codes.DCM.Device,
                                      observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
-                                         uid=hd.UID(), name=model.partition("@")[0]))
+                                         uid=hd.UID(), name=_name_version(model)[0]))
     report = hd.sr.MeasurementReport(observation_context=hd.sr.ObservationContext(observer_device_context=observer),
                                      procedure_reported=_code(("73761001", "SCT", "Ultrasonography")),
                                      imaging_measurements=groups)

@@ -15,7 +15,7 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, Iterable, List, Optional, Sequence, Set, Union
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Set, Union
 
 import numpy as np
 
@@ -143,31 +143,36 @@ def _error_row(path: Path, error: BaseException) -> FrameResult:
     return FrameResult(image=str(path), error=reason[len(prefix):] if reason.startswith(prefix) else reason)
 
 
-def measurement_flags(measurement) -> List[str]:
+def measurement_flags(found: bool, area_mm2: Optional[float]) -> List[str]:
     """What a reader of a measurement must know: no nerve, no spacing, an implausible CSA."""
-    flags = [] if measurement.found else ["not-found"]
-    if measurement.area_mm2 is None:
+    flags = [] if found else ["not-found"]
+    if area_mm2 is None:
         flags.append("spacing-unknown")
-    elif measurement.found and not PLAUSIBLE_CSA_MM2[0] <= measurement.area_mm2 <= PLAUSIBLE_CSA_MM2[1]:
+    elif found and not PLAUSIBLE_CSA_MM2[0] <= area_mm2 <= PLAUSIBLE_CSA_MM2[1]:
         flags.append("implausible-csa")
     return flags
+
+
+def measurement_columns(measurement) -> Dict[str, Any]:
+    """A NerveMeasurement's columns of the results format, its flags included: the one mapping."""
+    return {"found": measurement.found, "area_mm2": measurement.area_mm2, "area_px": measurement.area_px,
+            "perimeter_mm": measurement.perimeter_mm, "circularity": measurement.circularity,
+            "flattening_ratio": measurement.flattening_ratio, "ellipse_ratio": measurement.ellipse_ratio,
+            "n_components": measurement.n_components, "spacing_mm": measurement.spacing_mm,
+            "flags": measurement_flags(measurement.found, measurement.area_mm2)}
 
 
 def frame_result(segmenter, image, index: int, path: Path, prediction, labels: Labels = Labels()) -> FrameResult:
     """The results row of one segmented frame (output file names filled in by the caller)."""
     from .measure import measure_mask
 
-    measurement = measure_mask(prediction.mask, image.spacing_mm)
+    columns = measurement_columns(measure_mask(prediction.mask, image.spacing_mm))
     return FrameResult(
         image=str(path), frame=index, patient=labels.patient or patient_of(image, path),
         side=side_of(image, labels), level=labels.level, acquired=image.acquired, time_s=image.frame_time_s(index),
-        found=prediction.found, confidence=round(float(prediction.confidence), 4), area_mm2=measurement.area_mm2,
-        area_px=measurement.area_px, perimeter_mm=measurement.perimeter_mm, circularity=measurement.circularity,
-        flattening_ratio=measurement.flattening_ratio, ellipse_ratio=measurement.ellipse_ratio,
-        n_components=measurement.n_components,
-        spacing_mm=measurement.spacing_mm, spacing_source=image.spacing_source,
+        confidence=round(float(prediction.confidence), 4), spacing_source=image.spacing_source,
         model=f"{segmenter.info.name}@{segmenter.info.version}", ms=round(prediction.milliseconds, 1),
-        flags=measurement_flags(measurement) + list(prediction.flags))
+        **{**columns, "found": prediction.found, "flags": columns["flags"] + list(prediction.flags)})
 
 
 def overlay_caption(result: FrameResult) -> List[str]:
@@ -345,13 +350,8 @@ def measure_files(paths: Sequence[PathLike], spacing_mm=None, labels: Labels = L
             continue
         rows.append(FrameResult(
             image=str(path), patient=labels.patient or patient_of(None, path), side=labels.side or "",
-            level=labels.level, found=measurement.found, area_mm2=measurement.area_mm2,
-            area_px=measurement.area_px, perimeter_mm=measurement.perimeter_mm,
-            circularity=measurement.circularity, flattening_ratio=measurement.flattening_ratio,
-            ellipse_ratio=measurement.ellipse_ratio,
-            n_components=measurement.n_components, spacing_mm=measurement.spacing_mm,
-            spacing_source="user" if spacing else "unknown", mask=path.name,
-            flags=measurement_flags(measurement)))
+            level=labels.level, spacing_source="user" if spacing else "unknown", mask=path.name,
+            **measurement_columns(measurement)))
     return rows
 
 

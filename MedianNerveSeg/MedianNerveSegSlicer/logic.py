@@ -26,7 +26,6 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 import numpy as np
@@ -38,9 +37,10 @@ from MedianNerveSegLib import codes
 from MedianNerveSegLib.data import DEFAULT_PATIENT_PATTERN, patient_id
 from MedianNerveSegLib.dataset import LabelledDataset
 from MedianNerveSegLib.image import SpacingSource, UltrasoundImage
-from MedianNerveSegLib.io import NERVE_SEGMENT_NAME, channels_to_grey, read_image, read_mask, write_image_nrrd
+from MedianNerveSegLib.io import (NERVE_SEGMENT_NAME, channels_to_grey, format_of, read_image, read_mask,
+                                  write_image_nrrd)
 from MedianNerveSegLib.measure import NerveMeasurement, as_spacing, measure_mask
-from MedianNerveSegLib.pipeline import measurement_flags
+from MedianNerveSegLib.pipeline import measurement_columns, measurement_flags
 from MedianNerveSegLib.results import RESULTS_FILE, FrameResult, read_results
 
 PathLike = Union[str, Path]
@@ -588,15 +588,14 @@ class NerveSceneLogic:
         results = []
         for row in range(table.GetNumberOfRows()):
             name = value("image", row) or ""
-            area_mm2 = value("area_mm2", row)
-            measurement = SimpleNamespace(found=value("found", row) == "true", area_mm2=area_mm2)
+            found, area_mm2 = value("found", row) == "true", value("area_mm2", row)
             results.append(FrameResult(
                 image=name, frame=int(value("frame", row) or 0), patient=patient_id(name.split(" frame ")[0]),
-                side=value("side", row) or "", level=value("level", row) or "inlet", found=measurement.found,
+                side=value("side", row) or "", level=value("level", row) or "inlet", found=found,
                 area_mm2=area_mm2, area_px=value("area_px", row), perimeter_mm=value("perimeter_mm", row),
                 circularity=value("circularity", row), flattening_ratio=value("flattening_ratio", row),
                 ellipse_ratio=value("ellipse_ratio", row), n_components=value("n_components", row),
-                flags=measurement_flags(measurement)))
+                flags=measurement_flags(found, area_mm2)))
         return results
 
     def export_dicom(self, segmentation_node, volume_node, folder: PathLike, source_path: Optional[PathLike] = None,
@@ -606,7 +605,7 @@ class NerveSceneLogic:
         from MedianNerveSegLib.dicom_out import write_dicom_seg, write_dicom_sr
 
         source = Path(source_path or volume_node.GetAttribute(ATTR_SOURCE_FILE) or "")
-        if not source.is_file() or read_image(source).metadata.get("format") != "dicom":
+        if not source.is_file() or getattr(format_of(source), "name", "") != "dicom":  # no need to decode it
             raise ValueError(f"{volume_node.GetName()} was not loaded from a DICOM file: no DICOM SEG/SR")
         if self.n_frames(volume_node) > 1:
             raise ValueError("a DICOM SEG of one frame of a clip is not supported: export the frames' masks instead")
@@ -615,10 +614,7 @@ class NerveSceneLogic:
         measurement = measure_mask(mask, spacing)
         model = "@".join(filter(None, (segmentation_node.GetAttribute(ATTR_MODEL),
                                        segmentation_node.GetAttribute(ATTR_MODEL_VERSION)))) or "manual"
-        row = FrameResult(image=str(source), side=side, level=level, found=measurement.found,
-                          area_mm2=measurement.area_mm2, area_px=measurement.area_px,
-                          perimeter_mm=measurement.perimeter_mm, flattening_ratio=measurement.flattening_ratio,
-                          model=model)
+        row = FrameResult(image=str(source), side=side, level=level, model=model, **measurement_columns(measurement))
         folder = Path(folder)
         seg = write_dicom_seg(source, [mask], folder / f"{source.stem}_seg.dcm", model, side)
         if not (measurement.found and measurement.area_mm2 is not None):
