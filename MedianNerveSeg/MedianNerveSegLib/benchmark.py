@@ -64,9 +64,9 @@ def evaluate_model(model_dir: Path, samples, spacing_mm: Any = None, device: str
 def _timing_segmenter(model_dir: Path) -> Segmenter:
     """The model folder's Segmenter on the CPU; where its weights stayed on the machine that trained
     it (too large to bring back), the same network untrained: time per frame does not depend on the
-    weights' values."""
+    weights' values. PyTorch runs both, so that every row is timed on the same runtime."""
     if (Path(model_dir) / WEIGHTS).is_file():
-        return Segmenter(model_dir, "cpu")
+        return Segmenter(model_dir, "cpu", runtime="torch")
     info = load_info(model_dir)
     network = build_model(info.architecture, **info.arch_kwargs).to(memory_format=torch.channels_last)
     return Segmenter.from_network(network, info, "cpu")

@@ -12,6 +12,7 @@ from typing import Any, Dict, Optional, Sequence
 
 from . import __version__
 from .cli_dataset import add_dataset_parser
+from .runtime import RUNTIMES
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -67,7 +68,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
     paths = find_images(args.inputs)
     if not paths:
         raise FileNotFoundError(f"no supported image in {', '.join(args.inputs)}")
-    segmenter = Segmenter(args.model, args.device)
+    segmenter = Segmenter(args.model, args.device, args.runtime)
     printer = _ResultPrinter()
     try:
         summary = segment_files(paths, Path(args.out), segmenter, args.spacing, args.save_prob, args.mask_formats,
@@ -264,7 +265,8 @@ def cmd_benchmark_pipeline(args: argparse.Namespace) -> int:
     images = find_images(args.images)[: args.max_images]
     if not images:
         raise FileNotFoundError(f"no supported image in {', '.join(args.images)}")
-    benchmark_pipeline(images, Path(args.out), args.model, args.spacing, resolve_device(args.device), args.threads)
+    benchmark_pipeline(images, Path(args.out), args.model, args.spacing, resolve_device(args.device), args.threads,
+                       args.runtime)
     print((Path(args.out) / "pipeline.md").read_text())
     return 0
 
@@ -286,6 +288,9 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--model", default=None, help="installed model name or model folder (default: the shipped model)")
     seg.add_argument("--spacing", type=_spacing, default=None, metavar="MM", help=spacing_help)
     seg.add_argument("--device", default="cpu", help="cpu (default) or cuda / cuda:N where a GPU is available")
+    seg.add_argument("--runtime", choices=RUNTIMES, default="auto",
+                     help="network runtime: auto (default: OpenVINO on the CPU when installed, else PyTorch), torch, "
+                          "openvino (masks match PyTorch's; see docs/benchmarks/pipeline.md)")
     seg.add_argument("--save-prob", action="store_true",
                      help="also write <stem>_prob.png, the nerve probability (0-255), for evaluate's AUC")
     seg.add_argument("--mask-formats", nargs="+", default=[], choices=["nrrd", "seg.nrrd"],
@@ -421,6 +426,9 @@ def build_parser() -> argparse.ArgumentParser:
     pip.add_argument("--model", default=None, help="installed model name or model folder (default: the shipped one)")
     pip.add_argument("--spacing", type=_spacing, default=None, metavar="MM", help=spacing_help)
     pip.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    pip.add_argument("--runtime", choices=RUNTIMES, default="auto",
+                     help="network runtime: auto (default: OpenVINO on the CPU when installed, else PyTorch), torch, "
+                          "openvino (masks match PyTorch's; see docs/benchmarks/pipeline.md)")
     pip.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     pip.add_argument("--max-images", type=int, default=50, help="images to time (default 50)")
     pip.set_defaults(func=cmd_benchmark_pipeline)

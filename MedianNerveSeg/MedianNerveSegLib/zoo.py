@@ -13,12 +13,13 @@ import os
 import pickle
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple, Union
-
-import torch
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple, Union
 
 from .io import atomic_write
 from .models import MODEL_REGISTRY, build_model, is_detector
+
+if TYPE_CHECKING:  # torch is imported where weights are read or written, not to read a model's card
+    import torch
 
 MODEL_JSON = "model.json"
 WEIGHTS = "model.pt"
@@ -207,6 +208,8 @@ def _build(info: ModelInfo, source: Path) -> torch.nn.Module:
 
 def _read_state(path: Path) -> Dict[str, torch.Tensor]:
     """The tensors of a model.pt, ModelFolderError naming it when it is missing, empty or foreign."""
+    import torch
+
     if not path.is_file():
         raise ModelFolderError(f"{path}: missing; a model folder holds {MODEL_JSON} and {WEIGHTS}")
     if path.stat().st_size == 0:
@@ -224,6 +227,8 @@ def _read_state(path: Path) -> Dict[str, torch.Tensor]:
 
 def _state_problem(network: torch.nn.Module, state: Dict[str, torch.Tensor], architecture: str) -> Optional[str]:
     """Why ``state`` does not fit ``network``: other keys, other shapes or non-finite values."""
+    import torch
+
     expected = network.state_dict()
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
@@ -250,6 +255,8 @@ def save_model(folder: Path, network: torch.nn.Module, info: ModelInfo, half: bo
 
     A tensor outside float16's range stays float32: batch-norm running variances after the plain
     VGG blocks of DoubleU-Net and DL-UNet pass 65504 in training, and inf would zero their outputs."""
+    import torch
+
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     state = {k: (_half_if_in_range(v) if half else v).cpu() for k, v in network.state_dict().items()}
@@ -260,6 +267,8 @@ def save_model(folder: Path, network: torch.nn.Module, info: ModelInfo, half: bo
 
 
 def _half_if_in_range(tensor: torch.Tensor) -> torch.Tensor:
+    import torch
+
     if not tensor.is_floating_point():
         return tensor
     half = tensor.half()

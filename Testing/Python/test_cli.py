@@ -307,3 +307,4 @@ def test_benchmark_pipeline_reports_each_stage_and_the_hardware(few_images, tmp_
     assert set(result["ms_per_frame"]) == {"read", "network", "measure", "write outputs", "results row"}
     assert sum(result["ms_per_frame"].values()) <= result["end_to_end_ms_per_frame"] + 1  # stages within the whole
     assert "| **end to end** |" in (tmp_path / "pipeline.md").read_text()
+    assert result["first_result_s"] > 0 and result["runtime"].split()[0] in ("torch", "openvino")

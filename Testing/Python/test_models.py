@@ -56,7 +56,7 @@ def test_torch_export_matches_eager(name):
 def test_registry_round_trip_through_a_model_folder(name, tmp_path):
     model = build_model(name).eval()
     save_model(tmp_path, model, ModelInfo(name=name, architecture=name, input_size=(96, 128)), half=False)
-    segmenter = Segmenter(tmp_path)
+    segmenter = Segmenter(tmp_path, runtime="torch")
     x = to_network_input(np.random.rand(120, 150).astype(np.float32), (96, 128))
     with torch.no_grad():  # the Segmenter runs channels-last: same weights, float rounding may differ
         assert torch.allclose(segmenter.network(x), model(x), rtol=1e-4, atol=1e-4)
@@ -70,7 +70,7 @@ def test_half_precision_model_keeps_batch_norm_statistics_beyond_float16(name, t
     model.aspp1.branches[1][1].running_var.fill_(1e6)
     model.aspp1.branches[1][1].running_mean.fill_(300.0)
     save_model(tmp_path, model, ModelInfo(name=name, architecture=name, input_size=(96, 128)))
-    loaded = Segmenter(tmp_path).network
+    loaded = Segmenter(tmp_path, runtime="torch").network
     x = 100 * torch.randn(1, 1, 96, 128)  # large inputs: that branch's statistics decide the output
     with torch.no_grad():
         assert torch.allclose(loaded(x), model(x), rtol=1e-2, atol=1e-2)

@@ -11,18 +11,26 @@ import functools
 import importlib
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
-from .dbunet import DoubleUNet
-from .dlunet import DoubleLightweightUNet
-from .lunet import LUNet
-from .mask_rcnn import MaskRCNN112
-from .monai_nets import UNetPlusPlus, attention_unet, basic_unet, monai_unet
-from .multiresunet import MultiResUNet
-from .sa_unet import ScaleAttentionalUNet
-from .unet import UNet
+# Each network's module, imported when the network is first asked for: MONAI alone takes
+# seconds to import, which a command that only reads a model's card or a cached runtime
+# (see runtime.py) should not pay.
+NETWORK_MODULES = {
+    "DoubleUNet": "dbunet", "DoubleLightweightUNet": "dlunet", "LUNet": "lunet", "MaskRCNN112": "mask_rcnn",
+    "UNetPlusPlus": "monai_nets", "attention_unet": "monai_nets", "basic_unet": "monai_nets",
+    "monai_unet": "monai_nets", "MultiResUNet": "multiresunet", "ScaleAttentionalUNet": "sa_unet", "UNet": "unet",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """``models.UNet`` and the like (the bundles' ``_target_``), imported on first use."""
+    if name not in NETWORK_MODULES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{NETWORK_MODULES[name]}", __name__), name)
 
 
 @dataclass(frozen=True)
@@ -30,39 +38,43 @@ class ModelSpec:
     """A registry entry."""
 
     name: str
-    build: Callable[..., torch.nn.Module]
+    builder: str  # a name in NETWORK_MODULES
     defaults: Dict[str, Any] = field(default_factory=dict)
     reference: str = ""
     kind: str = "semantic"  # semantic | detector
     requires: Tuple[str, ...] = ()  # optional packages it imports
 
+    @property
+    def build(self) -> Callable[..., "torch.nn.Module"]:
+        return __getattr__(self.builder)
+
 
 MODEL_REGISTRY: Dict[str, ModelSpec] = {
     spec.name: spec
     for spec in (
-        ModelSpec("monai_unet", monai_unet,
+        ModelSpec("monai_unet", "monai_unet",
                   {"channels": [24, 48, 96, 192, 384], "num_res_units": 2, "dropout": 0.0},
                   "MONAI UNet with residual units (Kerfoot et al., 2018)"),
-        ModelSpec("basic_unet", basic_unet,
+        ModelSpec("basic_unet", "basic_unet",
                   {"features": [32, 32, 64, 128, 256, 32], "dropout": 0.0},
                   "MONAI BasicUNet: the classic U-Net of Ronneberger et al., 2015"),
-        ModelSpec("unet", UNet, {"features": [32, 64, 128, 256, 512]},
+        ModelSpec("unet", "UNet", {"features": [32, 64, 128, 256, 512]},
                   "U-Net (Ronneberger et al., 2015) as in DL-UNet (Melnic et al.), 7.86M parameters in the paper"),
-        ModelSpec("lunet", LUNet, {"features": [32, 64, 128, 256]},
+        ModelSpec("lunet", "LUNet", {"features": [32, 64, 128, 256]},
                   "Lightweight U-Net (DeepNerve, Horng et al., 2020), 1.95M parameters in DL-UNet"),
-        ModelSpec("dbunet", DoubleUNet, {},
+        ModelSpec("dbunet", "DoubleUNet", {},
                   "Double U-Net (Jha et al., 2020), random init (VGG-19 weights optional), 29.3M in DL-UNet"),
-        ModelSpec("dlunet", DoubleLightweightUNet, {"encoder": "vgg19"},
+        ModelSpec("dlunet", "DoubleLightweightUNet", {"encoder": "vgg19"},
                   "Double Lightweight U-Net (DL-UNet, Melnic et al.), 14.77M parameters in the paper"),
-        ModelSpec("sa_unet", ScaleAttentionalUNet, {"features": [32, 64, 128, 256, 512], "num_scales": 4},
+        ModelSpec("sa_unet", "ScaleAttentionalUNet", {"features": [32, 64, 128, 256, 512], "num_scales": 4},
                   "Scale-attentional U-Net (Kim et al., 2022), 491K parameters in the paper"),
-        ModelSpec("multiresunet", MultiResUNet, {"filters": 32, "alpha": 1.67},
+        ModelSpec("multiresunet", "MultiResUNet", {"filters": 32, "alpha": 1.67},
                   "MultiResUNet (Ibtehaz & Rahman, 2020); Kim et al. 2022 baseline"),
-        ModelSpec("attention_unet", attention_unet, {"channels": [32, 64, 128, 256, 512]},
+        ModelSpec("attention_unet", "attention_unet", {"channels": [32, 64, 128, 256, 512]},
                   "Attention U-Net (Oktay et al., 2018), MONAI AttentionUnet; Kim et al. 2022 baseline"),
-        ModelSpec("unetpp", UNetPlusPlus, {"features": [32, 32, 64, 128, 256, 32]},
+        ModelSpec("unetpp", "UNetPlusPlus", {"features": [32, 32, 64, 128, 256, 32]},
                   "UNet++ (Zhou et al., 2018), MONAI BasicUNetPlusPlus; Kim et al. 2022 baseline"),
-        ModelSpec("mask_rcnn", MaskRCNN112, {"backbone": "resnet101", "mask_head": "mask112"},
+        ModelSpec("mask_rcnn", "MaskRCNN112", {"backbone": "resnet101", "mask_head": "mask112"},
                   "Mask R-CNN (He et al., 2017) with the 112x112 mask head of Di Cosmo et al. 2021 / Smerilli et al. 2022",
                   kind="detector", requires=("torchvision",)),
     )
@@ -111,6 +123,8 @@ def init_output_bias(model: torch.nn.Module, prior: float = NERVE_PRIOR) -> torc
     With a zero bias every pixel starts at p = 0.5 and Adam moves the bias by about the
     learning rate per step: thousands of steps pass before the background is learnt.
     """
+    import torch
+
     last = [m for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d))][-1]
     if last.bias is not None:
         torch.nn.init.constant_(last.bias, math.log(prior / (1 - prior)))
