@@ -483,7 +483,7 @@ def _as_mask2d(mask: np.ndarray) -> np.ndarray:
 def write_mask_png(path: PathLike, mask: np.ndarray) -> None:
     """Write a mask as an 8-bit single-channel 0/255 PNG."""
     pixels = _as_mask2d(mask).astype(np.uint8) * 255
-    atomic_write(path, lambda tmp: Image.fromarray(pixels).save(tmp, format="PNG"))
+    atomic_write(path, lambda tmp: Image.fromarray(pixels).save(tmp, format="PNG", compress_level=1))
 
 
 def write_mask_nrrd(path: PathLike, mask: np.ndarray, spacing_mm: Spacing = None) -> None:

@@ -123,9 +123,18 @@ def _shape_of(region, spacing: Optional[Tuple[float, float]]) -> Tuple[float, fl
     return circularity, flattening, ellipse
 
 
+def nerve_box(binary: np.ndarray, margin: int = 2) -> np.ndarray:
+    """The mask cut to its content's bounding box plus ``margin``: every figure here is the same on it,
+    at a fraction of the whole frame's cost (a nerve covers about 1% of it)."""
+    rows, cols = np.flatnonzero(binary.any(axis=1)), np.flatnonzero(binary.any(axis=0))
+    if not rows.size:
+        return np.zeros((1, 1), bool)
+    return binary[max(rows[0] - margin, 0):rows[-1] + margin + 1, max(cols[0] - margin, 0):cols[-1] + margin + 1]
+
+
 def measure_mask(mask: np.ndarray, spacing_mm: Spacing = None) -> NerveMeasurement:
     """Measure a (H, W) nerve mask; components are 8-connected, their areas summed."""
-    binary = as_binary(mask)
+    binary = nerve_box(as_binary(mask))
     spacing = as_spacing(spacing_mm)
     regions = regionprops(label(binary, connectivity=2), spacing=spacing or (1.0, 1.0))
     regions.sort(key=lambda r: r.num_pixels, reverse=True)

@@ -158,3 +158,16 @@ def test_invalid_spacing_rejected(bad):
 def test_non_2d_mask_rejected():
     with pytest.raises(ValueError):
         measure_mask(np.zeros((2, 5, 5)), S)
+
+
+@pytest.mark.parametrize("offset", [(0, 0), (200, 300), (468 - 41, 606 - 63)])
+def test_a_nerve_measures_the_same_anywhere_in_a_full_frame(offset):
+    # measure_mask works on the nerve's bounding box: the frame around it must not change a figure
+    nerve = np.zeros((41, 63), bool)
+    rr, cc = np.ogrid[:41, :63]
+    nerve |= ((rr - 20) / 20.0) ** 2 + ((cc - 31) / 31.0) ** 2 <= 1
+    nerve[5:9, 50:62] = True  # a second, touching-the-edge part
+    frame = np.zeros((468, 606), bool)
+    frame[offset[0]:offset[0] + 41, offset[1]:offset[1] + 63] = nerve
+    for spacing in (None, 0.062, (0.05, 0.07)):
+        assert measure_mask(frame, spacing) == measure_mask(nerve, spacing)
