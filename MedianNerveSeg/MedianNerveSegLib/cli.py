@@ -212,7 +212,8 @@ def cmd_models(args: argparse.Namespace) -> int:
     print("architectures:")
     for name, spec in sorted(MODEL_REGISTRY.items()):
         if name in available_models():
-            print(f"  {name:<14} {count_parameters(build_model(name)):>10,d} params  {spec.reference}")
+            parameters = spec.parameters or count_parameters(build_model(name))
+            print(f"  {name:<14} {parameters:>10,d} params  {spec.reference}")
         else:
             hints = "; ".join(MISSING_PACKAGE_HINT[p] for p in spec.requires)
             print(f"  {name:<14} {'-':>10}         {spec.reference} [not available here: {hints}]")

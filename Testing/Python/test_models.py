@@ -112,3 +112,11 @@ def test_a_few_training_steps_lower_the_loss(name, real_batch):
         optimizer.step()
         losses.append(loss.item())
     assert losses[-1] < losses[0]
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_the_registry_states_each_networks_parameter_count(name):
+    # `models` prints the declared count without building (and importing) every network
+    declared = MODEL_REGISTRY[name].parameters
+    assert declared is None or declared == count_parameters(build_model(name))
+    assert declared is not None or MODEL_REGISTRY[name].kind == "detector"

@@ -138,3 +138,11 @@ def test_a_cached_network_segments_without_importing_torch_or_monai(tmp_path):
     assert second.returncode == 0 and second.stdout.strip().endswith("loaded:"), second.stdout + second.stderr
     masks = [read_mask(tmp_path / out / "frame_mask.png") for out in ("first", "second")]
     assert np.array_equal(*masks)
+
+
+def test_listing_the_models_builds_no_monai_network():
+    listing = subprocess.run([sys.executable, "-c", "import sys; from MedianNerveSegLib.cli import main; main(['models']); "
+                              "print('monai loaded' if 'monai' in sys.modules else 'no monai')"],
+                             capture_output=True, text=True)
+    assert listing.returncode == 0 and "monai_unet" in listing.stdout and "3,657,798 params" in listing.stdout
+    assert listing.stdout.strip().endswith("no monai"), listing.stdout[-300:]
