@@ -71,17 +71,15 @@ class OpenVinoNetwork:
     the cache has no conversion of ``model_files``."""
 
     def __init__(self, load_network: Callable[[], "torch.nn.Module"], input_size: Sequence[int],
-                 model_files: Sequence[Path] = ()):
+                 model_files: Sequence[Path]):
         import openvino as ov
 
         self.core = ov.Core()
-        key = f"{model_checksum(model_files)}-{input_size[0]}x{input_size[1]}-ov{ov.__version__.split('-')[0]}" \
-            if model_files else None
-        converted = self._cached(key) if key else None
+        key = f"{model_checksum(model_files)}-{input_size[0]}x{input_size[1]}-ov{ov.__version__.split('-')[0]}"
+        converted = self._cached(key)
         if converted is None:
             converted = self._convert(load_network(), input_size)
-            if key:
-                self._store(converted, key)
+            self._store(converted, key)
         self.compiled = self.core.compile_model(converted, "CPU", {
             "INFERENCE_NUM_THREADS": cpu_threads(), "PERFORMANCE_HINT": "LATENCY",
             "INFERENCE_PRECISION_HINT": "f32"})
