@@ -73,7 +73,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
     try:
         summary = segment_files(paths, Path(args.out), segmenter, args.spacing, args.save_prob, args.mask_formats,
                                 progress=tracker("segment", "segmenting"), on_result=printer, labels=_labels(args),
-                                dicom_out=args.dicom_out)
+                                dicom_out=args.dicom_out, overlay=args.overlay)
     except KeyboardInterrupt:
         print(f"interrupted: {printer.rows} frame(s) are in {Path(args.out) / 'measurements.csv'}; "
               "run the same command again to continue", file=sys.stderr)
@@ -267,7 +267,7 @@ def cmd_benchmark_pipeline(args: argparse.Namespace) -> int:
     if not images:
         raise FileNotFoundError(f"no supported image in {', '.join(args.images)}")
     benchmark_pipeline(images, Path(args.out), args.model, args.spacing, resolve_device(args.device), args.threads,
-                       args.runtime)
+                       args.runtime, args.overlay)
     print((Path(args.out) / "pipeline.md").read_text())
     return 0
 
@@ -297,6 +297,9 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--mask-formats", nargs="+", default=[], choices=["nrrd", "seg.nrrd"],
                      help="also write <stem>_mask.nrrd (with spacing) and/or <stem>.seg.nrrd "
                           "(a Slicer segmentation with a 'Median nerve' segment)")
+    seg.add_argument("--no-overlay", dest="overlay", action="store_false",
+                     help="write no <stem>_overlay.png (the annotated picture): for long clips, where drawing "
+                          "and encoding a picture per frame costs more than the network")
     seg.add_argument("--dicom-out", action="store_true",
                      help="also write <stem>_seg.dcm (DICOM SEG of the nerve) and <stem>_sr.dcm (DICOM SR TID 1500 "
                           "with the CSA) for every DICOM input, for PACS")
@@ -432,6 +435,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "openvino (masks match PyTorch's; see docs/benchmarks/pipeline.md)")
     pip.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     pip.add_argument("--max-images", type=int, default=50, help="images to time (default 50)")
+    pip.add_argument("--no-overlay", dest="overlay", action="store_false", help="time segment --no-overlay")
     pip.set_defaults(func=cmd_benchmark_pipeline)
 
     add_dataset_parser(sub)

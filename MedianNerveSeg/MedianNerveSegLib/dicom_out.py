@@ -8,7 +8,7 @@ flattening ratio.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Sequence, Tuple, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -136,19 +136,27 @@ def write_dicom_sr(source_path: PathLike, seg_path: PathLike, rows: Sequence[Fra
     return out_path
 
 
+def dicom_refusal(image) -> Optional[str]:
+    """Why no SEG/SR can reference this DICOM image (seen from its header alone), None when they can."""
+    missing = [key for key in ("SOPInstanceUID", "SOPClassUID", "StudyInstanceUID", "SeriesInstanceUID")
+               if not image.metadata.get(key)]
+    if missing:
+        return f"the DICOM has no {', '.join(missing)} for a SEG/SR to reference"
+    if image.n_frames > 1 and not image.metadata.get("FrameOfReferenceUID"):
+        return ("a multi-frame ultrasound without a Frame of Reference: highdicom writes a SEG only "
+                "for single frames there; the frames' masks are the _fNNNN_mask.png files")
+    return None
+
+
 def write_dicom_outputs(path: Path, image, rows: Sequence[FrameResult], masks: Sequence[np.ndarray],
                         out_dir: Path, stem: str) -> List[Path]:
     """``<stem>_seg.dcm`` and, when some frame has a CSA in mm^2, ``<stem>_sr.dcm``, for a DICOM source;
     nothing for any other file. A DICOM that cannot be referenced is a ValueError saying why."""
     if image.metadata.get("format") != "dicom":
         return []
-    missing = [key for key in ("SOPInstanceUID", "SOPClassUID", "StudyInstanceUID", "SeriesInstanceUID")
-               if not image.metadata.get(key)]
-    if missing:
-        raise ValueError(f"the DICOM has no {', '.join(missing)} for a SEG/SR to reference")
-    if image.n_frames > 1 and not image.metadata.get("FrameOfReferenceUID"):
-        raise ValueError("a multi-frame ultrasound without a Frame of Reference: highdicom writes a SEG only "
-                         "for single frames there; the frames' masks are the _fNNNN_mask.png files")
+    refused = dicom_refusal(image)
+    if refused:
+        raise ValueError(refused)
     model = rows[0].model
     seg = write_dicom_seg(path, masks, out_dir / f"{stem}_seg.dcm", model, rows[0].side)
     if not any(r.found and r.area_mm2 is not None for r in rows):

@@ -301,13 +301,18 @@ def _dicom_spacing(path: Path, ds: Any) -> Tuple[Any, str]:
 
 
 def _dicom_pixels(path: Path, ds: Any) -> np.ndarray:
-    """Decoded pixels; pydicom 3 returns YBR data as RGB (as_rgb=True by default)."""
+    """Decoded pixels as grey; pydicom 3 returns YBR data as RGB (as_rgb=True by default)."""
     try:
         arr = ds.pixel_array
     except Exception as exc:
         ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
         detail = f" with transfer syntax {ts.name} ({ts})" if ts else ""
         raise ImageReadError(path, f"cannot decode the DICOM pixel data{detail}") from exc
+    return _dicom_grey(ds, arr)
+
+
+def _dicom_grey(ds: Any, arr: np.ndarray) -> np.ndarray:
+    """Decoded pixels (a frame or a clip) as grey: palette and colour to luma, MONOCHROME1 inverted."""
     photometric = str(ds.get("PhotometricInterpretation", ""))
     if photometric == "PALETTE COLOR":
         from pydicom.pixels import apply_color_lut
@@ -431,11 +436,44 @@ def read_image(path: PathLike, spacing_mm: Optional[Union[float, Sequence[float]
     fmt = _check_file(path)
     decoded = fmt.read_image(path)
     _check_finite(path, decoded.pixels)
+    decoded.pixels = np.ascontiguousarray(decoded.pixels, dtype=np.float32)
+    return _image(path, fmt, decoded, spacing_mm)
+
+
+def open_image(path: PathLike, spacing_mm: Optional[Union[float, Sequence[float]]] = None) -> UltrasoundImage:
+    """As :func:`read_image`, but a multi-frame DICOM or multi-page TIFF is opened, not read: its frames
+    are decoded one at a time as they are asked for (:mod:`frames`); close it with :func:`close_image`."""
+    from .frames import open_dicom_clip, open_tiff_clip
+
+    path = Path(path)
+    fmt = _check_file(path)
+    if fmt.name == "dicom":
+        opened = open_dicom_clip(path, _dicom_grey)
+        if opened is not None:
+            ds, frames = opened
+            spacing, source = _dicom_spacing(path, ds)
+            decoded = _Decoded(frames, frames.shape, spacing, source, _dicom_metadata(path, ds))
+            return _image(path, fmt, decoded, spacing_mm)
+    elif fmt.name == "tiff":
+        frames = open_tiff_clip(path, lambda page: channels_to_grey(page) if page.ndim == 3 else page)
+        if frames is not None:
+            return _image(path, fmt, _Decoded(frames, frames.shape), spacing_mm)
+    return read_image(path, spacing_mm)
+
+
+def close_image(image: UltrasoundImage) -> None:
+    """Release the file an opened clip reads its frames from (nothing for pixels in memory)."""
+    close = getattr(image.pixels, "close", None)
+    if close is not None:
+        close()
+
+
+def _image(path: Path, fmt: FileFormat, decoded: _Decoded, spacing_mm) -> UltrasoundImage:
     if spacing_mm is not None:
         spacing, source = parse_spacing(spacing_mm, "spacing"), SpacingSource.USER
     else:
         spacing, source = _file_spacing(path, decoded), decoded.spacing_source
-    return UltrasoundImage(np.ascontiguousarray(decoded.pixels, dtype=np.float32), spacing, source, str(path),
+    return UltrasoundImage(decoded.pixels, spacing, source, str(path),
                            {"format": fmt.name, "original_shape": tuple(decoded.original_shape),
                             **decoded.metadata})
 

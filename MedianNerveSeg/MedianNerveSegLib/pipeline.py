@@ -15,7 +15,7 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Set, Union
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Set, Union
 
 import numpy as np
 
@@ -188,18 +188,30 @@ def overlay_caption(result: FrameResult) -> List[str]:
     return [csa, where + (frame if result.frame or result.time_s else ""), result.model.replace("@", " ")]
 
 
-def _write_frame_outputs(out_dir: Path, stem: str, image, index: int, prediction, save_prob: bool,
-                         mask_formats: Sequence[str], result: FrameResult) -> None:
+@dataclass(frozen=True)
+class Outputs:
+    """What a batch writes per frame besides its results row: the mask PNG always; the annotated overlay
+    (``overlay``), the probability map, masks in other formats; a DICOM SEG and SR per DICOM input."""
+
+    overlay: bool = True
+    save_prob: bool = False
+    mask_formats: Sequence[str] = ()
+    dicom_out: bool = False
+
+
+def _write_frame_outputs(out_dir: Path, stem: str, image, index: int, prediction, outputs: Outputs,
+                         result: FrameResult) -> None:
     from .io import write_mask_png, write_overlay_png
 
     result.mask = f"{stem}_mask.png"
     write_mask_png(out_dir / result.mask, prediction.mask)
-    write_overlay_png(out_dir / f"{stem}_overlay.png", image.frame(index), prediction.mask,
-                      caption=overlay_caption(result), spacing_mm=image.spacing_mm)
-    if save_prob:
+    if outputs.overlay:
+        write_overlay_png(out_dir / f"{stem}_overlay.png", image.frame(index), prediction.mask,
+                          caption=overlay_caption(result), spacing_mm=image.spacing_mm)
+    if outputs.save_prob:
         result.probability = f"{stem}_prob.png"
         write_probability_png(out_dir / result.probability, prediction.probability)
-    for name in mask_formats:
+    for name in outputs.mask_formats:
         suffix, write = MASK_WRITERS[name]()
         write(out_dir / f"{stem}{suffix}", prediction.mask, image.spacing_mm, result.side)
 
@@ -217,55 +229,113 @@ def _segmentation_writer():
 MASK_WRITERS = {"nrrd": _nrrd_writer, "seg.nrrd": _segmentation_writer}
 
 
-def _segment_file(segmenter, path: Path, stem: str, out_dir: Path, spacing_mm, save_prob: bool,
-                  mask_formats: Sequence[str], labels: Labels, dicom_out: bool = False,
-                  warnings: Optional[List[str]] = None, timings: Optional[StageTimes] = None) -> List[FrameResult]:
-    """Every frame's row of one file; raises on a file that cannot be read or segmented."""
-    from .io import read_image
-    from .plots import plot_csa_per_frame
+_CLIP_MASK = re.compile(r"^(.*)_f\d{4,}_mask\.png$")  # a clip frame's mask name: <stem>_fNNNN_mask.png
 
-    times = timings or StageTimes()
+
+def _resumed_stem(rows: Sequence[FrameResult]) -> Optional[str]:
+    """The output stem of a clip partly done by an earlier run (from its masks' names), None for a single frame."""
+    match = _CLIP_MASK.match(rows[0].mask) if rows else None
+    return match.group(1) if match else None
+
+
+def _segment_file(segmenter, path: Path, stem: str, out_dir: Path, spacing_mm, outputs: Outputs, labels: Labels,
+                  earlier: Sequence[FrameResult], warnings: List[str], times: StageTimes) -> Iterator[FrameResult]:
+    """Each frame's row of one file, as it is made (a clip's frames are read one at a time; the frames an
+    earlier run did, ``earlier``, are skipped). A frame that cannot be read or segmented is an error row and
+    the clip goes on; a file that cannot be opened raises. A DICOM input with ``dicom_out`` holds its rows
+    until its SEG and SR are written, so that a row can say they were not."""
+    from .dicom_out import dicom_refusal
+    from .io import close_image, open_image
+
     since = time.perf_counter()
-    image = read_image(path, spacing_mm=spacing_mm)
-    since = times.add("read", since)
-    rows, masks = [], []
-    for index in range(image.n_frames):
+    image = open_image(path, spacing_mm)
+    times.add("read", since)
+    try:
+        done = {row.frame: row for row in earlier}
+        if image.n_frames > 1 and len(done) >= image.n_frames:
+            return
+        dicom = outputs.dicom_out and image.metadata.get("format") == "dicom"
+        refusal = dicom_refusal(image) if dicom else None
+        held, rows = [], list(done.values())
+        for index in range(image.n_frames):
+            if index in done:
+                continue
+            row = _segment_frame(segmenter, image, index, path, stem, out_dir, outputs, labels, times)
+            if refusal and row.ok:
+                row.flags.append("dicom-out-failed")
+            rows.append(row)
+            if dicom:
+                held.append(row)
+            else:
+                yield row
+        rows.sort(key=lambda r: r.frame)
+        if dicom:
+            error = refusal or _write_dicom(path, image, rows, out_dir, stem)
+            if error:
+                warnings.append(f"{path}: DICOM SEG/SR not written ({error})")
+                for row in held:
+                    if row.ok and "dicom-out-failed" not in row.flags:
+                        row.flags.append("dicom-out-failed")
+            yield from held
+        if image.n_frames > 1 and any(r.ok for r in rows):
+            from .plots import plot_csa_per_frame
+
+            measured = [vars(r) for r in rows if r.ok]
+            where = f"{measured[0]['side'] or 'side unknown'}, {measured[0]['level']}"
+            plot_csa_per_frame(measured, out_dir / f"{stem}_csa.png", f"{path.name} ({where})")
+    finally:
+        close_image(image)
+
+
+def _segment_frame(segmenter, image, index: int, path: Path, stem: str, out_dir: Path, outputs: Outputs,
+                   labels: Labels, times: StageTimes) -> FrameResult:
+    """One frame's row, its outputs written; an error row (naming the frame) when it cannot be done."""
+    since = time.perf_counter()
+    try:
+        image.frame(index)
+        since = times.add("read", since)
         prediction = segmenter.predict(image, index)
         since = times.add("network", since)
         result = frame_result(segmenter, image, index, path, prediction, labels)
         since = times.add("measure", since)
         frame_stem = stem + (f"_f{index:04d}" if image.n_frames > 1 else "")
-        _write_frame_outputs(out_dir, frame_stem, image, index, prediction, save_prob, mask_formats, result)
-        since = times.add("write outputs", since)
-        times.frames += 1
-        rows.append(result)
-        if dicom_out:
-            masks.append(prediction.mask)
-    if dicom_out:
-        from .dicom_out import write_dicom_outputs
-
-        try:
-            write_dicom_outputs(path, image, rows, masks, out_dir, stem)
-        except Exception as error:  # the measurement stands; the file is named with the reason
-            for row in rows:
-                row.flags.append("dicom-out-failed")
-            if warnings is not None:
-                warnings.append(f"{path}: DICOM SEG/SR not written ({error})")
-    if image.n_frames > 1:
-        where = f"{rows[0].side or 'side unknown'}, {rows[0].level}"
-        plot_csa_per_frame([vars(r) for r in rows], out_dir / f"{stem}_csa.png", f"{path.name} ({where})")
-    return rows
+        _write_frame_outputs(out_dir, frame_stem, image, index, prediction, outputs, result)
+        times.add("write outputs", since)
+    except Exception as error:
+        if image.n_frames == 1:
+            raise
+        result = _error_row(path, error)
+        result.frame = index
+        return result
+    times.frames += 1
+    return result
 
 
-def _run_settings(segmenter, spacing_mm, save_prob: bool, mask_formats: Sequence[str], labels: Labels,
-                  dicom_out: bool) -> dict:
+def _write_dicom(path: Path, image, rows: Sequence[FrameResult], out_dir: Path, stem: str) -> Optional[str]:
+    """Write the SEG/SR of a DICOM input from its frames' mask PNGs; the reason when it fails, else None."""
+    from .dicom_out import write_dicom_outputs
+    from .io import read_mask
+
+    measured = [r for r in rows if r.ok]
+    try:
+        masks = [read_mask(out_dir / r.mask) for r in measured]
+        write_dicom_outputs(path, image, measured, masks, out_dir, stem)
+    except Exception as error:  # the measurement stands; the file is named with the reason
+        return str(error)
+    return None
+
+
+def _run_settings(segmenter, spacing_mm, outputs: Outputs, labels: Labels) -> dict:
     from .spacing import parse_spacing
 
     spacing = parse_spacing(spacing_mm, "--spacing")
     return {"model": f"{segmenter.info.name}@{segmenter.info.version}",
-            "spacing_mm": list(spacing) if spacing else None, "save_prob": bool(save_prob),
-            "mask_formats": sorted(mask_formats), "patient": labels.patient, "side": labels.side,
-            "level": labels.level, "dicom_out": bool(dicom_out)}
+            "spacing_mm": list(spacing) if spacing else None, "save_prob": bool(outputs.save_prob),
+            "mask_formats": sorted(outputs.mask_formats), "patient": labels.patient, "side": labels.side,
+            "level": labels.level, "dicom_out": bool(outputs.dicom_out), "overlay": bool(outputs.overlay)}
+
+
+_SETTINGS_ADDED = {"overlay": True}  # settings recorded since a later version: an older folder had the default
 
 
 def check_run_settings(out_dir: Path, settings: dict) -> None:
@@ -279,8 +349,8 @@ def check_run_settings(out_dir: Path, settings: dict) -> None:
             recorded = json.loads(path.read_text())
         except (OSError, ValueError) as error:
             raise ValueError(f"{path}: not readable ({error}); use another --out") from None
-        changed = [f"{key} {recorded.get(key)!r} -> {value!r}" for key, value in settings.items()
-                   if recorded.get(key) != value]
+        changed = [f"{key} {recorded.get(key, _SETTINGS_ADDED.get(key))!r} -> {value!r}"
+                   for key, value in settings.items() if recorded.get(key, _SETTINGS_ADDED.get(key)) != value]
         if changed:
             raise ValueError(f"{out_dir} holds results made with other settings ({'; '.join(changed)}); "
                              "give another --out, or the same settings to continue it")
@@ -294,44 +364,57 @@ def segment_files(paths: Sequence[PathLike], out_dir: PathLike, segmenter, spaci
                   progress: Optional[Progress] = None,
                   on_result: Optional[Callable[[FrameResult], None]] = None,
                   labels: Labels = Labels(), dicom_out: bool = False,
-                  timings: Optional[StageTimes] = None) -> BatchSummary:
+                  timings: Optional[StageTimes] = None, overlay: bool = True) -> BatchSummary:
     """Segment each file (every frame of a clip) into ``out_dir``; see the module docstring.
 
     ``spacing_mm`` overrides every file's own spacing, ``labels`` say the patient, side and level
     (a file that says another side is an error row). ``dicom_out`` adds a DICOM SEG and SR per DICOM
-    input (:mod:`dicom_out`). ``on_result`` sees each row as written; ``timings`` collects the seconds
-    spent per stage.
+    input (:mod:`dicom_out`); ``overlay`` False writes no annotated overlay PNGs. ``on_result`` sees
+    each row as written; ``timings`` collects the seconds spent per stage. A clip's rows are written
+    as its frames are done, and a rerun continues a clip from the first frame not done.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    settings = _run_settings(segmenter, spacing_mm, save_prob, mask_formats, labels, dicom_out)
+    outputs = Outputs(overlay, save_prob, tuple(mask_formats), dicom_out)
+    settings = _run_settings(segmenter, spacing_mm, outputs, labels)
     results_path = out_dir / RESULTS_FILE
-    done = {r.image for r in read_results(results_path) if r.ok} if results_path.is_file() else set()
+    earlier: Dict[str, List[FrameResult]] = {}
+    for row in read_results(results_path) if results_path.is_file() else []:
+        if row.ok:
+            earlier.setdefault(row.image, []).append(row)
     paths = [Path(p) for p in paths]
-    todo = [p for p in paths if str(p) not in done]
-    stems = output_stems(todo, _existing_outputs(out_dir))
+    todo = [p for p in paths if str(p) not in earlier or _resumed_stem(earlier[str(p)])]
+    resumed = {p: _resumed_stem(earlier[str(p)]) for p in todo if str(p) in earlier}
+    stems = {**output_stems([p for p in todo if p not in resumed], _existing_outputs(out_dir)), **resumed}
+    times = timings if timings is not None else StageTimes()
     failures: List[FrameResult] = []
     warnings: List[str] = []
-    n_frames = 0
+    n_frames, n_skipped, failed = 0, len(paths) - len(todo), set()
     with ResultsWriter(results_path) as writer:
         check_run_settings(out_dir, settings)
         for path in (progress(todo) if progress else todo):
-            try:
-                rows = _segment_file(segmenter, path, stems[path], out_dir, spacing_mm, save_prob, mask_formats,
-                                     labels, dicom_out, warnings, timings)
-            except Exception as error:  # one bad file is a row, never the end of the batch
-                rows = [_error_row(path, error)]
-                failures.append(rows[0])
-            since = time.perf_counter()
-            for row in rows:
+            rows = _segment_file(segmenter, path, stems[path], out_dir, spacing_mm, outputs, labels,
+                                 earlier.get(str(path), []), warnings, times)
+            n_new = 0
+            while True:
+                try:
+                    row = next(rows)
+                except StopIteration:
+                    break
+                except Exception as error:  # one bad file is a row, never the end of the batch
+                    row = _error_row(path, error)
+                n_new += 1
+                since = time.perf_counter()
                 writer.write(row)
                 if on_result:
                     on_result(row)
-            if timings is not None:
-                timings.add("results row", since)
-            n_frames += sum(r.ok for r in rows)
-    return BatchSummary(len(paths), len(paths) - len(todo), len(failures), n_frames, results_path, failures,
-                        warnings)
+                times.add("results row", since)
+                n_frames += row.ok
+                if not row.ok:
+                    failures.append(row)
+                    failed.add(path)
+            n_skipped += path in resumed and n_new == 0
+    return BatchSummary(len(paths), n_skipped, len(failed), n_frames, results_path, failures, warnings)
 
 
 def measure_files(paths: Sequence[PathLike], spacing_mm=None, labels: Labels = Labels()) -> List[FrameResult]:

@@ -1,0 +1,118 @@
+"""Clips read a frame at a time: memory flat in the clip's length.
+
+:func:`io.open_image` gives a multi-frame DICOM or multi-page TIFF an :class:`UltrasoundImage`
+whose ``pixels`` is a :class:`LazyFrames`: each frame is decoded when asked for, converted to
+grey float32 as :func:`io.read_image` converts a whole clip, and checked for NaN/Inf then (a bad
+frame is refused naming its index; the frames before it stand). Any other file, or a clip
+whose header promises more pixel data than the file holds, is read whole by its format's reader,
+so that its errors stay the ones ``read_image`` gives.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Iterator, Optional, Tuple
+
+import numpy as np
+
+RawFrames = Callable[[int], Iterator[np.ndarray]]  # the file's frames from index i on, as stored
+
+
+class LazyFrames:
+    """A (T, H, W) clip whose frames are decoded one at a time, in order (the last one kept)."""
+
+    ndim = 3
+
+    def __init__(self, path: Path, n_frames: int, frames_from: RawFrames,
+                 to_grey: Callable[[np.ndarray], np.ndarray], close: Callable[[], None] = lambda: None) -> None:
+        self.path, self._frames_from, self._to_grey, self._close = path, frames_from, to_grey, close
+        self._iterator: Optional[Iterator[np.ndarray]] = None
+        self._next_index = 0
+        self._cached: Tuple[int, Optional[np.ndarray]] = (-1, None)
+        first = self[0]
+        self.shape = (n_frames, *first.shape)
+        self.dtype = first.dtype
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        from .io import ImageReadError, _check_finite
+
+        index = int(index)
+        if self._cached[0] == index:
+            return self._cached[1]
+        if hasattr(self, "shape") and not 0 <= index < len(self):
+            raise IndexError(f"frame {index} of a {len(self)}-frame clip")
+        if self._iterator is None or index != self._next_index:  # a jump: decode again from that frame
+            self._iterator, self._next_index = self._frames_from(index), index
+        try:
+            raw = next(self._iterator)
+        except Exception as exc:
+            self._iterator = None
+            raise ImageReadError(self.path, f"frame {index} cannot be decoded ({str(exc).splitlines()[0][:160]})") \
+                from exc
+        self._next_index += 1
+        frame = np.ascontiguousarray(self._to_grey(raw), dtype=np.float32)
+        _check_finite(self.path, frame, f"pixels of frame {index}")
+        self._cached = (index, frame)
+        return frame
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        """The whole clip in memory (for a caller that needs it all, e.g. a Slicer volume)."""
+        whole = np.stack([self[i] for i in range(len(self))])
+        return whole if dtype is None else whole.astype(dtype)
+
+    def close(self) -> None:
+        self._iterator = None
+        self._close()
+
+
+def open_dicom_clip(path: Path, grey: Callable[[Any, np.ndarray], np.ndarray]):
+    """(header dataset, LazyFrames) of a multi-frame DICOM, or None to read the file whole."""
+    import pydicom
+    from pydicom.pixels import iter_pixels
+    from pydicom.pixels.utils import get_expected_length
+
+    try:
+        with open(path, "rb") as handle:
+            ds = pydicom.dcmread(handle, force=True, stop_before_pixels=True)
+            header_end = handle.tell()
+        n_frames = int(ds.get("NumberOfFrames") or 1)
+        syntax = ds.file_meta.TransferSyntaxUID
+        if n_frames < 2 or str(ds.get("Modality", "")) in ("SEG", "SR", "PR"):
+            return None
+        if not syntax.is_encapsulated and path.stat().st_size - header_end < get_expected_length(ds):
+            return None  # truncated, or a wrong Rows/Bits: the whole read says which
+        frames = LazyFrames(path, n_frames, lambda start: iter_pixels(str(path), indices=range(start, n_frames)),
+                            lambda raw: grey(ds, raw))
+    except Exception:  # anything odd: the whole read gives its own, established error
+        return None
+    return ds, frames
+
+
+def open_tiff_clip(path: Path, grey: Callable[[np.ndarray], np.ndarray]) -> Optional[LazyFrames]:
+    """LazyFrames of a multi-page TIFF, or None for a single page (or a file to read whole)."""
+    from PIL import Image
+
+    from .io import _pil_array
+
+    try:
+        image = Image.open(path)
+        n_frames = int(getattr(image, "n_frames", 1))
+        if n_frames < 2:
+            image.close()
+            return None
+
+        def pages(start: int) -> Iterator[np.ndarray]:
+            for index in range(start, n_frames):
+                image.seek(index)
+                yield _pil_array(image)
+
+        frames = LazyFrames(path, n_frames, pages, grey, image.close)
+    except Exception:
+        return None
+    if any(image.seek(i) or image.size != (frames.shape[2], frames.shape[1]) for i in range(n_frames)):
+        frames.close()
+        return None  # pages of another size: the whole read refuses the file
+    return frames

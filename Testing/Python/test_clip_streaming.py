@@ -1,0 +1,161 @@
+"""Clips streamed: read a frame at a time, rows written as frames are done, a bad frame never the end of
+the clip, an interrupted clip continued from the frame it stopped at, memory flat in the clip's length."""
+
+from __future__ import annotations
+
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from MedianNerveSegLib.frames import LazyFrames
+from MedianNerveSegLib.io import ImageReadError, close_image, open_image, read_image
+from MedianNerveSegLib.pipeline import segment_files
+from MedianNerveSegLib.results import read_results
+
+from attack_cases import _set, save_dicom
+from test_pipeline import ThresholdSegmenter
+
+
+def _clip(n: int, h: int = 60, w: int = 80, marked: int = -1) -> np.ndarray:
+    """n frames with a bright square moving down one row a frame; frame ``marked`` makes the segmenter fail."""
+    frames = np.zeros((n, h, w), np.uint8)
+    for index in range(n):
+        frames[index, 10 + index % 20:30 + index % 20, 20:40] = 200
+    if marked >= 0:
+        frames[marked, 0, 0] = 77
+    return frames
+
+
+def _rle(path: Path) -> Path:
+    """The same DICOM, RLE Lossless compressed: each frame is its own fragment."""
+    from pydicom import dcmread
+    from pydicom.uid import RLELossless
+
+    ds = dcmread(path)
+    ds.compress(RLELossless)
+    ds.save_as(path)
+    return path
+
+
+@pytest.mark.parametrize("kind", ["MONOCHROME2", "MONOCHROME1", "RGB", "RLE"])
+def test_an_opened_dicom_clip_gives_the_frames_read_image_gives(tmp_path, kind):
+    frames = _clip(6)
+    pixels = np.repeat(frames[..., None], 3, axis=3) * np.array([1, 0.5, 0.25]) if kind == "RGB" else frames
+    path = save_dicom(tmp_path / "cine.dcm", pixels.astype(np.uint8), photometric="RGB" if kind == "RGB" else
+                      "MONOCHROME2" if kind == "RLE" else kind, frames=6, region_cm=0.0062)
+    if kind == "RLE":
+        path = _rle(path)
+    whole, opened = read_image(path), open_image(path)
+    assert isinstance(opened.pixels, LazyFrames) and opened.pixels.shape == whole.pixels.shape
+    for index in (0, 1, 2, 5, 3):  # in order, and back again
+        np.testing.assert_array_equal(opened.frame(index), whole.frame(index))
+        assert opened.frame(index).dtype == np.float32
+    assert (opened.spacing_mm, opened.spacing_source, opened.metadata) == \
+        (whole.spacing_mm, whole.spacing_source, {**whole.metadata, "original_shape": (6, 60, 80)})
+    close_image(opened)
+
+
+def test_a_multipage_tiff_clip_is_opened_frame_by_frame(tmp_path):
+    frames = _clip(5)
+    path = tmp_path / "cine.tiff"
+    Image.fromarray(frames[0]).save(path, save_all=True, append_images=[Image.fromarray(f) for f in frames[1:]])
+    opened = open_image(path)
+    assert isinstance(opened.pixels, LazyFrames) and opened.n_frames == 5
+    np.testing.assert_array_equal(np.asarray(opened.pixels), read_image(path).pixels)
+    close_image(opened)
+
+
+def test_a_clip_missing_frames_is_refused_as_read_image_refuses_it(tmp_path):
+    path = save_dicom(tmp_path / "short.dcm", _clip(3), frames=3, edit=_set(NumberOfFrames=5))
+    with pytest.raises(ImageReadError) as whole:
+        read_image(path)
+    with pytest.raises(ImageReadError) as opened:
+        open_image(path)
+    assert str(opened.value) == str(whole.value)
+
+
+def test_clip_rows_are_written_as_its_frames_are_done(tmp_path):
+    path = save_dicom(tmp_path / "cine.dcm", _clip(5), frames=5)
+    out = tmp_path / "out"
+    seen = []
+
+    class Recording(ThresholdSegmenter):
+        def predict(self, image, index=0):
+            seen.append(len(read_results(out / "measurements.csv")))  # rows on disk before this frame
+            return super().predict(image, index)
+
+    segment_files([path], out, Recording(), spacing_mm=0.1)
+    assert seen == [0, 1, 2, 3, 4]
+
+
+def test_a_bad_frame_is_an_error_row_and_the_clip_goes_on(tmp_path):
+    path = save_dicom(tmp_path / "cine.dcm", _clip(5, marked=2), frames=5)
+    summary = segment_files([path], tmp_path / "out", ThresholdSegmenter(), spacing_mm=0.1)
+    rows = read_results(summary.results_path)
+    assert [(r.frame, r.ok) for r in rows] == [(0, True), (1, True), (2, False), (3, True), (4, True)]
+    assert rows[2].error == "network failed on this frame" and summary.n_failed == 1 and summary.n_frames == 4
+    assert (tmp_path / "out" / "cine_csa.png").is_file()
+
+
+def test_a_nan_frame_of_a_float_clip_is_refused_by_its_index(tmp_path):
+    frames = _clip(4).astype(np.float32)
+    frames[3, 5, 5] = np.nan
+    path = tmp_path / "cine.tiff"
+    Image.fromarray(frames[0]).save(path, save_all=True, append_images=[Image.fromarray(f) for f in frames[1:]])
+    summary = segment_files([path], tmp_path / "out", ThresholdSegmenter(), spacing_mm=0.1)
+    rows = read_results(summary.results_path)
+    assert [r.ok for r in rows] == [True, True, True, False]
+    assert rows[3].frame == 3 and "1 of 4800 pixels of frame 3 are NaN or infinite" in rows[3].error
+
+
+def test_an_interrupted_clip_continues_from_the_frame_it_stopped_at(tmp_path):
+    path = save_dicom(tmp_path / "cine.dcm", _clip(6), frames=6)
+    out = tmp_path / "out"
+
+    class Interrupted(ThresholdSegmenter):
+        def predict(self, image, index=0):
+            if index == 3:
+                raise KeyboardInterrupt
+            return super().predict(image, index)
+
+    with pytest.raises(KeyboardInterrupt):
+        segment_files([path], out, Interrupted(), spacing_mm=0.1)
+    assert [r.frame for r in read_results(out / "measurements.csv")] == [0, 1, 2]
+    summary = segment_files([path], out, ThresholdSegmenter(), spacing_mm=0.1)
+    rows = read_results(summary.results_path)
+    assert [r.frame for r in rows] == list(range(6)) and summary.n_frames == 3 and summary.n_skipped == 0
+    assert [r.mask for r in rows] == [f"cine_f{i:04d}_mask.png" for i in range(6)]  # one stem, nothing renamed
+    for row, frame in zip(rows, _clip(6)):
+        assert np.array_equal(np.asarray(Image.open(out / row.mask)) > 0, frame > 128)
+    again = segment_files([path], out, ThresholdSegmenter(), spacing_mm=0.1)
+    assert again.n_skipped == 1 and again.n_frames == 0 and len(read_results(again.results_path)) == 6
+
+
+def test_no_overlay_writes_the_masks_and_no_pictures(tmp_path):
+    path = save_dicom(tmp_path / "cine.dcm", _clip(3), frames=3)
+    segment_files([path], tmp_path / "out", ThresholdSegmenter(), spacing_mm=0.1, overlay=False)
+    names = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert not [n for n in names if n.endswith("_overlay.png")] and len([n for n in names if "_mask" in n]) == 3
+    with pytest.raises(ValueError, match=r"overlay False -> True"):
+        segment_files([path], tmp_path / "out", ThresholdSegmenter(), spacing_mm=0.1)
+
+
+def test_segmenting_a_long_clip_holds_one_frame_at_a_time(tmp_path):
+    """A 400-frame clip is 7.7 MB as uint8 and 31 MB as float32; the batch's Python and NumPy allocations
+    stay a small fraction of that (read whole, the float32 clip alone is allocated)."""
+    n, h, w = 400, 120, 160
+    frames = np.zeros((n, h, w), np.uint8)
+    frames[:, 40:80, 50:90] = 200
+    path = save_dicom(tmp_path / "long.dcm", frames, frames=n)
+    del frames
+    tracemalloc.start()
+    try:
+        summary = segment_files([path], tmp_path / "out", ThresholdSegmenter(), spacing_mm=0.1, overlay=False)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert summary.n_frames == n
+    assert peak < n * h * w * 4 / 8, f"peak {peak / 1e6:.1f} MB"
