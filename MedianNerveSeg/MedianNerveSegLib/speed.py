@@ -84,10 +84,12 @@ def hardware() -> Dict[str, Any]:
 
 
 def benchmark_pipeline(images: Sequence[Path], out_dir: Path, model: Optional[str] = None, spacing_mm: Any = None,
-                       device: str = "cpu", threads: int = 2, runtime: Optional[str] = None) -> Dict[str, Any]:
+                       device: str = "cpu", threads: int = 2, runtime: Optional[str] = None,
+                       overlay: bool = True) -> Dict[str, Any]:
     """``segment`` on ``images`` into a scratch folder, timed per stage; writes pipeline.json and pipeline.md.
 
-    End to end is the whole batch's wall time per frame, after one warm-up prediction."""
+    End to end is the whole batch's wall time per frame, after one warm-up prediction; ``overlay=False``
+    times ``segment --no-overlay``."""
     import tempfile
 
     from .inference import Segmenter
@@ -100,13 +102,14 @@ def benchmark_pipeline(images: Sequence[Path], out_dir: Path, model: Optional[st
     timings = StageTimes()
     with tempfile.TemporaryDirectory() as scratch:
         start = time.perf_counter()
-        summary = segment_files(images, Path(scratch), segmenter, spacing_mm, timings=timings)
+        summary = segment_files(images, Path(scratch), segmenter, spacing_mm, timings=timings,
+                                overlay=overlay)
         wall = time.perf_counter() - start
         first_result_s = time_to_first_result(images[0], Path(scratch), model, spacing_mm, segmenter.runtime)
     frames = max(timings.frames, 1)
     stages = {stage: round(1000 * seconds / frames, 1) for stage, seconds in timings.seconds.items()}
     result = {"model": f"{segmenter.info.name}@{segmenter.info.version}", "images": len(images),
-              "frames": timings.frames, "failed": summary.n_failed, "ms_per_frame": stages,
+              "frames": timings.frames, "failed": summary.n_failed, "overlay": overlay, "ms_per_frame": stages,
               "end_to_end_ms_per_frame": round(1000 * wall / frames, 1),
               "end_to_end_over_network": round(wall / max(timings.seconds.get("network", 1e-9), 1e-9), 2),
               "runtime": runtime_version(segmenter.runtime), "first_result_s": first_result_s, **hardware()}
@@ -114,7 +117,8 @@ def benchmark_pipeline(images: Sequence[Path], out_dir: Path, model: Optional[st
     (out_dir / "pipeline.json").write_text(json.dumps(result, indent=2) + "\n")
     lines = [f"# Pipeline time per frame: {result['model']}, {result['frames']} frames", "",
              f"{result['cpu']}, {result['cores']} cores, {result['torch_threads']} torch threads, "
-             f"torch {result['torch']}, runtime {result['runtime']}, device {device}.", "",
+             f"torch {result['torch']}, runtime {result['runtime']}, device {device}"
+             f"{'' if overlay else ', no overlays (segment --no-overlay)'}.", "",
              "| stage | ms/frame |", "|---|---|"]
     lines += [f"| {stage} | {ms} |" for stage, ms in stages.items()]
     lines += [f"| **end to end** | **{result['end_to_end_ms_per_frame']}** |", "",

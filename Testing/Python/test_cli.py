@@ -308,3 +308,9 @@ def test_benchmark_pipeline_reports_each_stage_and_the_hardware(few_images, tmp_
     assert sum(result["ms_per_frame"].values()) <= result["end_to_end_ms_per_frame"] + 1  # stages within the whole
     assert "| **end to end** |" in (tmp_path / "pipeline.md").read_text()
     assert result["first_result_s"] > 0 and result["runtime"].split()[0] in ("torch", "openvino")
+    assert result["overlay"] is True
+
+    assert main(["benchmark-pipeline", str(images[0]), "--spacing", "0.062", "--no-overlay",
+                 "--out", str(tmp_path / "bare")]) == 0
+    assert json.loads((tmp_path / "bare" / "pipeline.json").read_text())["overlay"] is False
+    assert "no overlays (segment --no-overlay)" in (tmp_path / "bare" / "pipeline.md").read_text()
