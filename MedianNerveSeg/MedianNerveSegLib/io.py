@@ -107,11 +107,17 @@ def find_images(paths: Sequence[PathLike]) -> List[Path]:
 # ----------------------------------------------------------------------------- pixels
 
 def channels_to_grey(pixels: np.ndarray) -> np.ndarray:
-    """(..., C) -> (...): BT.601 luma of RGB(A), the first channel otherwise. The one grey conversion."""
+    """(..., C) -> (...): BT.601 luma of RGB(A) as float32, the first channel otherwise. The one grey
+    conversion; a clip is converted a frame at a time, so that its float64 temporaries are one frame's."""
     if pixels.shape[-1] < 3:
         return pixels[..., 0]
+    if pixels.ndim > 3:
+        grey = np.empty(pixels.shape[:-1], np.float32)
+        for index, frame in enumerate(pixels):
+            grey[index] = channels_to_grey(frame)
+        return grey
     rgb = pixels[..., :3].astype(np.float64)
-    return rgb[..., 0] * _LUMA[0] + rgb[..., 1] * _LUMA[1] + rgb[..., 2] * _LUMA[2]
+    return (rgb[..., 0] * _LUMA[0] + rgb[..., 1] * _LUMA[1] + rgb[..., 2] * _LUMA[2]).astype(np.float32)
 
 
 def _check_finite(path: Path, pixels: np.ndarray, what: str = "pixels") -> None:

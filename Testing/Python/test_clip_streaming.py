@@ -159,3 +159,25 @@ def test_segmenting_a_long_clip_holds_one_frame_at_a_time(tmp_path):
         tracemalloc.stop()
     assert summary.n_frames == n
     assert peak < n * h * w * 4 / 8, f"peak {peak / 1e6:.1f} MB"
+
+
+def test_an_rgb_clip_read_whole_is_converted_to_grey_a_frame_at_a_time(tmp_path):
+    """An RGB NRRD clip is read whole; its grey conversion holds one frame's float64 temporaries, not the
+    clip's (100 RGB frames once peaked at 1.4 GB)."""
+    import nrrd
+
+    n, h, w = 40, 120, 160
+    rgb = np.random.default_rng(0).integers(0, 256, (n, h, w, 3), dtype=np.uint8)
+    path = tmp_path / "rgb.nrrd"
+    nrrd.write(str(path), rgb, {"kinds": ["RGB-color", "domain", "domain", "domain"]}, index_order="C")
+    read_image(path, 0.1)  # the readers' imports, outside the measure
+    tracemalloc.start()
+    try:
+        image = read_image(path, 0.1)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    luma = rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114
+    assert image.pixels.shape == (n, h, w) and image.pixels.dtype == np.float32
+    np.testing.assert_allclose(image.pixels, luma, atol=1e-3)
+    assert peak < n * h * w * 12, f"peak {peak / (n * h * w):.1f} bytes a pixel"
