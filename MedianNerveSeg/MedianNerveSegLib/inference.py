@@ -14,8 +14,8 @@ from scipy.special import expit
 from .image import UltrasoundImage
 from .models import is_detector
 from .postprocess import clean_mask, min_component_pixels
-from .preprocess import normalize, resize, resize_array, to_network_input
-from .runtime import OpenVinoNetwork, choose_runtime
+from .preprocess import network_array, resize, resize_array, to_network_input
+from .runtime import INT8_FOLDER, OpenVinoNetwork, choose_runtime
 from .zoo import MODEL_JSON, WEIGHTS, ModelFolderError, ModelInfo, load_info, load_network, resolve_model
 
 if TYPE_CHECKING:  # torch is imported only when PyTorch runs the network (runtime.py)
@@ -54,8 +54,8 @@ class Segmenter:
         self.model_dir = resolve_model(model)
         self.info = load_info(self.model_dir)
         self.runtime = choose_runtime(runtime, self.device, is_detector(self.info.architecture))
-        if self.runtime == "openvino":
-            self._use_openvino(asked=(runtime or "auto").lower() == "openvino")
+        if self.runtime != "torch":
+            self._use_openvino(asked=(runtime or "auto").lower() != "auto")
         if self.runtime == "torch":
             self._use_torch(load_network(self.model_dir, self.device)[0])
 
@@ -66,9 +66,10 @@ class Segmenter:
 
     def _use_openvino(self, asked: bool) -> None:
         """Compile the network with OpenVINO; when it cannot, an error if asked for, else PyTorch with a warning."""
+        int8 = self.model_dir / INT8_FOLDER if self.runtime == "openvino-int8" else None
         try:
             self.network = OpenVinoNetwork(lambda: load_network(self.model_dir, "cpu")[0], self.info.input_size,
-                                           [self.model_dir / MODEL_JSON, self.model_dir / WEIGHTS])
+                                           [self.model_dir / MODEL_JSON, self.model_dir / WEIGHTS], int8)
         except ModelFolderError:
             raise
         except Exception as error:
@@ -86,10 +87,15 @@ class Segmenter:
         segmenter.network, segmenter.info = network.to(device).eval(), info  # training keeps its layout
         return segmenter
 
+    @property
+    def model_id(self) -> str:
+        """name@version of the model, +int8 for its int8 network: what a results row says made its mask."""
+        return f"{self.info.name}@{self.info.version}" + ("+int8" if self.runtime == "openvino-int8" else "")
+
     def probability(self, frame: np.ndarray) -> np.ndarray:
         """Nerve probability (H, W) for one frame at its own size."""
-        if self.runtime == "openvino":
-            logits = self.network(resize_array(normalize(frame), self.info.input_size)[None, None])
+        if self.runtime != "torch":
+            logits = self.network(network_array(frame, self.info.input_size))
             return expit(resize_array(logits[0, 0], frame.shape))
         return self._torch_probability(frame)
 

@@ -171,7 +171,7 @@ def frame_result(segmenter, image, index: int, path: Path, prediction, labels: L
         image=str(path), frame=index, patient=labels.patient or patient_of(image, path),
         side=side_of(image, labels), level=labels.level, acquired=image.acquired, time_s=image.frame_time_s(index),
         confidence=round(float(prediction.confidence), 4), spacing_source=image.spacing_source,
-        model=f"{segmenter.info.name}@{segmenter.info.version}", ms=round(prediction.milliseconds, 1),
+        model=segmenter.model_id, ms=round(prediction.milliseconds, 1),
         **{**columns, "found": prediction.found, "flags": columns["flags"] + list(prediction.flags)})
 
 
@@ -329,7 +329,7 @@ def _run_settings(segmenter, spacing_mm, outputs: Outputs, labels: Labels) -> di
     from .spacing import parse_spacing
 
     spacing = parse_spacing(spacing_mm, "--spacing")
-    return {"model": f"{segmenter.info.name}@{segmenter.info.version}",
+    return {"model": segmenter.model_id,
             "spacing_mm": list(spacing) if spacing else None, "save_prob": bool(outputs.save_prob),
             "mask_formats": sorted(outputs.mask_formats), "patient": labels.patient, "side": labels.side,
             "level": labels.level, "dicom_out": bool(outputs.dicom_out), "overlay": bool(outputs.overlay)}

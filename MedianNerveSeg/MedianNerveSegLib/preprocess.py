@@ -37,6 +37,11 @@ def resize(batch: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
                          antialias=shrinking)
 
 
+def network_array(frame: np.ndarray, input_size: Sequence[int]) -> np.ndarray:
+    """``to_network_input`` without torch: the (1, 1, h, w) float32 array an OpenVINO network takes."""
+    return resize_array(normalize(frame), input_size)[None, None]
+
+
 def resize_array(frame: np.ndarray, size: Sequence[int]) -> np.ndarray:
     """``resize`` for one float32 (H, W) array, without torch.
 

@@ -5,12 +5,17 @@ OpenVINO runs the same float32 network in about 0.7x of eager PyTorch's time on 
 which moves logits by ~0.06: precision is pinned to float32 so that masks match PyTorch's.
 The converted network is cached by the checksum of the model's files, so only the first
 start after a model changes pays for the conversion.
+
+``openvino-int8`` runs the model folder's int8 network instead (``openvino_int8/``, made and
+checked against the float masks by ``median-nerve-seg quantize``: :mod:`quantize`); it is
+asked for by name, never chosen by ``auto``, since its masks are close to PyTorch's, not equal.
 """
 
 from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import os
 import shutil
 import sys
@@ -24,7 +29,9 @@ import numpy as np
 if TYPE_CHECKING:
     import torch
 
-RUNTIMES = ("auto", "torch", "openvino")
+RUNTIMES = ("auto", "torch", "openvino", "openvino-int8")
+INT8_FOLDER = "openvino_int8"  # a model folder's int8 network and its accuracy record
+INT8_RECORD = "quantization.json"
 
 
 def openvino_installed() -> bool:
@@ -32,7 +39,8 @@ def openvino_installed() -> bool:
 
 
 def choose_runtime(requested: Optional[str], device: str, detector: bool) -> str:
-    """'torch' or 'openvino': 'auto' takes OpenVINO for a segmentation network on the CPU when installed."""
+    """'torch', 'openvino' or 'openvino-int8': 'auto' takes OpenVINO (float32) for a segmentation network on
+    the CPU when it is installed."""
     requested = (requested or "auto").lower()
     if requested not in RUNTIMES:
         raise ValueError(f"--runtime {requested}: choose one of {', '.join(RUNTIMES)}")
@@ -41,9 +49,9 @@ def choose_runtime(requested: Optional[str], device: str, detector: bool) -> str
     why_not = ("it runs on the CPU only" if device != "cpu" else
                "it does not run detectors (Mask R-CNN)" if detector else
                "it is not installed (pip install openvino)" if not openvino_installed() else None)
-    if requested == "openvino" and why_not:
-        raise RuntimeError(f"--runtime openvino: {why_not}; use --runtime torch")
-    return "torch" if why_not else "openvino"
+    if requested != "auto" and why_not:
+        raise RuntimeError(f"--runtime {requested}: {why_not}; use --runtime torch")
+    return "torch" if why_not else "openvino" if requested == "auto" else requested
 
 
 def cpu_threads() -> int:
@@ -68,25 +76,42 @@ class OpenVinoNetwork:
     """A network compiled by OpenVINO for the CPU at a fixed input size: (1, 1, h, w) array in, logits out.
 
     ``load_network`` gives the PyTorch network; it is called (and torch imported) only when
-    the cache has no conversion of ``model_files``."""
+    the cache has no conversion of ``model_files``. With ``int8_folder`` the folder's int8
+    network runs instead (refused when it was made from other weights than ``model_files``)."""
 
     def __init__(self, load_network: Callable[[], "torch.nn.Module"], input_size: Sequence[int],
-                 model_files: Sequence[Path]):
+                 model_files: Sequence[Path], int8_folder: Optional[Path] = None):
         import openvino as ov
 
-        self.core = ov.Core()
-        key = f"{model_checksum(model_files)}-{input_size[0]}x{input_size[1]}-ov{ov.__version__.split('-')[0]}"
-        converted = self._cached(key)
-        if converted is None:
-            converted = self._convert(load_network(), input_size)
-            self._store(converted, key)
-        self.compiled = self.core.compile_model(converted, "CPU", {
+        self.core = core = ov.Core()
+        if int8_folder is not None:
+            self.model = core.read_model(str(int8_network(int8_folder, model_files)))
+        else:
+            self.model = self.converted(core, load_network, input_size, model_files)
+        self.compile(self.model, core)
+
+    def compile(self, model, core) -> None:
+        """Run ``model`` (an openvino.Model) from now on, compiled for this CPU at float32 precision."""
+        self.compiled = core.compile_model(model, "CPU", {
             "INFERENCE_NUM_THREADS": cpu_threads(), "PERFORMANCE_HINT": "LATENCY",
             "INFERENCE_PRECISION_HINT": "f32"})
         self.request = self.compiled.create_infer_request()
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         return np.array(self.request.infer({0: np.ascontiguousarray(batch, np.float32)})[0])
+
+    @classmethod
+    def converted(cls, core, load_network: Callable[[], "torch.nn.Module"], input_size: Sequence[int],
+                  model_files: Sequence[Path]):
+        """The float32 OpenVINO model of ``model_files``, from the cache, else converted and cached."""
+        import openvino as ov
+
+        key = f"{model_checksum(model_files)}-{input_size[0]}x{input_size[1]}-ov{ov.__version__.split('-')[0]}"
+        converted = cls._cached(core, key)
+        if converted is None:
+            converted = cls._convert(load_network(), input_size)
+            cls._store(converted, key)
+        return converted
 
     @staticmethod
     def _convert(network: "torch.nn.Module", input_size: Sequence[int]):
@@ -98,12 +123,13 @@ class OpenVinoNetwork:
             warnings.simplefilter("ignore")
             return ov.convert_model(network.float().eval(), example_input=example, input=[tuple(example.shape)])
 
-    def _cached(self, key: str):
+    @staticmethod
+    def _cached(core, key: str):
         xml = cache_dir() / key / "network.xml"
         if not xml.exists():
             return None
         try:
-            return self.core.read_model(str(xml))
+            return core.read_model(str(xml))
         except Exception as error:  # a damaged cache entry: convert again, in memory
             print(f"warning: {xml}: cannot be read ({error}); converting the network again", file=sys.stderr)
             return None
@@ -123,3 +149,24 @@ class OpenVinoNetwork:
             pass  # another process stored it first, or the cache folder is read-only
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
+
+
+def int8_network(folder: Path, model_files: Sequence[Path]) -> Path:
+    """``folder``'s network.xml, once its record says it was quantized from ``model_files`` and passed its
+    accuracy check; else a one-line ModelFolderError saying what to do."""
+    from .zoo import ModelFolderError
+
+    record, xml = folder / INT8_RECORD, folder / "network.xml"
+    if not record.is_file() or not xml.is_file():
+        raise ModelFolderError(f"{folder.parent}: no int8 network ({INT8_FOLDER}/{INT8_RECORD}, network.xml); "
+                               "make one with: median-nerve-seg quantize")
+    try:
+        made = json.loads(record.read_text())
+    except (OSError, ValueError) as error:
+        raise ModelFolderError(f"{record}: not readable ({error})") from None
+    if made.get("model_checksum") != model_checksum(model_files):
+        raise ModelFolderError(f"{folder}: quantized from other weights than this model's; "
+                               "run median-nerve-seg quantize again")
+    if not made.get("accepted"):
+        raise ModelFolderError(f"{folder}: its masks failed the accuracy check ({made.get('verdict', 'no verdict')})")
+    return xml

@@ -19,6 +19,7 @@ class ThresholdSegmenter:
     """Stands in for the network: the nerve is every pixel brighter than 128; raises on a marked frame."""
 
     info = SimpleNamespace(name="threshold", version="1")
+    model_id = "threshold@1"
 
     def predict(self, image, index=0):
         frame = image.frame(index)

@@ -319,6 +319,9 @@ def test_cmake_lists_every_script_and_resource():
     for model in (MODULE_DIR / "MedianNerveSegLib" / "pretrained").iterdir():  # every shipped model
         resources |= {f"MedianNerveSegLib/pretrained/{model.name}/{name}" for name in ("model.pt", "model.json",
                                                                                       "MODEL_CARD.md")}
+        int8 = model / "openvino_int8"  # --runtime openvino-int8
+        resources |= {f"MedianNerveSegLib/pretrained/{model.name}/openvino_int8/{p.name}"
+                      for p in (int8.iterdir() if int8.is_dir() else ())}
     assert resources <= listed
     for item in listed:
         assert (MODULE_DIR / item).is_file(), f"CMakeLists.txt lists a missing file: {item}"
