@@ -4,7 +4,7 @@ only when its masks keep the float model's accuracy on the patients the model wa
 Accepted (issue 18's rule) when, on the held-out patients, the mean DSC against the expert masks
 drops by at most 0.005 and the CSA mean absolute error grows by at most 0.1 mm^2. The agreement
 of the int8 masks with the float masks is recorded next to it. The result goes to the model
-folder's ``openvino_int8/`` (network.xml/.bin and ``quantization.json``), which
+folder's ``openvino_int8/`` (network.xml/.bin and ``quantization.json``) when accepted, which
 ``--runtime openvino-int8`` runs (:func:`runtime.int8_network` checks it was made from these
 weights and accepted). Needs ``nncf`` and ``openvino`` (``pip install "median-nerve-seg[int8]"``).
 """
@@ -43,7 +43,8 @@ def split_by_patient(samples: Sequence[Sample], val_patients: Iterable[str]) -> 
 
 def quantize_model(model: Any, dataset_dir: Path, spacing_mm: Any = None,
                    progress: Callable[[str], None] = lambda line: None) -> Dict[str, Any]:
-    """Quantize ``model`` (a folder or installed name), check it and write ``openvino_int8/``; the record."""
+    """Quantize ``model`` (a folder or installed name) and check it; when accepted, write ``openvino_int8/``.
+    The record (``quantization.json``) either way."""
     try:
         import nncf
     except ImportError:
@@ -74,7 +75,8 @@ def quantize_model(model: Any, dataset_dir: Path, spacing_mm: Any = None,
               "model_checksum": model_checksum([model_dir / MODEL_JSON, model_dir / WEIGHTS]),
               "nncf": nncf.__version__, "calibration": _described(calibration),
               "validation": _described(validation), **compare(floating, int8, validation, spacing_mm)}
-    write_int8(model_dir / INT8_FOLDER, quantized, record)
+    if record["accepted"]:  # a refused network never replaces the folder's int8 network
+        write_int8(model_dir / INT8_FOLDER, quantized, record)
     return record
 
 

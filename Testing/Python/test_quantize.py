@@ -113,3 +113,16 @@ def test_quantize_makes_an_accepted_int8_network_that_segment_runs_and_names(sma
                  "--spacing", "0.062", "--out", str(out)]) == 2
     assert "other settings" in capsys.readouterr().err and len(read_results(out / "measurements.csv")) == 1
     assert np.isfinite(row.area_mm2)
+
+
+@needs_nncf
+def test_a_refused_int8_network_is_not_written_and_quantize_exits_1(small_copy, dataset_dir, monkeypatch, capsys):
+    from MedianNerveSegLib import quantize
+
+    def refused(floating, int8, samples, spacing_mm=None):
+        return {**compare(floating, int8, samples[:2], spacing_mm), "accepted": False, "verdict": "DSC 0.80 vs 0.92"}
+
+    monkeypatch.setattr(quantize, "compare", refused)
+    assert main(["quantize", "--model", str(small_copy), "--dataset", str(dataset_dir), "--spacing", "0.062"]) == 1
+    assert "int8 REFUSED: DSC 0.80 vs 0.92" in capsys.readouterr().out
+    assert not (small_copy / INT8_FOLDER).exists()
