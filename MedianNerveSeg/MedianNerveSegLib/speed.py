@@ -85,12 +85,13 @@ def hardware() -> Dict[str, Any]:
 
 def benchmark_pipeline(images: Sequence[Path], out_dir: Path, model: Optional[str] = None, spacing_mm: Any = None,
                        device: str = "cpu", threads: int = 2, runtime: Optional[str] = None,
-                       overlay: bool = True) -> Dict[str, Any]:
+                       overlay: bool = True, repeats: int = 1) -> Dict[str, Any]:
     """``segment`` on ``images`` into a scratch folder, timed per stage; writes pipeline.json and pipeline.md.
 
-    End to end is the whole batch's wall time per frame, after one warm-up prediction; ``overlay=False``
-    times ``segment --no-overlay``. The time to a first result is measured when the first image is
-    a single frame."""
+    End to end is the whole batch's wall time per frame, after one warm-up prediction; with ``repeats``
+    the batch runs that many times and each figure is the median run's (shared machines drift).
+    ``overlay=False`` times ``segment --no-overlay``. The time to a first result is measured when
+    the first image is a single frame."""
     import tempfile
 
     from .inference import Segmenter
@@ -103,27 +104,35 @@ def benchmark_pipeline(images: Sequence[Path], out_dir: Path, model: Optional[st
     segmenter.predict(first)  # warm-up
     single = first.n_frames == 1
     close_image(first)
-    timings = StageTimes()
+    runs = []  # (wall seconds, StageTimes, BatchSummary) of each repeat
     with tempfile.TemporaryDirectory() as scratch:
-        start = time.perf_counter()
-        summary = segment_files(images, Path(scratch), segmenter, spacing_mm, timings=timings,
-                                overlay=overlay)
-        wall = time.perf_counter() - start
+        for repeat in range(max(repeats, 1)):
+            timings, start = StageTimes(), time.perf_counter()
+            summary = segment_files(images, Path(scratch, f"run{repeat}"), segmenter, spacing_mm, timings=timings,
+                                    overlay=overlay)
+            runs.append((time.perf_counter() - start, timings, summary))
         first_result_s = (time_to_first_result(images[0], Path(scratch), model, spacing_mm, segmenter.runtime)
                           if single else None)
-    frames = max(timings.frames, 1)
-    stages = {stage: round(1000 * seconds / frames, 1) for stage, seconds in timings.seconds.items()}
-    result = {"model": segmenter.model_id, "images": len(images),
-              "frames": timings.frames, "failed": summary.n_failed, "overlay": overlay, "ms_per_frame": stages,
-              "end_to_end_ms_per_frame": round(1000 * wall / frames, 1),
-              "end_to_end_over_network": round(wall / max(timings.seconds.get("network", 1e-9), 1e-9), 2),
+    frames = max(runs[0][1].frames, 1)
+
+    def per_frame(seconds: Sequence[float]) -> float:
+        return round(1000 * statistics.median(seconds) / frames, 1)
+
+    stages = {stage: per_frame([t.seconds.get(stage, 0.0) for _, t, _ in runs]) for stage in runs[0][1].seconds}
+    wall = [w for w, _, _ in runs]
+    result = {"model": segmenter.model_id, "images": len(images), "frames": runs[0][1].frames,
+              "failed": runs[0][2].n_failed, "overlay": overlay, "repeats": len(runs), "ms_per_frame": stages,
+              "end_to_end_ms_per_frame": per_frame(wall),
+              "end_to_end_over_network": round(statistics.median(w / max(t.seconds.get("network", 1e-9), 1e-9)
+                                                                 for w, t, _ in runs), 2),
               "runtime": runtime_version(segmenter.runtime), "first_result_s": first_result_s, **hardware()}
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "pipeline.json").write_text(json.dumps(result, indent=2) + "\n")
     lines = [f"# Pipeline time per frame: {result['model']}, {result['frames']} frames", "",
              f"{result['cpu']}, {result['cores']} cores, {result['torch_threads']} torch threads, "
              f"torch {result['torch']}, runtime {result['runtime']}, device {device}"
-             f"{'' if overlay else ', no overlays (segment --no-overlay)'}.", "",
+             f"{'' if overlay else ', no overlays (segment --no-overlay)'}"
+             f"{f'; the median of {len(runs)} runs' if len(runs) > 1 else ''}.", "",
              "| stage | ms/frame |", "|---|---|"]
     lines += [f"| {stage} | {ms} |" for stage, ms in stages.items()]
     lines += [f"| **end to end** | **{result['end_to_end_ms_per_frame']}** |", "",

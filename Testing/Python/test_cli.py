@@ -310,7 +310,9 @@ def test_benchmark_pipeline_reports_each_stage_and_the_hardware(few_images, tmp_
     assert result["first_result_s"] > 0 and result["runtime"].split()[0] in ("torch", "openvino")
     assert result["overlay"] is True
 
-    assert main(["benchmark-pipeline", str(images[0]), "--spacing", "0.062", "--no-overlay",
+    assert main(["benchmark-pipeline", str(images[0]), "--spacing", "0.062", "--no-overlay", "--repeats", "3",
                  "--out", str(tmp_path / "bare")]) == 0
-    assert json.loads((tmp_path / "bare" / "pipeline.json").read_text())["overlay"] is False
+    bare = json.loads((tmp_path / "bare" / "pipeline.json").read_text())
+    assert bare["overlay"] is False and bare["repeats"] == 3 and bare["frames"] == 1 and bare["failed"] == 0
+    assert "the median of 3 runs" in (tmp_path / "bare" / "pipeline.md").read_text()
     assert "no overlays (segment --no-overlay)" in (tmp_path / "bare" / "pipeline.md").read_text()
