@@ -95,6 +95,8 @@ class MedianNerveSegParameterNode:
     segmentation - the segmentation holding the "Median nerve" segment.
     modelName - installed model used by Segment (the list of models is filled at run time).
     device - "cpu" (always works) or "cuda".
+    runtime - auto (OpenVINO float32 on the CPU when installed, else PyTorch), openvino-int8 (the model's
+        int8 network: faster, its masks close to the float ones, not equal), or torch.
     spacingMm - mm/pixel used when loading or when applying a typed calibration (0: from the file).
     calibrationLine, calibrationLengthMm - a line drawn on the image and its true length.
     table - the measurement table (one row per image/frame).
@@ -108,6 +110,7 @@ class MedianNerveSegParameterNode:
     segmentation: vtkMRMLSegmentationNode
     modelName: str = DEFAULT_MODEL
     device: Annotated[str, Choice(["cpu", "cuda"])] = "cpu"
+    runtime: Annotated[str, Choice(["auto", "openvino-int8", "torch"])] = "auto"
     spacingMm: Annotated[float, WithinRange(0.0, 10.0)] = 0.0
     calibrationLine: vtkMRMLMarkupsLineNode
     calibrationLengthMm: Annotated[float, WithinRange(0.0, 1000.0)] = 10.0
@@ -196,13 +199,13 @@ class MedianNerveSegLogic(ScriptedLoadableModuleLogic):
                                                slicer.modules.sequences.logic())
         return self._sceneLogic
 
-    def segmenter(self, modelName: str, device: str):
-        """The core's Segmenter for a model and device, loaded once."""
-        if self._segmenterKey != (modelName, device):
+    def segmenter(self, modelName: str, device: str, runtime: str = "auto"):
+        """The core's Segmenter for a model, device and runtime, loaded once."""
+        if self._segmenterKey != (modelName, device, runtime):
             from MedianNerveSegLib.inference import Segmenter
 
-            self._segmenter = Segmenter(modelName or None, device)
-            self._segmenterKey = (modelName, device)
+            self._segmenter = Segmenter(modelName or None, device, runtime)
+            self._segmenterKey = (modelName, device, runtime)
         return self._segmenter
 
 

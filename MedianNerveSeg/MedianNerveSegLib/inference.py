@@ -15,7 +15,7 @@ from .image import UltrasoundImage
 from .models import is_detector
 from .postprocess import clean_mask, min_component_pixels
 from .preprocess import network_array, resize, resize_array, to_network_input
-from .runtime import INT8_FOLDER, OpenVinoNetwork, choose_runtime
+from .runtime import INT8_FOLDER, OpenVinoNetwork, choose_runtime, version_label
 from .zoo import MODEL_JSON, WEIGHTS, ModelFolderError, ModelInfo, load_info, load_network, resolve_model
 
 if TYPE_CHECKING:  # torch is imported only when PyTorch runs the network (runtime.py)
@@ -90,7 +90,7 @@ class Segmenter:
     @property
     def model_id(self) -> str:
         """name@version of the model, +int8 for its int8 network: what a results row says made its mask."""
-        return f"{self.info.name}@{self.info.version}" + ("+int8" if self.runtime == "openvino-int8" else "")
+        return f"{self.info.name}@{version_label(self.info.version, self.runtime)}"
 
     def probability(self, frame: np.ndarray) -> np.ndarray:
         """Nerve probability (H, W) for one frame at its own size."""

@@ -141,9 +141,10 @@ DEFAULT_RUNNER = Runner()
 
 def segmentation_job(inputs: Sequence[PathLike], out_dir: PathLike, model: Optional[str] = None,
                      spacing_mm: Optional[float] = None, device: str = "cpu",
-                     runner: Runner = DEFAULT_RUNNER) -> BackgroundJob:
+                     runner: Runner = DEFAULT_RUNNER, runtime: str = "auto") -> BackgroundJob:
     """``segment`` on files (e.g. the frames of a clip saved by the GUI); results land in out_dir."""
-    args: List[str] = ["segment", *map(str, inputs), "--out", str(out_dir), "--device", device]
+    args: List[str] = ["segment", *map(str, inputs), "--out", str(out_dir), "--device", device,
+                       "--runtime", runtime]
     if model:
         args += ["--model", str(model)]
     if spacing_mm:

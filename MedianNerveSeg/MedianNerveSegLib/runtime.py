@@ -54,6 +54,11 @@ def choose_runtime(requested: Optional[str], device: str, detector: bool) -> str
     return "torch" if why_not else "openvino" if requested == "auto" else requested
 
 
+def version_label(version: str, runtime: str) -> str:
+    """A model's version as results and scenes name it: ``+int8`` when its int8 network made the masks."""
+    return version + ("+int8" if runtime == "openvino-int8" else "")
+
+
 def cpu_threads() -> int:
     """PyTorch's thread count where torch is loaded (a benchmark sets it), else 0: OpenVINO's own choice."""
     torch = sys.modules.get("torch")

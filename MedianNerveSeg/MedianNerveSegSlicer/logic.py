@@ -42,6 +42,7 @@ from MedianNerveSegLib.io import (NERVE_SEGMENT_NAME, channels_to_grey, format_o
 from MedianNerveSegLib.measure import NerveMeasurement, as_spacing, measure_mask
 from MedianNerveSegLib.pipeline import measurement_columns, measurement_flags
 from MedianNerveSegLib.results import RESULTS_FILE, FrameResult, read_results
+from MedianNerveSegLib.runtime import version_label
 
 PathLike = Union[str, Path]
 
@@ -214,8 +215,8 @@ class NerveSceneLogic:
         segmentation_node.SetReferenceImageGeometryParameterFromVolumeNode(volume_node)
         segmentation_node.SetAttribute(ATTR_FRAME, str(frame))
         self.set_segment_mask(segmentation_node, volume_node, prediction.mask)
-        info = segmenter.info
-        for key, value in ((ATTR_MODEL, info.name), (ATTR_MODEL_VERSION, info.version),
+        version = version_label(segmenter.info.version, segmenter.runtime)
+        for key, value in ((ATTR_MODEL, segmenter.info.name), (ATTR_MODEL_VERSION, version),
                            (ATTR_CONFIDENCE, f"{prediction.confidence:.4f}"),
                            (ATTR_FOUND, "true" if prediction.found else "false"),
                            (ATTR_MILLISECONDS, f"{prediction.milliseconds:.1f}")):

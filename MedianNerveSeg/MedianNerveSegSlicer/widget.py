@@ -272,7 +272,7 @@ class MedianNerveSegPanel(VTKObservationMixin):
         self._convertColourInput()
         p = self._parameterNode
         with slicer.util.tryWithErrorDisplay(_("Segmentation failed."), waitCursor=True):
-            segmenter = self.logic.segmenter(p.modelName, p.device)
+            segmenter = self.logic.segmenter(p.modelName, p.device, p.runtime)
             frame = self.logic.sceneLogic.current_frame(p.inputVolume)
             segmentation, prediction = self.logic.sceneLogic.segment(p.inputVolume, segmenter, frame, p.segmentation)
             p.segmentation = segmentation
@@ -289,7 +289,7 @@ class MedianNerveSegPanel(VTKObservationMixin):
         p = self._parameterNode
         with slicer.util.tryWithErrorDisplay(_("Could not start the segmentation."), waitCursor=True):
             task = ClipSegmentationTask(self.logic.sceneLogic, p.inputVolume, p.modelName, p.device,
-                                        low_confidence=LOW_CONFIDENCE)
+                                        low_confidence=LOW_CONFIDENCE, runtime=p.runtime)
             self._clipMonitor = TaskMonitor(task, self.ui.jobProgressBar, self.ui.statusLabel, self._onClipTaskEnded)
         self._onParameterNodeModified()
 

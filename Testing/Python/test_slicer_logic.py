@@ -19,8 +19,9 @@ from MedianNerveSegLib.inference import Segmenter  # noqa: E402
 from MedianNerveSegLib.io import read_image, read_mask, to_uint8  # noqa: E402
 from MedianNerveSegLib.measure import measure_mask  # noqa: E402
 from MedianNerveSegSlicer import NerveSceneLogic  # noqa: E402
+from MedianNerveSegLib.runtime import openvino_installed  # noqa: E402
 from MedianNerveSegSlicer.logic import (ATTR_CONFIDENCE, ATTR_FOUND, ATTR_MODEL,  # noqa: E402
-                                        ATTR_SPACING_SOURCE)
+                                        ATTR_MODEL_VERSION, ATTR_SPACING_SOURCE)
 
 IMAGE = "Pz001-001.png"
 OTHER = "Pz002-001.png"
@@ -453,3 +454,13 @@ def test_dicom_seg_and_sr_of_an_image_loaded_from_dicom(mrml, image_path, segmen
     png_segmentation, _ = mrml.logic.segment(png, segmenter)
     with pytest.raises(ValueError, match="not loaded from a DICOM file"):
         mrml.logic.export_dicom(png_segmentation, png, tmp_path / "png")
+
+
+@pytest.mark.skipif(not openvino_installed(), reason="openvino is not installed")
+def test_a_segmentation_by_the_int8_network_and_its_saved_label_name_it(mrml, image_path, tmp_path):
+    int8 = Segmenter(runtime="openvino-int8")
+    volume = mrml.logic.load_image(image_path, spacing_mm=SPACING)
+    segmentation, _ = mrml.logic.segment(volume, int8)
+    assert segmentation.GetAttribute(ATTR_MODEL_VERSION) == f"{int8.info.version}+int8"
+    record = mrml.logic.save_label(segmentation, volume, tmp_path / "store")
+    assert (record["model"], record["model_version"]) == (int8.info.name, f"{int8.info.version}+int8")

@@ -104,6 +104,9 @@ def test_comparison_task_reads_its_rows(tmp_path):
 slicer = pytest.importorskip("slicer")
 sys.path.insert(0, str(REPO / "MedianNerveSeg"))
 
+from MedianNerveSegLib.runtime import openvino_installed  # noqa: E402
+from MedianNerveSegLib.zoo import load_info  # noqa: E402
+from MedianNerveSegSlicer.logic import ATTR_MODEL_VERSION  # noqa: E402
 from MedianNerveSegSlicer.tasks import ClipSegmentationTask  # noqa: E402
 from test_slicer_logic import Mrml  # noqa: E402
 
@@ -149,3 +152,16 @@ def test_a_clip_task_whose_job_fails_keeps_the_scene_unchanged(clip):
     runner.jobs[0].code, runner.jobs[0]._output = 2, "error: no model"
     assert task.poll() is TaskState.FAILED and task.error == "error: no model"
     assert mrml.scene.GetNumberOfNodes() == n_nodes and not task.work.exists()
+
+
+@pytest.mark.skipif(not openvino_installed(), reason="openvino is not installed")
+def test_a_clip_task_on_the_int8_network_runs_it_and_says_so(clip):
+    mrml, volume = clip
+    runner = InProcessRunner()
+    task = ClipSegmentationTask(mrml.logic, volume, runner=runner, runtime="openvino-int8")
+    args = runner.calls[0]
+    assert args[args.index("--runtime") + 1] == "openvino-int8"
+    assert task.poll() is TaskState.SUCCEEDED, task.error
+    browser = mrml.sequences.GetFirstBrowserNodeForProxyNode(task.result.segmentation)
+    browser.SetSelectedItemNumber(1)
+    assert task.result.segmentation.GetAttribute(ATTR_MODEL_VERSION) == f"{load_info(task.model_dir).version}+int8"
