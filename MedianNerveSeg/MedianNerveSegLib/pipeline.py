@@ -129,11 +129,16 @@ def side_of(image, labels: Labels) -> str:
 
 
 def _existing_outputs(out_dir: Path) -> Set[str]:
+    """The output stems in ``out_dir``: of each file, and of the clip a frame's file belongs to."""
     stems = set()
     for item in out_dir.iterdir() if out_dir.is_dir() else []:
         for suffix in _OUTPUT_SUFFIXES:
             if item.name.endswith(suffix):
-                stems.add(item.name[: -len(suffix)])
+                stem = item.name[: -len(suffix)]
+                stems.add(stem)
+                clip = _CLIP_FRAME.match(stem)
+                if clip:
+                    stems.add(clip.group(1))
     return stems
 
 
@@ -229,6 +234,7 @@ def _segmentation_writer():
 MASK_WRITERS = {"nrrd": _nrrd_writer, "seg.nrrd": _segmentation_writer}
 
 
+_CLIP_FRAME = re.compile(r"^(.*)_f\d{4,}$")  # a clip frame's output stem: <stem>_fNNNN
 _CLIP_MASK = re.compile(r"^(.*)_f\d{4,}_mask\.png$")  # a clip frame's mask name: <stem>_fNNNN_mask.png
 
 
@@ -251,6 +257,7 @@ def _segment_file(segmenter, path: Path, stem: str, out_dir: Path, spacing_mm, o
     image = open_image(path, spacing_mm)
     times.add("read", since)
     try:
+        side_of(image, labels)  # a file that contradicts --side is one error row, not one a frame
         done = {row.frame: row for row in earlier}
         if image.n_frames > 1 and len(done) >= image.n_frames:
             return
@@ -270,7 +277,9 @@ def _segment_file(segmenter, path: Path, stem: str, out_dir: Path, spacing_mm, o
                 yield row
         rows.sort(key=lambda r: r.frame)
         if dicom:
-            error = refusal or _write_dicom(path, image, rows, out_dir, stem)
+            failed = [str(r.frame) for r in rows if not r.ok]
+            error = (refusal or (f"frame {', '.join(failed)} could not be segmented" if failed else None)
+                     or _write_dicom(path, image, rows, out_dir, stem))
             if error:
                 warnings.append(f"{path}: DICOM SEG/SR not written ({error})")
                 for row in held:
@@ -385,7 +394,8 @@ def segment_files(paths: Sequence[PathLike], out_dir: PathLike, segmenter, spaci
     paths = [Path(p) for p in paths]
     todo = [p for p in paths if str(p) not in earlier or _resumed_stem(earlier[str(p)])]
     resumed = {p: _resumed_stem(earlier[str(p)]) for p in todo if str(p) in earlier}
-    stems = {**output_stems([p for p in todo if p not in resumed], _existing_outputs(out_dir)), **resumed}
+    taken = _existing_outputs(out_dir) | set(resumed.values())  # a resumed clip keeps its stem to itself
+    stems = {**output_stems([p for p in todo if p not in resumed], taken), **resumed}
     times = timings if timings is not None else StageTimes()
     failures: List[FrameResult] = []
     warnings: List[str] = []
@@ -402,6 +412,10 @@ def segment_files(paths: Sequence[PathLike], out_dir: PathLike, segmenter, spaci
                 except StopIteration:
                     break
                 except Exception as error:  # one bad file is a row, never the end of the batch
+                    if n_new == 0 and earlier.get(str(path)):  # done before: its rows stand, none duplicated
+                        warnings.append(f"{path}: not opened again ({_error_row(path, error).error}); the "
+                                        f"{len(earlier[str(path)])} frames done earlier stand")
+                        break
                     row = _error_row(path, error)
                 n_new += 1
                 since = time.perf_counter()

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 from .io import atomic_write
-from .results import RESULTS_FILE, FrameResult, read_results
+from .results import RESULTS_FILE, FrameResult, read_results, standing_rows
 
 PathLike = Union[str, Path]
 DISCLAIMER = ("Research use only, not a diagnosis: carpal tunnel syndrome is diagnosed clinically, with nerve "
@@ -170,8 +170,9 @@ def summarise(rows: Sequence[Tuple[FrameResult, str]], cutoffs: Sequence[Cutoff]
 # ----------------------------------------------------------------------------- writing
 
 def _collect(results: Sequence[PathLike], images_dir: Path) -> List[Tuple[FrameResult, str]]:
-    """Every row of the results files, its overlay copied into ``images_dir`` (names kept unique). An image
-    (and frame) in two of them is refused before anything is written: a mean would count it twice."""
+    """The standing row of each image and frame of the results files (a rerun's retried frame once), its
+    overlay copied into ``images_dir`` (names kept unique). An image (and frame) in two of them is refused
+    before anything is written: a mean would count it twice."""
     read: List[Tuple[int, Path, FrameResult]] = []
     seen: Dict[Tuple[str, int], Path] = {}
     for index, given in enumerate(results):
@@ -179,7 +180,7 @@ def _collect(results: Sequence[PathLike], images_dir: Path) -> List[Tuple[FrameR
         csv_path = path / RESULTS_FILE if path.is_dir() else path
         if not csv_path.is_file():
             raise FileNotFoundError(f"{given}: no {RESULTS_FILE} there")
-        for row in read_results(csv_path):
+        for row in standing_rows(read_results(csv_path)):
             key = (str(Path(row.image).resolve()) if row.image else row.image, row.frame)
             if key in seen:
                 raise ValueError(f"{row.image} frame {row.frame} is in both {seen[key]} and {csv_path}: "

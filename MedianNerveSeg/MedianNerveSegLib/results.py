@@ -13,7 +13,7 @@ import math
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 PathLike = Union[str, Path]
 RESULTS_FILE = "measurements.csv"
@@ -109,6 +109,18 @@ _PARSE: Dict[str, Callable[[str], Any]] = {
 def as_row(result: FrameResult) -> Dict[str, str]:
     """The CSV cells of a result."""
     return {name: _text(name, getattr(result, name)) for name in COLUMNS}
+
+
+def standing_rows(rows: Sequence[FrameResult]) -> List[FrameResult]:
+    """One row per (image, frame) of a results file, in file order: a rerun appends a retried frame's row,
+    and the one that stands is the last measured one, else the last error."""
+    standing: Dict[Tuple[str, Optional[int]], FrameResult] = {}
+    for row in rows:
+        key = (row.image, row.frame)
+        if row.ok or key not in standing or not standing[key].ok:
+            standing.pop(key, None)
+            standing[key] = row
+    return list(standing.values())
 
 
 def read_results(path: PathLike) -> List[FrameResult]:

@@ -181,3 +181,75 @@ def test_an_rgb_clip_read_whole_is_converted_to_grey_a_frame_at_a_time(tmp_path)
     assert image.pixels.shape == (n, h, w) and image.pixels.dtype == np.float32
     np.testing.assert_allclose(image.pixels, luma, atol=1e-3)
     assert peak < n * h * w * 12, f"peak {peak / (n * h * w):.1f} bytes a pixel"
+
+
+def _interrupted_at(frame: int):
+    class Interrupted(ThresholdSegmenter):
+        def predict(self, image, index=0):
+            if index == frame:
+                raise KeyboardInterrupt
+            return super().predict(image, index)
+    return Interrupted()
+
+
+def test_a_resumed_clip_keeps_its_outputs_from_an_input_of_the_same_name(tmp_path):
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+    first = save_dicom(tmp_path / "a" / "scan.dcm", _clip(6), frames=6)
+    other = save_dicom(tmp_path / "b" / "scan.dcm", _clip(6)[::-1].copy(), frames=6)
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        segment_files([first], out, _interrupted_at(3), spacing_mm=0.1)
+    summary = segment_files([first, other], out, ThresholdSegmenter(), spacing_mm=0.1)
+    rows = read_results(summary.results_path)
+    for path, frames in ((first, _clip(6)), (other, _clip(6)[::-1])):
+        mine = sorted((r for r in rows if r.image == str(path)), key=lambda r: r.frame)
+        assert [r.frame for r in mine] == list(range(6))
+        for row, frame in zip(mine, frames):  # each mask is its own clip's frame, none written over
+            assert np.array_equal(np.asarray(Image.open(out / row.mask)) > 0, frame > 128)
+    assert len({r.mask for r in rows}) == 12
+
+
+def test_a_done_clip_that_is_gone_keeps_its_rows_and_adds_no_error_row(tmp_path):
+    path = save_dicom(tmp_path / "cine.dcm", _clip(4), frames=4)
+    out = tmp_path / "out"
+    segment_files([path], out, ThresholdSegmenter(), spacing_mm=0.1)
+    path.rename(tmp_path / "moved.dcm")
+    summary = segment_files([path], out, ThresholdSegmenter(), spacing_mm=0.1)
+    assert summary.n_failed == 0 and summary.n_skipped == 1 and len(read_results(summary.results_path)) == 4
+    assert len(summary.warnings) == 1 and str(path) in summary.warnings[0] and "4 frames done earlier" in \
+        summary.warnings[0]
+
+
+def test_a_clip_retried_after_a_bad_frame_is_reported_once_per_frame(tmp_path):
+    from MedianNerveSegLib.report import write_report
+
+    path = save_dicom(tmp_path / "cine.dcm", _clip(4, marked=2), frames=4)
+    out = tmp_path / "out"
+    segment_files([path], out, ThresholdSegmenter(), spacing_mm=0.1)
+    segment_files([path], out, ThresholdSegmenter(), spacing_mm=0.1)  # frame 2 retried, fails again
+    assert [(r.frame, r.ok) for r in read_results(out / "measurements.csv")] == [
+        (0, True), (1, True), (2, False), (3, True), (2, False)]
+    report = write_report([out], tmp_path / "report")
+    (side,) = report.sides
+    assert len(side.levels["inlet"].images) == 3 and [e["frame"] for e in report.excluded] == ["2"]
+
+
+def test_a_clip_that_contradicts_the_side_is_one_error_row(tmp_path):
+    from MedianNerveSegLib.pipeline import Labels
+
+    path = save_dicom(tmp_path / "cine.dcm", _clip(5), frames=5, edit=_set(ImageLaterality="L"))
+    summary = segment_files([path], tmp_path / "out", ThresholdSegmenter(), spacing_mm=0.1,
+                            labels=Labels(side="right"))
+    (row,) = read_results(summary.results_path)
+    assert not row.ok and "--side right, but the file says left" in row.error and summary.n_failed == 1
+
+
+def test_a_dicom_clip_with_a_bad_frame_gets_no_seg_and_says_which_frame(tmp_path):
+    path = save_dicom(tmp_path / "cine.dcm", _clip(4, marked=1), frames=4,
+                      edit=_set(FrameOfReferenceUID="1.2.826.0.1.3680043.8.498.1"))
+    summary = segment_files([path], tmp_path / "out", ThresholdSegmenter(), spacing_mm=0.1, dicom_out=True)
+    rows = read_results(summary.results_path)
+    assert [r.ok for r in rows] == [True, False, True, True]
+    assert all("dicom-out-failed" in r.flags for r in rows if r.ok)
+    assert any("frame 1 could not be segmented" in w for w in summary.warnings)
+    assert not list((tmp_path / "out").glob("*_seg.dcm"))
