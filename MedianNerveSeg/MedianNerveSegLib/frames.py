@@ -97,6 +97,7 @@ def open_tiff_clip(path: Path, grey: Callable[[np.ndarray], np.ndarray]) -> Opti
 
     from .io import _pil_array
 
+    image = None
     try:
         image = Image.open(path)
         n_frames = int(getattr(image, "n_frames", 1))
@@ -111,6 +112,8 @@ def open_tiff_clip(path: Path, grey: Callable[[np.ndarray], np.ndarray]) -> Opti
 
         frames = LazyFrames(path, n_frames, pages, grey, image.close)
     except Exception:
+        if image is not None:
+            image.close()
         return None
     if any(image.seek(i) or image.size != (frames.shape[2], frames.shape[1]) for i in range(n_frames)):
         frames.close()

@@ -7,12 +7,13 @@ so that PNG reading and writing work with numpy and Pillow alone.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 from PIL import Image, ImageSequence
@@ -456,14 +457,26 @@ def open_image(path: PathLike, spacing_mm: Optional[Union[float, Sequence[float]
         opened = open_dicom_clip(path, _dicom_grey)
         if opened is not None:
             ds, frames = opened
-            spacing, source = _dicom_spacing(path, ds)
-            decoded = _Decoded(frames, frames.shape, spacing, source, _dicom_metadata(path, ds))
-            return _image(path, fmt, decoded, spacing_mm)
+            with _closed_on_error(frames):
+                spacing, source = _dicom_spacing(path, ds)
+                decoded = _Decoded(frames, frames.shape, spacing, source, _dicom_metadata(path, ds))
+                return _image(path, fmt, decoded, spacing_mm)
     elif fmt.name == "tiff":
         frames = open_tiff_clip(path, lambda page: channels_to_grey(page) if page.ndim == 3 else page)
         if frames is not None:
-            return _image(path, fmt, _Decoded(frames, frames.shape), spacing_mm)
+            with _closed_on_error(frames):
+                return _image(path, fmt, _Decoded(frames, frames.shape), spacing_mm)
     return read_image(path, spacing_mm)
+
+
+@contextlib.contextmanager
+def _closed_on_error(frames) -> Iterator[None]:
+    """Close an opened clip when its image cannot be made (a refused spacing, say): no file left open."""
+    try:
+        yield
+    except BaseException:
+        frames.close()
+        raise
 
 
 def close_image(image: UltrasoundImage) -> None:
