@@ -27,7 +27,7 @@ from .evaluate import csa_agreement, segmentation_metrics
 from .inference import Segmenter
 from .io import read_image, read_mask
 from .preprocess import network_array
-from .runtime import INT8_FOLDER, INT8_RECORD, model_checksum
+from .runtime import INT8_FILES, INT8_FOLDER, INT8_RECORD, model_checksum
 from .train import sample_spacing
 from .zoo import MODEL_JSON, WEIGHTS, ModelFolderError
 
@@ -102,10 +102,12 @@ def compare(floating: Segmenter, int8: Segmenter, samples: Sequence[Sample], spa
             masks[name] = segmenter.predict(image).mask
             rows[name].append(segmentation_metrics(masks[name], gt, image.spacing_mm))
         rows["agreement"].append(segmentation_metrics(masks["int8"], masks["float32"], image.spacing_mm))
-    result: Dict[str, Any] = {name: _accuracy(rows[name]) for name in rows}
+    accuracy = {name: _accuracy(rows[name]) for name in rows}
+    drop = accuracy["float32"]["dice_mean"] - accuracy["int8"]["dice_mean"]  # unrounded: the gate is exact
+    gain = accuracy["int8"]["csa_mae_mm2"] - accuracy["float32"]["csa_mae_mm2"]
+    result: Dict[str, Any] = {name: {key: round(value, 4 if key.startswith("dice") else 3)
+                                     for key, value in figures.items()} for name, figures in accuracy.items()}
     result["network_ms_median"] = {name: round(float(np.median(values)), 1) for name, values in times.items()}
-    drop = result["float32"]["dice_mean"] - result["int8"]["dice_mean"]
-    gain = result["int8"]["csa_mae_mm2"] - result["float32"]["csa_mae_mm2"]
     result["accepted"] = bool(drop <= MAX_DICE_DROP and gain <= MAX_CSA_MAE_GAIN_MM2)
     result["verdict"] = (f"DSC {result['int8']['dice_mean']:.4f} vs {result['float32']['dice_mean']:.4f} "
                          f"(drop {drop:+.4f}, at most {MAX_DICE_DROP}); CSA MAE {result['int8']['csa_mae_mm2']:.3f} "
@@ -117,8 +119,8 @@ def compare(floating: Segmenter, int8: Segmenter, samples: Sequence[Sample], spa
 def _accuracy(rows: Sequence[dict]) -> Dict[str, float]:
     """Mean DSC and the CSA agreement of mask/reference pairs (``segmentation_metrics`` rows)."""
     csa = csa_agreement([r["csa_pred_mm2"] for r in rows], [r["csa_gt_mm2"] for r in rows])
-    return {"dice_mean": round(float(np.mean([r["dice"] for r in rows])), 4),
-            "csa_mae_mm2": round(csa["mae"], 3), "csa_bias_mm2": round(csa["bias"], 3)}
+    return {"dice_mean": float(np.mean([r["dice"] for r in rows])), "csa_mae_mm2": csa["mae"],
+            "csa_bias_mm2": csa["bias"]}
 
 
 def write_int8(folder: Path, quantized, record: Dict[str, Any]) -> None:
@@ -130,6 +132,7 @@ def write_int8(folder: Path, quantized, record: Dict[str, Any]) -> None:
     try:
         scratch.mkdir()
         ov.save_model(quantized, str(scratch / "network.xml"), compress_to_fp16=False)
+        record = {**record, "network_checksum": model_checksum([scratch / name for name in INT8_FILES])}
         (scratch / INT8_RECORD).write_text(json.dumps(record, indent=1) + "\n")
         if folder.exists():
             old = folder.with_name(f".{folder.name}.{uuid.uuid4().hex[:8]}.old")

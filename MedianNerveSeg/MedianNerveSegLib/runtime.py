@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 RUNTIMES = ("auto", "torch", "openvino", "openvino-int8")
 INT8_FOLDER = "openvino_int8"  # a model folder's int8 network and its accuracy record
 INT8_RECORD = "quantization.json"
+INT8_FILES = ("network.xml", "network.bin")  # the int8 network; the record holds their checksum
 
 
 def openvino_installed() -> bool:
@@ -157,13 +158,14 @@ class OpenVinoNetwork:
 
 
 def int8_network(folder: Path, model_files: Sequence[Path]) -> Path:
-    """``folder``'s network.xml, once its record says it was quantized from ``model_files`` and passed its
-    accuracy check; else a one-line ModelFolderError saying what to do."""
+    """``folder``'s network.xml, once its record says it was quantized from ``model_files``, passed its
+    accuracy check and is these very network files; else a one-line ModelFolderError saying what to do."""
     from .zoo import ModelFolderError
 
     record, xml = folder / INT8_RECORD, folder / "network.xml"
-    if not record.is_file() or not xml.is_file():
-        raise ModelFolderError(f"{folder.parent}: no int8 network ({INT8_FOLDER}/{INT8_RECORD}, network.xml); "
+    if not record.is_file() or not all((folder / name).is_file() for name in INT8_FILES):
+        raise ModelFolderError(f"{folder.parent}: no int8 network ({INT8_FOLDER}/ with {INT8_RECORD}, "
+                               f"{', '.join(INT8_FILES)}); "
                                "make one with: median-nerve-seg quantize")
     try:
         made = json.loads(record.read_text())
@@ -172,6 +174,9 @@ def int8_network(folder: Path, model_files: Sequence[Path]) -> Path:
     if made.get("model_checksum") != model_checksum(model_files):
         raise ModelFolderError(f"{folder}: quantized from other weights than this model's; "
                                "run median-nerve-seg quantize again")
+    if made.get("network_checksum") != model_checksum([folder / name for name in INT8_FILES]):
+        raise ModelFolderError(f"{folder}: its network files are not the ones its {INT8_RECORD} was written for "
+                               "(changed or damaged); run median-nerve-seg quantize again")
     if not made.get("accepted"):
         raise ModelFolderError(f"{folder}: its masks failed the accuracy check ({made.get('verdict', 'no verdict')})")
     return xml

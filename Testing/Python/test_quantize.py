@@ -73,6 +73,12 @@ def test_an_int8_network_is_refused_when_missing_made_from_other_weights_or_not_
     with pytest.raises(ModelFolderError, match=r"failed the accuracy check \(DSC 0.80 vs 0.92\)"):
         Segmenter(small_copy, runtime="openvino-int8")
     record_path.write_text(json.dumps(record))
+    weights = small_copy / INT8_FOLDER / "network.bin"
+    intact = weights.read_bytes()
+    weights.write_bytes(intact[:-4] + bytes(b ^ 0xFF for b in intact[-4:]))  # damaged (or replaced) network
+    with pytest.raises(ModelFolderError, match="not the ones its quantization.json was written for"):
+        Segmenter(small_copy, runtime="openvino-int8")
+    weights.write_bytes(intact)
     info = small_copy / "model.json"
     info.write_text(info.read_text().replace('"threshold": 0.5', '"threshold": 0.6'))
     with pytest.raises(ModelFolderError, match="quantized from other weights than this model's"):
