@@ -253,3 +253,26 @@ def test_a_dicom_clip_with_a_bad_frame_gets_no_seg_and_says_which_frame(tmp_path
     assert all("dicom-out-failed" in r.flags for r in rows if r.ok)
     assert any("frame 1 could not be segmented" in w for w in summary.warnings)
     assert not list((tmp_path / "out").glob("*_seg.dcm"))
+
+
+def test_a_clip_that_cannot_be_opened_lazily_leaves_no_file_open(tmp_path, monkeypatch):
+    import PIL.Image
+
+    from MedianNerveSegLib import frames as frames_module
+
+    opened = []
+    real_open = PIL.Image.open
+    monkeypatch.setattr(PIL.Image, "open", lambda *a, **k: opened.append(real_open(*a, **k)) or opened[-1])
+    path = tmp_path / "cine.tiff"
+    pages = [Image.fromarray(f) for f in _clip(3)]
+    pages[0].save(path, save_all=True, append_images=pages[1:], compression="tiff_deflate")
+    path.write_bytes(path.read_bytes()[:200])  # the first page's data cut short
+    assert frames_module.open_tiff_clip(path, lambda page: page) is None
+    assert opened and all(image.fp is None for image in opened)
+
+    closed = []
+    monkeypatch.setattr(LazyFrames, "close", lambda self: closed.append(self.path))
+    clip = save_dicom(tmp_path / "cine.dcm", _clip(3), frames=3, region_cm=1e-9)  # a refused spacing
+    with pytest.raises(ImageReadError):
+        open_image(clip)
+    assert closed == [clip]
