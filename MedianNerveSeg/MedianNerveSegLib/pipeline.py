@@ -235,12 +235,12 @@ MASK_WRITERS = {"nrrd": _nrrd_writer, "seg.nrrd": _segmentation_writer}
 
 
 _CLIP_FRAME = re.compile(r"^(.*)_f\d{4,}$")  # a clip frame's output stem: <stem>_fNNNN
-_CLIP_MASK = re.compile(r"^(.*)_f\d{4,}_mask\.png$")  # a clip frame's mask name: <stem>_fNNNN_mask.png
 
 
 def _resumed_stem(rows: Sequence[FrameResult]) -> Optional[str]:
     """The output stem of a clip partly done by an earlier run (from its masks' names), None for a single frame."""
-    match = _CLIP_MASK.match(rows[0].mask) if rows else None
+    mask = rows[0].mask if rows else ""
+    match = _CLIP_FRAME.match(mask[: -len("_mask.png")]) if mask.endswith("_mask.png") else None
     return match.group(1) if match else None
 
 
@@ -268,8 +268,6 @@ def _segment_file(segmenter, path: Path, stem: str, out_dir: Path, spacing_mm, o
             if index in done:
                 continue
             row = _segment_frame(segmenter, image, index, path, stem, out_dir, outputs, labels, times)
-            if refusal and row.ok:
-                row.flags.append("dicom-out-failed")
             rows.append(row)
             if dicom:
                 held.append(row)

@@ -69,7 +69,7 @@ def quantize_model(model: Any, dataset_dir: Path, spacing_mm: Any = None,
     quantized = nncf.quantize(floating.network.model, nncf.Dataset(inputs), subset_size=len(inputs),
                               fast_bias_correction=False)
     int8 = Segmenter(model_dir, "cpu", runtime="openvino")
-    int8.network.compile(quantized, int8.network.core)
+    int8.network.compile(quantized)
     progress(f"checking on {len(validation)} images of {len(set(s.patient for s in validation))} held-out patients")
     record = {"model": f"{info.name}@{info.version}",
               "model_checksum": model_checksum([model_dir / MODEL_JSON, model_dir / WEIGHTS]),

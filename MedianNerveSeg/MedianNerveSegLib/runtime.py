@@ -94,11 +94,11 @@ class OpenVinoNetwork:
             self.model = core.read_model(str(int8_network(int8_folder, model_files)))
         else:
             self.model = self.converted(core, load_network, input_size, model_files)
-        self.compile(self.model, core)
+        self.compile(self.model)
 
-    def compile(self, model, core) -> None:
+    def compile(self, model) -> None:
         """Run ``model`` (an openvino.Model) from now on, compiled for this CPU at float32 precision."""
-        self.compiled = core.compile_model(model, "CPU", {
+        self.compiled = self.core.compile_model(model, "CPU", {
             "INFERENCE_NUM_THREADS": cpu_threads(), "PERFORMANCE_HINT": "LATENCY",
             "INFERENCE_PRECISION_HINT": "f32"})
         self.request = self.compiled.create_infer_request()

@@ -89,7 +89,8 @@ def benchmark_pipeline(images: Sequence[Path], out_dir: Path, model: Optional[st
     """``segment`` on ``images`` into a scratch folder, timed per stage; writes pipeline.json and pipeline.md.
 
     End to end is the whole batch's wall time per frame, after one warm-up prediction; with ``repeats``
-    the batch runs that many times and each figure is the median run's (shared machines drift).
+    the batch runs that many times and each figure (each stage, end to end) is its own median over them
+    (shared machines drift).
     ``overlay=False`` times ``segment --no-overlay``. The time to a first result is measured when
     the first image is a single frame."""
     import tempfile
