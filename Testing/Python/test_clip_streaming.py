@@ -151,6 +151,8 @@ def test_segmenting_a_long_clip_holds_one_frame_at_a_time(tmp_path):
     frames[:, 40:80, 50:90] = 200
     path = save_dicom(tmp_path / "long.dcm", frames, frames=n)
     del frames
+    short = save_dicom(tmp_path / "short.dcm", _clip(3), frames=3)  # imports and the plot's first draw,
+    segment_files([short], tmp_path / "warm", ThresholdSegmenter(), spacing_mm=0.1, overlay=False)  # unmeasured
     tracemalloc.start()
     try:
         summary = segment_files([path], tmp_path / "out", ThresholdSegmenter(), spacing_mm=0.1, overlay=False)
