@@ -65,6 +65,17 @@ The pretrained model was trained on the public median nerve ultrasound dataset o
 and Di Cosmo et al. (Jesi). Built with 3D Slicer, MONAI and PyTorch.
 """)
         slicer.app.connect("startupCompleted()", registerSampleData)
+        slicer.app.connect("startupCompleted()", registerNerveClicksEffect)
+
+
+def registerNerveClicksEffect():
+    """The "Nerve clicks" Segment Editor effect (as Slicer's scripted effect template registers its effect)."""
+    import qSlicerSegmentationsEditorEffectsPythonQt as effects
+
+    effect = effects.qSlicerSegmentEditorScriptedEffect(None)
+    effect.setPythonSource(os.path.join(os.path.dirname(__file__), "SegmentEditorNerveClicksLib",
+                                        "SegmentEditorEffect.py").replace("\\", "/"))
+    effect.self().register()
 
 
 def registerSampleData():
@@ -198,6 +209,14 @@ class MedianNerveSegLogic(ScriptedLoadableModuleLogic):
             self._sceneLogic = NerveSceneLogic(slicer.mrmlScene, slicer.modules.segmentations.logic(),
                                                slicer.modules.sequences.logic())
         return self._sceneLogic
+
+    def refiner(self, device: str):
+        """The core's Refiner (the shipped click model) for a device, loaded once."""
+        if getattr(self, "_refinerDevice", None) != device:
+            from MedianNerveSegLib.refine import Refiner
+
+            self._refiner, self._refinerDevice = Refiner(None, device), device
+        return self._refiner
 
     def segmenter(self, modelName: str, device: str, runtime: str = "auto"):
         """The core's Segmenter for a model, device and runtime, loaded once."""

@@ -41,7 +41,14 @@ MASK_RCNN = ("Di Cosmo et al. 2021 / Smerilli et al. 2022, Mask R-CNN: 150 epoch
 PAPER_RECIPES[MASK_RCNN] = {"epochs": 150, "batch_size": 4, "optimizer": "sgd", "learning_rate": 1e-3,
                             "scheduler": "plateau", "plateau_factor": 0.1, "plateau_patience": 3, "val_every": 5,
                             "keep_best": True, "ema_decay": 0.0}
-RECIPE_OF = {"mask_rcnn": MASK_RCNN, "unet": MELNIC, "lunet": MELNIC, "dbunet": MELNIC, "dlunet": MELNIC,
+CLICKS = ("MedianNerveSeg click recipe: iterative training with simulated clicks (RITM, Sofiiuk et al. 2021): "
+          "masks with the segmenter's errors or simulated ones, 0-3 clicks simulated by the network before the one "
+          "trained on; 120 epochs, batch 16, AdamW lr 1e-3 with cosine decay, weight EMA, BCE + Dice")
+PAPER_RECIPES[CLICKS] = {"epochs": 120, "batch_size": 16, "optimizer": "adamw", "learning_rate": 1e-3,
+                         "scheduler": "cosine", "loss": "bce_dice", "ema_decay": 0.995, "val_every": 10}
+CLICK_SETTINGS = {"initial_model": "median_nerve_unet", "ai_fraction": 0.4, "max_rounds": 3, "repeats": 2,
+                  "val_clicks": 3}
+RECIPE_OF = {"click_unet": CLICKS, "mask_rcnn": MASK_RCNN, "unet": MELNIC, "lunet": MELNIC, "dbunet": MELNIC, "dlunet": MELNIC,
              "sa_unet": KIM, "attention_unet": KIM, "unetpp": KIM, "multiresunet": KIM}
 AUGMENT_OF = {KIM: {"shear_deg": 15.0},
               MASK_RCNN: {"translate": 0.2, "flip_lr": 0.0, "gamma": [1.0, 1.0], "contrast": [1.0, 1.0],
@@ -51,7 +58,12 @@ after 81 epochs, 15 minutes): DSC 0.836 +- 0.198 (median 0.898) on the 41 held-o
 >= 0.7 in 80.5 %, CSA ICC 0.55; the papers report DSC 0.868 and 83.7 % detected, from COCO weights.
 See docs/benchmarks/benchmark.md."""}
 INPUT_SIZE = [288, 384]
-INPUT_SIZE_OF = {"mask_rcnn": [468, 606]}  # the frame as it is: the network letterboxes it to 512 x 512 itself
+INPUT_SIZE_OF = {"mask_rcnn": [468, 606],  # the frame as it is: the network letterboxes it to 512 x 512 itself
+                 "click_unet": [256, 256]}  # the crop around the nerve and the clicks
+
+
+def is_click(name: str) -> bool:
+    return MODEL_REGISTRY[name].kind == "click"
 
 
 def network_def(name: str) -> dict:
@@ -76,14 +88,31 @@ def train_config(name: str) -> dict:
         "init_weights": None,
         "network_def": network_def(name),
         "augment": {"_target_": "MedianNerveSegLib.augment.AugmentConfig", **settings.pop("augment")},
+        **({"clicks": {"_target_": "MedianNerveSegLib.train.ClickTrainConfig", **CLICK_SETTINGS}} if is_click(name)
+           else {}),
         "train_config": {"_target_": "MedianNerveSegLib.train.TrainConfig", "name": name, "architecture": name,
                          "epochs": "@epochs", "input_size": "@input_size", "device": "@device",
-                         "init_weights": "@init_weights", "augment": "@augment", **settings},
+                         "init_weights": "@init_weights", "augment": "@augment",
+                         **({"clicks": "@clicks", "spacing_mm": 0.062} if is_click(name) else {}), **settings},
         "run": "$train(@dataset_dir, @output_dir, @train_config)",
     }
 
 
 def inference_config(name: str) -> dict:
+    if is_click(name):
+        return {
+            "imports": ["$from MedianNerveSegLib.bundle import run_refine"],
+            "bundle_root": ".",
+            "image": "../shared/data/median-nerve-us/images/Pz001-001.png",
+            "mask": "../shared/data/median-nerve-us/masks/Pz001-001.png",  # the current mask (the AI's, say)
+            "clicks": ["+300,200"],  # +X,Y nerve, -X,Y background; X = column, Y = row, 0-based pixels
+            "output_dir": "$@bundle_root + '/eval/refine'",
+            "model": None,
+            "spacing_mm": None,  # the image's own; give 0.062 for the Jesi PNGs, which carry none
+            "device": "cpu",
+            "network_def": network_def(name),
+            "run": "$run_refine(@bundle_root, @image, @mask, @clicks, @output_dir, @model, @spacing_mm, @device)",
+        }
     return {
         "imports": ["$from MedianNerveSegLib.bundle import run_inference"],
         "bundle_root": ".",
@@ -97,7 +126,20 @@ def inference_config(name: str) -> dict:
     }
 
 
-def evaluate_config() -> dict:
+def evaluate_config(name: str) -> dict:
+    if is_click(name):
+        return {
+            "imports": ["$from MedianNerveSegLib.bundle import run_click_benchmark"],
+            "bundle_root": ".",
+            "dataset_dir": "../shared/data/median-nerve-us",
+            "output_dir": "$@bundle_root + '/eval/clicks'",
+            "model": None,
+            "spacing_mm": 0.062,  # the Jesi dataset's; None: each image's own
+            "device": "cpu",
+            "max_images": None,  # all the validation images the models were not trained on
+            "run": "$run_click_benchmark(@bundle_root, @dataset_dir, @output_dir, @model, @spacing_mm, @device, "
+                   "@max_images)",
+        }
     return {
         "imports": ["$from MedianNerveSegLib.cli import main"],
         "bundle_root": ".",
@@ -110,6 +152,11 @@ def evaluate_config() -> dict:
     }
 
 
+CLICK_IO_NOTE = ("Input: four channels of a square crop around the current mask and the clicks (1.6 times their "
+                 "extent, at least 10 mm), resampled to spatial_shape: the grayscale image (0-255, z-scored), the "
+                 "current mask (0-1) and the positive and negative click disks (0-1, radius 5 pixels). Output: one "
+                 "channel of nerve logits of the crop; pasted back into the frame, sigmoid > the model's threshold "
+                 "gives the refined mask.")
 IO_NOTE = ("Input: an 8-bit grayscale frame (0-255), z-scored per image and resized to spatial_shape before the "
            "network. Output: one channel of nerve logits; sigmoid > the model's threshold gives the mask that is "
            "written (0 background, 1 median nerve; stored as 0/255 in <stem>_mask.png).")
@@ -119,7 +166,7 @@ def environment(name: str) -> dict:
     """Package versions and parameter count of ``name``: measured here when its optional packages import,
     else those its metadata.json was last written with (Mask R-CNN's bundle on a machine without torchvision)."""
     spec = MODEL_REGISTRY[name]
-    if name in available_models():
+    if name in available_models(spec.kind):
         return {"monai_version": monai.__version__, "pytorch_version": torch.__version__.split("+")[0],
                 "numpy_version": numpy.__version__,
                 "optional_packages_version": {"median-nerve-seg": __version__,
@@ -139,8 +186,10 @@ def environment(name: str) -> dict:
 def metadata(name: str) -> dict:
     spec = MODEL_REGISTRY[name]
     measured = environment(name)
-    shape = {"spatial_shape": INPUT_SIZE_OF.get(name, INPUT_SIZE), "dtype": "float32", "num_channels": 1,
-             "is_patch_data": False}
+    shape = lambda channels: {"spatial_shape": INPUT_SIZE_OF.get(name, INPUT_SIZE), "dtype": "float32",
+                              "num_channels": channels, "is_patch_data": False}
+    inputs = {"0": "image", "1": "current mask", "2": "positive clicks", "3": "negative clicks"} if is_click(name) \
+        else {"0": "image"}
     return {
         "schema": "https://github.com/Project-MONAI/MONAI-extra-test-data/releases/download/0.8.1/meta_schema_20220324.json",
         "version": "0.2.0",
@@ -150,8 +199,10 @@ def metadata(name: str) -> dict:
         **{key: measured[key] for key in ("monai_version", "pytorch_version", "numpy_version",
                                           "optional_packages_version")},
         "name": f"Median nerve segmentation: {name}",
-        "task": "Median nerve segmentation in transverse wrist ultrasound",
-        "description": f"{spec.reference}. {measured['parameters']:,} parameters. {IO_NOTE}",
+        "task": ("Refinement of a median nerve contour with clicks" if is_click(name) else
+                 "Median nerve segmentation") + " in transverse wrist ultrasound",
+        "description": f"{spec.reference}. {measured['parameters']:,} parameters. "
+                       f"{CLICK_IO_NOTE if is_click(name) else IO_NOTE}",
         "authors": "MedianNerveSeg developers",
         "copyright": "Copyright (c) MedianNerveSeg developers",
         "data_source": "Jesi median nerve ultrasound dataset (SasageyoOrg/cvdl-deep-mn, GPL-3.0)",
@@ -160,9 +211,9 @@ def metadata(name: str) -> dict:
         "references": [spec.reference, RECIPE_OF.get(name, PROJECT)],
         "network_data_format": {
             "inputs": {"image": {"type": "image", "format": "magnitude", "modality": "US",
-                                 "value_range": [0, 255], "channel_def": {"0": "image"}, **shape}},
+                                 "value_range": [0, 255], "channel_def": inputs, **shape(len(inputs))}},
             "outputs": {"pred": {"type": "image", "format": "segmentation", "value_range": [0, 1],
-                                 "channel_def": {"0": "background", "1": "median nerve"}, **shape}},
+                                 "channel_def": {"0": "background", "1": "median nerve"}, **shape(1)}},
         },
     }
 
@@ -191,9 +242,40 @@ format=%(asctime)s - %(name)s - %(levelname)s - %(message)s
 """
 
 
+USE_SEGMENTER = """Segment and evaluate with the trained weights (the default input, the Jesi dataset's PNGs, carries
+no pixel spacing: give its 0.062 mm, or CSA is reported in pixels; a DICOM's own spacing needs no
+`--spacing_mm`, which would override it):
+
+    python -m monai.bundle run --config_file training/{name}/configs/inference.json --bundle_root training/{name} --spacing_mm 0.062
+    python -m monai.bundle run --config_file training/{name}/configs/evaluate.json --bundle_root training/{name}
+
+`median-nerve-seg segment IMAGE --model training/{name}/models` uses the same weights; inference.json
+runs the same pipeline (`MedianNerveSegLib.bundle.run_inference`) and exits non-zero when a file
+failed (each named in `measurements.csv`). `network_def` in train.json and inference.json builds the
+network: `ConfigParser` of either file, `get_parsed_content("network_def")`.
+
+"""
+USE_CLICKS = """Refine a mask with clicks, and benchmark the click model on the validation patients (the simulated user
+clicks where the mask is most wrong; DSC and CSA error after 0-5 clicks, NoC@90/95, ms per click; the
+Jesi PNGs carry no pixel spacing: give its 0.062 mm):
+
+    python -m monai.bundle run --config_file training/{name}/configs/inference.json --bundle_root training/{name} \\
+        --image IMAGE --mask MASK --clicks "['+300,200','-250,260']" --spacing_mm 0.062
+    python -m monai.bundle run --config_file training/{name}/configs/evaluate.json --bundle_root training/{name}
+
+`median-nerve-seg refine IMAGE --mask MASK --click +X,Y --out DIR --model training/{name}/models` uses
+the same weights through the same pipeline (`MedianNerveSegLib.bundle.run_refine`), and
+`median-nerve-seg benchmark-clicks --model training/{name}/models` the same benchmark.
+`network_def` in train.json and inference.json builds the network: `ConfigParser` of either file,
+`get_parsed_content("network_def")`.
+
+"""
+
+
 def readme(name: str) -> str:
     spec = MODEL_REGISTRY[name]
-    return f"""# {name}: median nerve segmentation bundle
+    title = "median nerve contour refinement with clicks" if is_click(name) else "median nerve segmentation"
+    return f"""# {name}: {title} bundle
 
 {spec.reference}. Recipe: {RECIPE_OF.get(name, PROJECT)}.
 
@@ -215,19 +297,7 @@ Fine-tune with
 learning rate to a tenth of the recipe's). Training writes models/model.pt, models/model.json,
 models/training_log.csv and models/learning_curve.png.
 
-Segment and evaluate with the trained weights (the default input, the Jesi dataset's PNGs, carries
-no pixel spacing: give its 0.062 mm, or CSA is reported in pixels; a DICOM's own spacing needs no
-`--spacing_mm`, which would override it):
-
-    python -m monai.bundle run --config_file training/{name}/configs/inference.json --bundle_root training/{name} --spacing_mm 0.062
-    python -m monai.bundle run --config_file training/{name}/configs/evaluate.json --bundle_root training/{name}
-
-`median-nerve-seg segment IMAGE --model training/{name}/models` uses the same weights; inference.json
-runs the same pipeline (`MedianNerveSegLib.bundle.run_inference`) and exits non-zero when a file
-failed (each named in `measurements.csv`). `network_def` in train.json and inference.json builds the
-network: `ConfigParser` of either file, `get_parsed_content("network_def")`.
-
-## Bundles are code: run only bundles you trust
+{USE_CLICKS.format(name=name) if is_click(name) else USE_SEGMENTER.format(name=name)}## Bundles are code: run only bundles you trust
 
 A bundle's configs are not data: parsing one runs its `$` expressions as Python and imports and
 calls whatever its `_target_` entries name, with your permissions, before any training starts. A
@@ -244,7 +314,7 @@ def write_bundle(name: str) -> None:
     (folder / "docs").mkdir(exist_ok=True)
     for file_name, content in (("train.json", train_config(name)), ("multi_gpu_train.json", {"device": "cuda"}),
                                ("inference.json", inference_config(name)),
-                               ("evaluate.json", evaluate_config()), ("metadata.json", metadata(name))):
+                               ("evaluate.json", evaluate_config(name)), ("metadata.json", metadata(name))):
         (folder / "configs" / file_name).write_text(json.dumps(content, indent=2) + "\n")
     (folder / "configs" / "logging.conf").write_text(LOGGING_CONF)
     (folder / "docs" / "README.md").write_text(readme(name))

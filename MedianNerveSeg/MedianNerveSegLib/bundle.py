@@ -84,3 +84,31 @@ def run_inference(bundle_root: PathLike, inputs: Union[PathLike, Sequence[PathLi
             print(f"error: {failure.image}: {failure.error}", file=sys.stderr)
         raise SystemExit(f"{summary.n_failed} of {summary.n_files} file(s) failed; see {summary.results_path}")
     return 0
+
+
+def run_refine(bundle_root: PathLike, image: PathLike, mask: PathLike, clicks: Sequence[str], output_dir: PathLike,
+               model: Optional[PathLike] = None, spacing_mm: Any = None, device: str = "cpu") -> int:
+    """Refine ``mask`` of ``image`` with ``clicks`` ('+X,Y' nerve, '-X,Y' background) into ``output_dir`` with
+    ``model`` (default: the bundle's models/), as ``median-nerve-seg refine`` does; a click bundle's inference.json
+    "run". Returns 0; a bad input raises with the reason."""
+    from .clicks import parse_click
+    from .pipeline import refine_file
+    from .refine import Refiner
+
+    outcome = refine_file(Refiner(model or Path(bundle_root) / "models", device), image, mask,
+                          [parse_click(text) for text in clicks], Path(output_dir), spacing_mm)
+    print(f"wrote {outcome.mask_path} and a row of {Path(output_dir) / 'measurements.csv'}")
+    return 0
+
+
+def run_click_benchmark(bundle_root: PathLike, dataset_dir: PathLike, output_dir: PathLike,
+                        model: Optional[PathLike] = None, spacing_mm: Any = None, device: str = "cpu",
+                        max_images: Optional[int] = None) -> int:
+    """``median-nerve-seg benchmark-clicks`` with ``model`` (default: the bundle's models/); a click bundle's
+    evaluate.json "run"."""
+    from .click_benchmark import benchmark_clicks
+
+    benchmark_clicks(Path(dataset_dir), Path(output_dir), str(model or Path(bundle_root) / "models"),
+                     spacing_mm=spacing_mm, device=device, max_images=max_images)
+    print((Path(output_dir) / "clicks.md").read_text())
+    return 0

@@ -93,6 +93,38 @@ def cmd_segment(args: argparse.Namespace) -> int:
     return EXIT_SOME_FAILED if summary.n_failed else EXIT_OK
 
 
+def _click(text: str):
+    from .clicks import parse_click
+
+    try:
+        return parse_click(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error))
+
+
+def cmd_refine(args: argparse.Namespace) -> int:
+    from .pipeline import refine_file
+    from .refine import Refiner
+
+    refiner = Refiner(args.model, args.device, args.runtime)
+    outcome = refine_file(refiner, args.image, args.mask, args.clicks or [], Path(args.out), args.spacing,
+                          args.frame, _labels(args))
+    row, before = outcome.row, outcome.before
+    unit = "mm^2" if row.area_mm2 is not None else "px"
+    area = lambda m: f"{m.area_mm2:.2f}" if m.area_mm2 is not None else str(m.area_px)
+    carried = len(outcome.session_clicks) - len(outcome.steps)
+    print(f"{Path(args.image).name}: {len(outcome.steps)} click(s) ({' '.join(str(c) for c in args.clicks)})"
+          + (f" after {carried} earlier click(s) of this session" if carried else "")
+          + f": CSA {area(before)} -> {area(outcome.steps[-1].measurement)} {unit}, "
+          f"{row.n_components} component(s), {row.ms:.0f} ms"
+          + (f"; flags: {','.join(row.flags)}" if row.flags else ""))
+    if row.area_mm2 is None:
+        print("note: pixel spacing unknown: CSA in pixels only (give --spacing MM)")
+    print(f"wrote {outcome.mask_path} ({outcome.step_mask_path.name}), {outcome.overlay_path.name}, "
+          f"a row of {Path(args.out) / 'measurements.csv'}")
+    return EXIT_OK
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from .report import load_cutoffs, write_report
 
@@ -210,8 +242,9 @@ def cmd_models(args: argparse.Namespace) -> int:
     from .zoo import installed_models, load_info, model_name
 
     print("architectures:")
+    usable = set(available_models()) | set(available_models("click"))
     for name, spec in sorted(MODEL_REGISTRY.items()):
-        if name in available_models():
+        if name in usable:
             parameters = spec.parameters or count_parameters(build_model(name))
             print(f"  {name:<14} {parameters:>10,d} params  {spec.reference}")
         else:
@@ -220,9 +253,10 @@ def cmd_models(args: argparse.Namespace) -> int:
     print("installed models:")
     for folder in installed_models():
         info = load_info(folder)
-        dice = info.metrics.get("dice_mean")
+        dice, clicks = info.metrics.get("dice_mean"), info.metrics.get("clicks")
         print(f"  {model_name(folder):<14} {info.architecture} v{info.version}"
-              + (f"  val DSC {dice:.3f}" if dice is not None else "") + f"  ({folder})")
+              + (f"  val DSC {dice:.3f}" if dice is not None else "")
+              + (f" after {clicks} simulated clicks (refine)" if clicks is not None else "") + f"  ({folder})")
     return 0
 
 
@@ -272,6 +306,15 @@ def cmd_benchmark_pipeline(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_benchmark_clicks(args: argparse.Namespace) -> int:
+    from .click_benchmark import benchmark_clicks
+
+    benchmark_clicks(Path(args.dataset), Path(args.out), args.model, args.segmenter, args.spacing, args.device,
+                     args.max_clicks, args.max_images)
+    print((Path(args.out) / "clicks.md").read_text())
+    return 0
+
+
 def cmd_quantize(args: argparse.Namespace) -> int:
     from .quantize import quantize_model
 
@@ -316,6 +359,32 @@ def build_parser() -> argparse.ArgumentParser:
                           "with the CSA) for every DICOM input, for PACS")
     _add_label_options(seg)
     seg.set_defaults(func=cmd_segment)
+
+    ref = sub.add_parser("refine", help="fix a nerve contour with clicks: + where nerve was missed, - where "
+                                         "background was taken in",
+                         description="Refines MASK (0/255, the AI's or a previous refine's) of IMAGE with a click "
+                                     "model, one click at a time, and writes <stem>_mask.png, <stem>_overlay.png "
+                                     "(clicks drawn) and a row of measurements.csv to --out; each refinement is also "
+                                     "kept as <stem>_r<N>_mask.png and recorded in <stem>_clicks.json. Refining "
+                                     "a mask that refine wrote to --out continues its session (the model is also "
+                                     "given the clicks that made it).")
+    ref.add_argument("image", metavar="IMAGE", help="the ultrasound image (any format segment reads)")
+    ref.add_argument("--mask", required=True, help="the current mask of IMAGE, same size (0 background, nonzero nerve)")
+    ref.add_argument("--click", dest="clicks", action="append", type=_click, metavar="+X,Y|-X,Y",
+                     help="a click, X = column and Y = row in 0-based pixels of IMAGE: +X,Y marks nerve, -X,Y "
+                          "background; repeat it for more clicks, applied in order")
+    ref.add_argument("--out", required=True, help="output folder (created if missing; not a segment output folder)")
+    ref.add_argument("--spacing", type=_spacing, default=None, metavar="MM", help=spacing_help)
+    ref.add_argument("--model", default=None, help="click model: installed name or folder (default: the shipped "
+                                                   "median_nerve_click)")
+    ref.add_argument("--frame", type=int, default=None, help="the frame of a clip to refine (0-based; required "
+                                                             "for a clip)")
+    ref.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    ref.add_argument("--runtime", choices=("auto", "torch", "openvino"), default="auto",
+                     help="network runtime: auto (default: OpenVINO on the CPU when installed, else PyTorch; the same "
+                          "masks, and a new process starts without importing PyTorch), torch, openvino")
+    _add_label_options(ref)
+    ref.set_defaults(func=cmd_refine)
 
     mea = sub.add_parser("measure", help="measure masks drawn elsewhere (CSA, perimeter, shape)")
     mea.add_argument("masks", nargs="+", metavar="MASK", help="mask files: PNG/BMP (nonzero = nerve), NRRD, .seg.nrrd")
@@ -451,6 +520,26 @@ def build_parser() -> argparse.ArgumentParser:
                      help="runs of the batch; each figure is their median (default 1)")
     pip.set_defaults(func=cmd_benchmark_pipeline)
 
+    bcl = sub.add_parser("benchmark-clicks", help="simulate click refinement on the validation patients: DSC and "
+                                                  "CSA error after 0-5 clicks, NoC@90/95, ms per click",
+                         description="Starts from the segmenter's mask of each validation image (a store's split, "
+                                     "else seed 0 / 20 %% by patient) that neither model was trained on, clicks "
+                                     "where the mask is most wrong, and writes clicks.md, clicks.json, "
+                                     "per_image.csv and clicks.png to --out, for the click model and a baseline "
+                                     "that only keeps or drops components of the segmenter's output.")
+    bcl.add_argument("--dataset", required=True, help="images/ + masks/ folder or a dataset store")
+    bcl.add_argument("--out", required=True, help="output folder")
+    bcl.add_argument("--model", default=None, help="click model (default: the shipped median_nerve_click)")
+    bcl.add_argument("--segmenter", default=None, help="the model whose masks the clicks correct (default: the "
+                                                       "shipped median_nerve_unet)")
+    bcl.add_argument("--spacing", type=_spacing, default=None, metavar="MM",
+                     help="pixel spacing in mm of every image (default: each image's own; CSA errors left out "
+                          "where unknown)")
+    bcl.add_argument("--max-clicks", type=int, default=20, help="clicks per image at most, the NoC cap (default 20)")
+    bcl.add_argument("--max-images", type=int, default=None, help="use only the first N validation images")
+    bcl.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    bcl.set_defaults(func=cmd_benchmark_clicks)
+
     add_dataset_parser(sub)
 
     qua = sub.add_parser("quantize", help="make a model's int8 network (--runtime openvino-int8), checked on its "
@@ -475,10 +564,22 @@ def _raise_interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
+def _joined_clicks(argv: Sequence[str]) -> list:
+    """``--click -X,Y`` as ``--click=-X,Y``: argparse would take a value starting with '-' for an option."""
+    joined, tokens = [], iter(argv)
+    for token in tokens:
+        if token == "--click":
+            value = next(tokens, None)
+            joined.append(token if value is None else f"--click={value}")
+        else:
+            joined.append(token)
+    return joined
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Exit codes: 0 all good, 1 some inputs failed (each named on stderr), 2 usage or setup error
     (one line), 130 interrupted (Ctrl-C or SIGTERM; finished results are kept)."""
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(_joined_clicks(sys.argv[1:] if argv is None else list(argv)))
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _raise_interrupt) if in_main_thread else None
     try:

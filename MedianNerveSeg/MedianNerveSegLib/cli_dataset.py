@@ -23,15 +23,20 @@ def cmd_dataset_init(args: argparse.Namespace) -> int:
 
 def cmd_dataset_add(args: argparse.Namespace) -> int:
     from .dataset import LabelledDataset
+    from .pipeline import refinement_of
 
     spacing = parse_spacing(args.spacing, "--spacing")
+    refinement = refinement_of(args.label)
     record = LabelledDataset(args.dir).add(args.image, args.label, patient=args.patient, author=args.author,
                                            ai_mask=args.ai_mask, model=args.model,
-                                           model_version=args.model_version, spacing_mm=spacing)
+                                           model_version=args.model_version, spacing_mm=spacing,
+                                           refinement=refinement)
     if record.get("unchanged"):
         print(f"unchanged: {record['id']} label v{record['version']} already holds this label")
         return 0
     dsc = "" if record["ai_dsc"] is None else f", AI DSC {record['ai_dsc']:.3f}"
+    if refinement:
+        dsc += f", refined with {refinement['clicks_made']} click(s)"
     print(f"added {record['id']} label v{record['version']} (patient {record['patient']}{dsc})")
     return 0
 
@@ -79,7 +84,8 @@ def add_dataset_parser(subparsers) -> None:
     add = sub.add_parser("add", help="add an image and its label (a new label version if the image is stored)")
     add.add_argument("dir", help="dataset folder")
     add.add_argument("--image", required=True, help="image file; its name (without extension) is the sample id")
-    add.add_argument("--label", required=True, help="mask file (nonzero = nerve), same size as the image")
+    add.add_argument("--label", required=True, help="mask file (nonzero = nerve), same size as the image; a mask "
+                     "written by refine records its clicks (from the <stem>_clicks.json beside it)")
     add.add_argument("--patient", default=None, help="patient id (default: from the file name, e.g. PzNNN)")
     add.add_argument("--author", default="", help="who drew or corrected the label")
     add.add_argument("--ai-mask", default=None, help="the AI mask the label was corrected from (records its DSC)")

@@ -201,22 +201,25 @@ class LabelledDataset:
             patient: Optional[str] = None, sample_id: Optional[str] = None, source: str = "",
             author: str = "", model: str = "", model_version: str = "",
             ai_mask: Optional[Union[PathLike, np.ndarray]] = None, spacing_mm=None,
-            note: str = "") -> Dict[str, Any]:
+            note: str = "", refinement: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
         """Save a label (a new version if the image is already stored); returns its provenance.
+
+        ``refinement`` records how the label was refined with clicks (``refine.ClickSession.provenance``:
+        the clicks that made it, every click made, the click model), None when it was not.
 
         ``spacing_mm`` is recorded unless the image file carries its own (DICOM, NRRD...); a new
         version without one keeps the stored image's. A label identical to the newest version is
         not stored again: that version's record comes back with ``"unchanged": True``.
         """
         pending = self._prepare(image, label, patient, sample_id, source, author, model,
-                                model_version, ai_mask, spacing_mm, note)
+                                model_version, ai_mask, spacing_mm, note, refinement)
         with self._lock():
             return self._commit(pending)
 
     def _prepare(self, image: Union[PathLike, np.ndarray], label: Union[PathLike, np.ndarray],
                  patient: Optional[str], sample_id: Optional[str], source: str, author: str,
                  model: str, model_version: str, ai_mask: Optional[Union[PathLike, np.ndarray]],
-                 spacing_mm, note: str) -> _Pending:
+                 spacing_mm, note: str, refinement: Optional[Dict[str, Any]] = None) -> _Pending:
         given = parse_spacing(spacing_mm, "spacing_mm")
         if isinstance(image, (str, Path)):
             pixels, spacing = _pixels_and_spacing(Path(image), given)
@@ -229,7 +232,8 @@ class LabelledDataset:
                   "source": source, "author": author, "saved_at": None, "model": model,
                   "model_version": model_version, "ai_dsc": None, "changed_pixels": None,
                   "spacing_mm": list(spacing) if spacing else None, "image_sha256": None,
-                  "label_sha256": None, "label_area_px": int(truth.sum()), "note": note}
+                  "label_sha256": None, "label_area_px": int(truth.sum()), "note": note,
+                  "refinement": dict(refinement) if refinement else None}
         if ai_mask is not None:
             from .evaluate import segmentation_metrics
 

@@ -21,9 +21,6 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
-import torch
-from monai.metrics import compute_roc_auc
-from monai.metrics.utils import get_edge_surface_distance
 from scipy import stats
 
 from .io import read_image, read_mask
@@ -65,6 +62,9 @@ def hausdorff(pred: np.ndarray, gt: np.ndarray, spacing: Optional[Tuple[float, f
     """
     if not pred.any() or not gt.any():
         return NAN, NAN
+    import torch  # here, not at import: refine uses this file's DSC, and runs without torch on OpenVINO
+    from monai.metrics.utils import get_edge_surface_distance
+
     with warnings.catch_warnings():  # MONAI 1.5+ passes its own deprecated argument internally
         warnings.filterwarnings("ignore", "monai.metrics.utils get_mask_edges", FutureWarning)
         _, distances, _ = get_edge_surface_distance(torch.from_numpy(pred), torch.from_numpy(gt),
@@ -86,6 +86,9 @@ def roc_auc(probability: Optional[np.ndarray], gt: np.ndarray) -> float:
         raise ValueError(f"probability {probability.shape} and ground truth {gt.shape} differ in shape")
     if gt.all() or not gt.any():
         return NAN
+    import torch
+    from monai.metrics import compute_roc_auc
+
     return float(compute_roc_auc(torch.from_numpy(probability.ravel()), torch.from_numpy(gt.ravel().astype(np.int64))))
 
 
@@ -118,6 +121,12 @@ def detection_outcome(pred_box: Optional[Box], gt_box: Optional[Box], confidence
         return "TN" if gt_box is None else "FN"
     confident = confidence is None or confidence > confidence_threshold
     return "TP" if confident and box_iou(pred_box, gt_box) >= BOX_IOU_THRESHOLD else "FP"
+
+
+def dice(pred: np.ndarray, gt: np.ndarray) -> float:
+    """The Dice similarity coefficient of two masks (1 when both are empty), without the other metrics' cost."""
+    p, g = as_binary(pred), as_binary(gt)
+    return _ratio(2 * int(np.count_nonzero(p & g)), int(p.sum()) + int(g.sum()), 1.0)
 
 
 def segmentation_metrics(pred: np.ndarray, gt: np.ndarray, spacing_mm: Spacing = None,

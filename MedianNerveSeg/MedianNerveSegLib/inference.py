@@ -12,7 +12,7 @@ import numpy as np
 from scipy.special import expit
 
 from .image import UltrasoundImage
-from .models import is_detector
+from .models import is_click_model, is_detector
 from .postprocess import clean_mask, min_component_pixels
 from .preprocess import network_array, resize, resize_array, to_network_input
 from .runtime import INT8_FOLDER, OpenVinoNetwork, choose_runtime, version_label
@@ -53,6 +53,9 @@ class Segmenter:
         self.device = resolve_device(device)
         self.model_dir = resolve_model(model)
         self.info = load_info(self.model_dir)
+        if is_click_model(self.info.architecture):
+            raise ModelFolderError(f"{self.model_dir}: '{self.info.name}' is a click model: it refines a mask with "
+                                   "clicks (median-nerve-seg refine --model), it does not segment a frame by itself")
         self.runtime = choose_runtime(runtime, self.device, is_detector(self.info.architecture))
         if self.runtime != "torch":
             self._use_openvino(asked=(runtime or "auto").lower() != "auto")
@@ -65,18 +68,9 @@ class Segmenter:
         self.network = network.to(memory_format=torch.channels_last)  # about 25% faster convolutions on CPU
 
     def _use_openvino(self, asked: bool) -> None:
-        """Compile the network with OpenVINO; when it cannot, an error if asked for, else PyTorch with a warning."""
         int8 = self.model_dir / INT8_FOLDER if self.runtime == "openvino-int8" else None
-        try:
-            self.network = OpenVinoNetwork(lambda: load_network(self.model_dir, "cpu")[0], self.info.input_size,
-                                           [self.model_dir / MODEL_JSON, self.model_dir / WEIGHTS], int8)
-        except ModelFolderError:
-            raise
-        except Exception as error:
-            reason = f"{self.model_dir}: OpenVINO cannot run this network ({str(error).splitlines()[0][:200]})"
-            if asked:
-                raise RuntimeError(f"{reason}; use --runtime torch") from error
-            print(f"warning: {reason}; running it with PyTorch", file=sys.stderr)
+        self.network = openvino_network(self.model_dir, self.info, asked, int8)
+        if self.network is None:
             self.runtime = "torch"
 
     @classmethod
@@ -127,6 +121,23 @@ class Segmenter:
         else:
             confidence = float(probability[mask].mean()) if found else float(probability.max())
         return Prediction(probability, mask, confidence, found, 1000.0 * (time.perf_counter() - start))
+
+
+def openvino_network(model_dir: Path, info: ModelInfo, asked: bool, int8: Optional[Path] = None,
+                     channels: int = 1) -> Optional[OpenVinoNetwork]:
+    """The model's network compiled with OpenVINO; when it cannot be, an error if OpenVINO was ``asked`` for,
+    else None (run it with PyTorch) after a warning naming the model folder."""
+    try:
+        return OpenVinoNetwork(lambda: load_network(model_dir, "cpu")[0], info.input_size,
+                               [model_dir / MODEL_JSON, model_dir / WEIGHTS], int8, channels)
+    except ModelFolderError:
+        raise
+    except Exception as error:
+        reason = f"{model_dir}: OpenVINO cannot run this network ({str(error).splitlines()[0][:200]})"
+        if asked:
+            raise RuntimeError(f"{reason}; use --runtime torch") from error
+        print(f"warning: {reason}; running it with PyTorch", file=sys.stderr)
+        return None
 
 
 def check_frame(frame: np.ndarray, source: str, frame_index: int = 0) -> None:

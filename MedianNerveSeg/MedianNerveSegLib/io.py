@@ -594,10 +594,11 @@ def to_uint8(frame: np.ndarray) -> np.ndarray:
 
 def write_overlay_png(path: PathLike, frame: np.ndarray, mask: np.ndarray,
                       color: Tuple[int, int, int] = (255, 215, 0), caption: Sequence[str] = (),
-                      spacing_mm: Spacing = None) -> None:
+                      spacing_mm: Spacing = None, clicks: Sequence[Any] = ()) -> None:
     """Write an RGB PNG of the frame with the mask lightly filled and outlined (2 px) in ``color``; the
-    ``caption`` (CSA, side, model) on a black band above the frame, and a 5 mm scale bar bottom right
-    when the spacing is known."""
+    ``caption`` (CSA, side, model) on a black band above the frame, a 5 mm scale bar bottom right when the
+    spacing is known, and ``clicks`` (:class:`clicks.Click`) as discs: green with + for nerve, red with -
+    for background."""
     from skimage.segmentation import find_boundaries
 
     gray = to_uint8(frame)
@@ -612,9 +613,27 @@ def write_overlay_png(path: PathLike, frame: np.ndarray, mask: np.ndarray,
         top, left = max(rows.min() - 1, 0), max(cols.min() - 1, 0)
         box = (slice(top, rows.max() + 2), slice(left, cols.max() + 2))
         rgb[box][find_boundaries(nerve[box], mode="thick")] = color
-    picture = _annotate(Image.fromarray(rgb), caption,
-                        parse_spacing(spacing_mm, str(path)) if spacing_mm is not None else None)
+    picture = Image.fromarray(rgb)
+    if clicks:
+        _draw_clicks(picture, clicks)
+    picture = _annotate(picture, caption, parse_spacing(spacing_mm, str(path)) if spacing_mm is not None else None)
     atomic_write(path, lambda tmp: picture.save(tmp, format="PNG", compress_level=1))  # lossless, ~4x faster
+
+
+def _draw_clicks(picture: Image.Image, clicks: Sequence[Any]) -> None:
+    """Each click as a disc at its pixel: green with + (nerve), red with - (background)."""
+    from PIL import ImageDraw
+
+    draw = ImageDraw.Draw(picture)
+    radius = max(4, picture.height // 70)
+    for click in clicks:
+        x, y = click.x + 0.5, click.y + 0.5
+        fill = (0, 200, 0) if click.positive else (230, 0, 0)
+        draw.ellipse((x - radius, y - radius, x + radius, y + radius), fill=fill, outline=(255, 255, 255))
+        arm = radius * 0.6
+        draw.line((x - arm, y, x + arm, y), fill=(255, 255, 255), width=2)
+        if click.positive:
+            draw.line((x, y - arm, x, y + arm), fill=(255, 255, 255), width=2)
 
 
 _SCALE_BAR_MM = 5.0

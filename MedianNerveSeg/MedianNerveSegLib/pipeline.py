@@ -458,3 +458,139 @@ def write_probability_png(path: Path, probability: np.ndarray) -> None:
 
     pixels = np.clip(np.round(np.asarray(probability, np.float64) * 255), 0, 255).astype(np.uint8)
     atomic_write(path, lambda tmp: Image.fromarray(pixels).save(tmp, format="PNG"))
+
+
+REFINE_RECORD_SUFFIX = "_clicks.json"  # a refine output folder's record of one image's clicks and masks
+
+
+@dataclass
+class RefineOutcome:
+    """What ``refine_file`` did: the results row, this call's refinements, every click of the session so far,
+    the measurement of the mask it started from, and the files it wrote."""
+
+    row: FrameResult
+    steps: List[Any]
+    session_clicks: List[Any]
+    before: Any
+    mask_path: Path
+    step_mask_path: Path
+    overlay_path: Optional[Path]
+    record_path: Path
+
+
+def _frame_index(image, frame: Optional[int], path: Path) -> int:
+    if frame is None:
+        if image.n_frames > 1:
+            raise ValueError(f"{path}: a clip of {image.n_frames} frames: give --frame (0 to {image.n_frames - 1})")
+        return 0
+    if not 0 <= frame < image.n_frames:
+        raise ValueError(f"{path}: --frame {frame} is not one of its frames (0 to {image.n_frames - 1})")
+    return frame
+
+
+def _refine_record(path: Path, image_path: Path, frame: int) -> Dict[str, Any]:
+    """The folder's record of this image's refinements (empty when there is none yet); refused when it is
+    unreadable or belongs to another image."""
+    if not path.is_file():
+        return {"image": str(image_path), "frame": frame, "steps": []}
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+        steps = record["steps"]
+        if not isinstance(steps, list):
+            raise ValueError("'steps' is not a list")
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise ValueError(f"{path}: not readable ({error}); give another --out") from None
+    if Path(record.get("image", "")).resolve() != image_path.resolve() or record.get("frame") != frame:
+        raise ValueError(f"{path}: records the refinement of {record.get('image')} frame {record.get('frame')}, "
+                         f"not of {image_path} frame {frame}; give another --out")
+    return record
+
+
+def refine_file(refiner, image_path: PathLike, mask_path: PathLike, clicks: Sequence[Any], out_dir: PathLike,
+                spacing_mm=None, frame: Optional[int] = None, labels: Labels = Labels()) -> RefineOutcome:
+    """Refine the mask of one image (one frame of a clip) with ``clicks``, applied one at a time, into ``out_dir``.
+
+    Writes ``<stem>_r<N>_mask.png`` (refinement N of this image in the folder, never written over),
+    ``<stem>_mask.png`` and ``<stem>_overlay.png`` (the newest, clicks drawn), appends the results row
+    (whose mask is the numbered file) to measurements.csv and records every step in
+    ``<stem>_clicks.json``. A mask that is one of this folder's refinements of the image continues its
+    session: the model is given the clicks that made it too. A folder holding ``segment`` results, or a
+    ``<stem>_mask.png`` that refine did not write, is refused: nothing is written over."""
+    from .clicks import check_clicks, parse_click
+    from .inference import Prediction
+    from .io import atomic_write, read_image, read_mask, write_mask_png, write_overlay_png
+    from .measure import measure_mask
+    from .refine import check_mask, clicks_of, mask_digest
+
+    image_path, mask_path, out_dir = Path(image_path), Path(mask_path), Path(out_dir)
+    if not clicks:
+        raise ValueError("no click given: add --click +X,Y where the nerve was missed, --click -X,Y where "
+                         "background was taken in (X = column, Y = row)")
+    if (out_dir / RUN_SETTINGS_FILE).is_file():
+        raise ValueError(f"{out_dir} holds segment results ({RUN_SETTINGS_FILE}): give refine a folder of its own")
+    image = read_image(image_path, spacing_mm)
+    index = _frame_index(image, frame, image_path)
+    mask = check_mask(read_mask(mask_path), image.frame(index).shape, str(mask_path))
+    check_clicks(clicks, mask.shape, str(image_path))
+    stem = input_stem(image_path) + (f"_f{index:04d}" if image.n_frames > 1 else "")
+    record_path = out_dir / f"{stem}{REFINE_RECORD_SUFFIX}"
+    record = _refine_record(record_path, image_path, index)
+    history = [(step["mask_sha256"], [parse_click(text) for text in step["session_clicks"]])
+               for step in record["steps"]]
+    latest = out_dir / f"{stem}_mask.png"
+    if latest.exists() and mask_digest(read_mask(latest)) not in {digest for digest, _ in history}:
+        raise ValueError(f"{latest} exists and is not a refinement recorded in {record_path.name}: "
+                         "give another --out")
+    carried = list(clicks_of(history, mask))
+    session = carried + list(clicks)
+    steps = refiner.refine_clicks(image, mask, session, index, already=len(carried))
+    final = steps[-1]
+    step_path = out_dir / f"{stem}_r{len(record['steps']) + 1}_mask.png"
+    if step_path.exists():
+        raise ValueError(f"{step_path} exists but {record_path.name} does not record it: give another --out")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_mask_png(step_path, final.mask)
+    found = bool(final.mask.any())
+    confidence = float(final.probability[final.mask].mean()) if found else float(final.probability.max())
+    ms = sum(step.milliseconds for step in steps)
+    row = frame_result(refiner, image, index, image_path, Prediction(final.probability, final.mask, confidence, found,
+                                                                     ms), labels)
+    row.mask = step_path.name
+    record["steps"].append({"step": len(record["steps"]) + 1, "input_mask": str(mask_path),
+                            "clicks": [str(c) for c in clicks], "session_clicks": [str(c) for c in session],
+                            "model": refiner.model_id, "mask": step_path.name, "mask_sha256": mask_digest(final.mask),
+                            "area_px": row.area_px, "area_mm2": row.area_mm2, "ms": round(ms, 1)})
+    text = json.dumps(record, indent=1) + "\n"
+    atomic_write(record_path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    write_mask_png(latest, final.mask)
+    overlay = out_dir / f"{stem}_overlay.png"
+    write_overlay_png(overlay, image.frame(index), final.mask, caption=overlay_caption(row) + [
+        f"{len(session)} click{'s' if len(session) != 1 else ''}"], spacing_mm=image.spacing_mm, clicks=session)
+    with ResultsWriter(out_dir / RESULTS_FILE) as writer:
+        writer.write(row)
+    return RefineOutcome(row, steps, session, measure_mask(mask, image.spacing_mm), latest, step_path, overlay,
+                         record_path)
+
+
+def refinement_of(label: PathLike) -> Optional[Dict[str, Any]]:
+    """How ``refine`` made a label, from the record beside it (``<stem>_clicks.json``): the clicks that made it,
+    every click made on the image in that folder up to it, and the click model; None when refine did not."""
+    from .io import read_mask
+    from .refine import mask_digest
+
+    label = Path(label)
+    try:
+        digest = mask_digest(read_mask(label))
+    except Exception:  # not a readable mask: the store's own check names it
+        return None
+    for record_path in sorted(label.parent.glob(f"*{REFINE_RECORD_SUFFIX}")):
+        try:
+            steps = json.loads(record_path.read_text(encoding="utf-8"))["steps"]
+            for number in range(len(steps), 0, -1):  # the newest refinement that gave this mask
+                step = steps[number - 1]
+                if step["mask_sha256"] == digest:
+                    return {"clicks": list(step["session_clicks"]), "click_model": step["model"],
+                            "clicks_made": sum(len(earlier["clicks"]) for earlier in steps[:number])}
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return None

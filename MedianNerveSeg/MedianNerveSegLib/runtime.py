@@ -79,21 +79,21 @@ def model_checksum(files: Sequence[Path]) -> str:
 
 
 class OpenVinoNetwork:
-    """A network compiled by OpenVINO for the CPU at a fixed input size: (1, 1, h, w) array in, logits out.
+    """A network compiled by OpenVINO for the CPU at a fixed input size: (1, channels, h, w) array in, logits out.
 
     ``load_network`` gives the PyTorch network; it is called (and torch imported) only when
     the cache has no conversion of ``model_files``. With ``int8_folder`` the folder's int8
     network runs instead (refused when it was made from other weights than ``model_files``)."""
 
     def __init__(self, load_network: Callable[[], "torch.nn.Module"], input_size: Sequence[int],
-                 model_files: Sequence[Path], int8_folder: Optional[Path] = None):
+                 model_files: Sequence[Path], int8_folder: Optional[Path] = None, channels: int = 1):
         import openvino as ov
 
         self.core = core = ov.Core()
         if int8_folder is not None:
             self.model = core.read_model(str(int8_network(int8_folder, model_files)))
         else:
-            self.model = self.converted(core, load_network, input_size, model_files)
+            self.model = self.converted(core, load_network, input_size, model_files, channels)
         self.compile(self.model)
 
     def compile(self, model) -> None:
@@ -108,23 +108,23 @@ class OpenVinoNetwork:
 
     @classmethod
     def converted(cls, core, load_network: Callable[[], "torch.nn.Module"], input_size: Sequence[int],
-                  model_files: Sequence[Path]):
+                  model_files: Sequence[Path], channels: int = 1):
         """The float32 OpenVINO model of ``model_files``, from the cache, else converted and cached."""
         import openvino as ov
 
         key = f"{model_checksum(model_files)}-{input_size[0]}x{input_size[1]}-ov{ov.__version__.split('-')[0]}"
         converted = cls._cached(core, key)
         if converted is None:
-            converted = cls._convert(load_network(), input_size)
+            converted = cls._convert(load_network(), input_size, channels)
             cls._store(converted, key)
         return converted
 
     @staticmethod
-    def _convert(network: "torch.nn.Module", input_size: Sequence[int]):
+    def _convert(network: "torch.nn.Module", input_size: Sequence[int], channels: int = 1):
         import openvino as ov
         import torch
 
-        example = torch.zeros(1, 1, *input_size)
+        example = torch.zeros(1, channels, *input_size)
         with warnings.catch_warnings():  # tracing warns about shape-dependent padding, fixed here
             warnings.simplefilter("ignore")
             return ov.convert_model(network.float().eval(), example_input=example, input=[tuple(example.shape)])

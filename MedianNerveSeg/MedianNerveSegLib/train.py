@@ -29,10 +29,22 @@ from .evaluate import csa_agreement, segmentation_metrics
 from .progress import report
 from .inference import Segmenter, resolve_device
 from .io import read_image, read_mask
-from .models import build_model, count_parameters, is_detector
+from .models import build_model, count_parameters, is_click_model, is_detector
 from .preprocess import resize
 from .spacing import parse_spacing
 from .zoo import ModelInfo, load_info, load_network, resolve_model, save_model
+
+
+@dataclass
+class ClickTrainConfig:
+    """Click models only (:mod:`click_training`): how the masks that clicks correct are made and clicked."""
+
+    encoding: Dict[str, Any] = field(default_factory=dict)  # clicks.ClickEncoding's settings; {}: its defaults
+    initial_model: Optional[str] = "median_nerve_unet"  # the segmenter whose masks clicks start from; None: none
+    ai_fraction: float = 0.4  # share of training items that start from the segmenter's mask
+    max_rounds: int = 3  # simulated clicks (without gradient) before the one trained on: 0 to max_rounds
+    repeats: int = 2  # training items per image and epoch, each with its own simulated error
+    val_clicks: int = 3  # validation: the mean DSC after this many simulated clicks is the model's dice_mean
 
 
 @dataclass
@@ -64,6 +76,7 @@ class TrainConfig:
     init_weights: Optional[str] = None  # fine-tune from this model folder
     device: str = "cpu"
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    clicks: ClickTrainConfig = field(default_factory=ClickTrainConfig)
 
 
 def _load_tensors(samples: Sequence[Sample], size: Sequence[int]) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -266,20 +279,20 @@ class _TimeBudget:
         return elapsed + elapsed / epochs_done <= self.seconds
 
 
-def _train_epoch(trainer, averaged, optimizer, loss_fn, images, masks, cfg: TrainConfig, device: str,
+def _train_epoch(trainer, averaged, optimizer, loss_fn, recipe, cfg: TrainConfig, device: str,
                  epoch: int, rank: int = 0, world: int = 1) -> float:
     """One pass over this rank's shard of an epoch-seeded permutation (the same on every rank)."""
     trainer.train()
     own_loss = is_detector(cfg.architecture)  # Mask R-CNN: forward(x, masks) returns its loss
-    order = torch.randperm(len(images), generator=torch.Generator().manual_seed(cfg.seed * 100003 + epoch))
+    order = torch.randperm(len(recipe), generator=torch.Generator().manual_seed(cfg.seed * 100003 + epoch))
     order = order[: len(order) - len(order) % world]  # equal shards: every rank takes the same steps
     losses = []
     for batch in order[rank::world].to(device).split(cfg.batch_size):
         if len(batch) < 2:  # batch norm needs two samples
             continue
-        x, y = augment(images[batch], masks[batch], cfg.augment)
+        x, y = recipe.batch(trainer, batch)
         with torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16, enabled=device != "cpu"):
-            output = trainer(zscore(x), y) if own_loss else trainer(zscore(x))
+            output = trainer(x, y) if own_loss else trainer(x)
         loss = output.float() if own_loss else loss_fn(output.float(), y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -287,6 +300,41 @@ def _train_epoch(trainer, averaged, optimizer, loss_fn, images, masks, cfg: Trai
         averaged.update_parameters(trainer.module if world > 1 else trainer)
         losses.append(loss.item())
     return float(np.mean(losses)) if losses else float("nan")
+
+
+class SegmenterRecipe:
+    """How a segmenter learns: frames resized once to the input size, augmented in batches on the training
+    device, validated by segmenting the held-out frames. ``train`` asks a recipe for the number of
+    training items, each batch's network input and target, the model's card and the validation metrics;
+    :class:`click_training.ClickRecipe` is the click models' variant."""
+
+    def __init__(self, cfg: TrainConfig, device: str, train_samples: Sequence[Sample],
+                 val_samples: Sequence[Sample], log: Callable[[str], None]):
+        self.cfg, self.device, self.val_samples = cfg, device, val_samples
+        self.images, self.masks = (t.to(device) for t in _load_tensors(train_samples, cfg.input_size))
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def info(self) -> ModelInfo:
+        cfg = self.cfg
+        return ModelInfo(name=cfg.name, architecture=cfg.architecture, version=cfg.version,
+                         arch_kwargs=cfg.arch_kwargs, input_size=tuple(cfg.input_size))
+
+    def batch(self, trainer: torch.nn.Module, indices: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        x, y = augment(self.images[indices], self.masks[indices], self.cfg.augment)
+        return zscore(x), y
+
+    def validate(self, network: torch.nn.Module, info: ModelInfo) -> Dict[str, Any]:
+        return validate(Segmenter.from_network(network, info, self.device), self.val_samples, self.cfg.spacing_mm)
+
+
+def _recipe(cfg: TrainConfig):
+    if is_click_model(cfg.architecture):
+        from .click_training import ClickRecipe
+
+        return ClickRecipe
+    return SegmenterRecipe
 
 
 def train(dataset_dir: Path, out_dir: Path, cfg: TrainConfig, log: Callable[[str], None] = print,
@@ -305,9 +353,8 @@ def train(dataset_dir: Path, out_dir: Path, cfg: TrainConfig, log: Callable[[str
         raise ValueError(f"{dataset_dir}: no training samples")
     log(f"{len(train_samples)} training images, {len(val_samples)} validation images "
         f"({len({s.patient for s in val_samples})} held-out patients)")
-    images, masks = (t.to(device) for t in _load_tensors(train_samples, cfg.input_size))
-    info = ModelInfo(name=cfg.name, architecture=cfg.architecture, version=cfg.version,
-                     arch_kwargs=cfg.arch_kwargs, input_size=tuple(cfg.input_size))
+    recipe = _recipe(cfg)(cfg, device, train_samples, val_samples, log)
+    info = recipe.info()
     network = _build_network(cfg, device)
     trainer = network
     if world > 1:
@@ -323,7 +370,7 @@ def train(dataset_dir: Path, out_dir: Path, cfg: TrainConfig, log: Callable[[str
     budget = _TimeBudget(cfg.time_budget_s)
     for epoch in range(cfg.epochs):
         epochs.start(epoch)
-        loss = _train_epoch(trainer, averaged, optimizer, loss_fn, images, masks, cfg, device, epoch, rank, world)
+        loss = _train_epoch(trainer, averaged, optimizer, loss_fn, recipe, cfg, device, epoch, rank, world)
         if epoch == 0 and cfg.time_budget_s:
             fitted = budget.fitted(cfg)
             cfg = replace(fitted, epochs=int(_from_rank0(fitted.epochs, world, device)),
@@ -336,7 +383,7 @@ def train(dataset_dir: Path, out_dir: Path, cfg: TrainConfig, log: Callable[[str
         last = epoch + 1 == cfg.epochs or bool(_from_rank0(int(ending), world, device))
         early = False
         if val_samples and ((epoch + 1) % cfg.val_every == 0 or last):
-            row.update(validate(Segmenter.from_network(averaged.module, info, device), val_samples, cfg.spacing_mm))
+            row.update(recipe.validate(averaged.module, info))
             early = epochs.validated(_from_rank0(row["dice_mean"], world, device), averaged.module)
         logger.epoch(row)
         if rank == 0:
@@ -457,4 +504,6 @@ def config_from_json(path: Optional[Path], **overrides: Any) -> TrainConfig:
             data["learning_rate"] = FINE_TUNE_LR_FACTOR * data.get("learning_rate", TrainConfig.learning_rate)
     if "augment" in data and isinstance(data["augment"], dict):
         data["augment"] = AugmentConfig(**data["augment"])
+    if "clicks" in data and isinstance(data["clicks"], dict):
+        data["clicks"] = ClickTrainConfig(**data["clicks"])
     return TrainConfig(**data)

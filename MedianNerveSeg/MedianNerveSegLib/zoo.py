@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple, Union
 
 from .io import atomic_write
-from .models import MODEL_REGISTRY, build_model, is_detector
+from .models import MODEL_REGISTRY, build_model, is_click_model, is_detector
 
 if TYPE_CHECKING:  # torch is imported where weights are read or written, not to read a model's card
     import torch
@@ -24,6 +24,7 @@ if TYPE_CHECKING:  # torch is imported where weights are read or written, not to
 MODEL_JSON = "model.json"
 WEIGHTS = "model.pt"
 DEFAULT_MODEL = "median_nerve_unet"
+DEFAULT_CLICK_MODEL = "median_nerve_click"  # what `refine` uses: a click model (registry kind "click")
 PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
 BUNDLES_DIR = Path(__file__).resolve().parents[2] / "training"  # in a repository checkout
 NORMALIZATIONS = ("zscore",)  # what preprocess.normalize does
@@ -45,6 +46,7 @@ class ModelInfo:
     description: str = ""
     training: Dict[str, Any] = field(default_factory=dict)
     metrics: Dict[str, Any] = field(default_factory=dict)
+    click_encoding: Dict[str, Any] = field(default_factory=dict)  # click models: clicks.ClickEncoding's settings
 
     @classmethod
     def from_dict(cls, data: Any, source: str = MODEL_JSON) -> "ModelInfo":
@@ -80,14 +82,27 @@ def _problem(info: ModelInfo) -> Optional[str]:
     for key in ("name", "version", "description", "normalization", "architecture"):
         if not isinstance(getattr(info, key), str):
             return f"'{key}' must be a string, got {getattr(info, key)!r}"
-    for key in ("arch_kwargs", "training", "metrics"):
+    for key in ("arch_kwargs", "training", "metrics", "click_encoding"):
         if not isinstance(getattr(info, key), dict):
             return f"'{key}' must be a JSON object, got {getattr(info, key)!r}"
     if info.architecture not in MODEL_REGISTRY:
         return f"'architecture' {info.architecture!r} is not one of {', '.join(sorted(MODEL_REGISTRY))}"
     if info.normalization not in NORMALIZATIONS:
         return f"'normalization' {info.normalization!r} is not one of {', '.join(NORMALIZATIONS)}"
-    return _size_problem(info) or _postprocess_problem(info)
+    return _size_problem(info) or _postprocess_problem(info) or _click_problem(info)
+
+
+def _click_problem(info: ModelInfo) -> Optional[str]:
+    """A click model's encoding must be one that clicks.ClickEncoding accepts; a segmenter has none."""
+    if not is_click_model(info.architecture):
+        return "'click_encoding' is for click models only" if info.click_encoding else None
+    from .clicks import ClickEncoding
+
+    try:
+        ClickEncoding.from_dict(info.click_encoding)
+    except (TypeError, ValueError) as error:
+        return f"'click_encoding': {error}"
+    return None
 
 
 def _size_problem(info: ModelInfo) -> Optional[str]:
@@ -121,6 +136,18 @@ def installed_models() -> List[Path]:
     folders = [p for root in roots if root.is_dir() for p in root.iterdir() if (p / MODEL_JSON).is_file()]
     bundles = sorted(BUNDLES_DIR.glob(f"*/models/{MODEL_JSON}")) if BUNDLES_DIR.is_dir() else []
     return sorted(folders) + [p.parent for p in bundles]
+
+
+def installed_segmenters() -> List[Path]:
+    """The installed models that segment a frame by themselves: not the click models (``refine``'s). A folder
+    whose model.json cannot be read stays listed, so that choosing it says what is wrong with it."""
+    def refines(folder: Path) -> bool:
+        try:
+            return is_click_model(load_info(folder).architecture)
+        except ModelFolderError:
+            return False
+
+    return [folder for folder in installed_models() if not refines(folder)]
 
 
 def bundle_dir(architecture: str) -> Optional[Path]:

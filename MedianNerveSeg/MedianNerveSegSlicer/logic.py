@@ -82,6 +82,7 @@ class NerveSceneLogic:
         self.segmentations_logic = segmentations_logic
         self.sequences_logic = sequences_logic
         self._ai_masks: Dict[Tuple[str, int], np.ndarray] = {}  # (segmentation node ID, frame) -> the AI's mask
+        self._click_sessions: Dict[Tuple[str, int], Any] = {}  # (segmentation node ID, frame) -> refine.ClickSession
         self._observations: Dict[int, Tuple[Any, List[int]]] = {}
         self._next_handle = 1
         # Node IDs are reused after File > Close Scene: per-scene state must not outlive it.
@@ -89,6 +90,7 @@ class NerveSceneLogic:
 
     def _on_scene_closed(self, caller=None, event=None) -> None:
         self._ai_masks.clear()
+        self._click_sessions.clear()
         for handle in list(self._observations):
             self.remove_observer(handle)
 
@@ -547,11 +549,50 @@ class NerveSceneLogic:
         line_node.SetLineEndPositionWorld(_transform_point(ijk_to_ras, ijk[1]))
         return row * scale, col * scale
 
+    # ------------------------------------------------------------------------- click refinement
+
+    def pixel_at(self, volume_node, ras: Tuple[float, float, float]) -> Tuple[int, int]:
+        """(column, row) of the volume's pixel at a RAS position (a click in a slice view)."""
+        ijk = _transform_point(_matrix(volume_node.GetRASToIJKMatrix), ras)
+        return int(round(float(ijk[0]))), int(round(float(ijk[1])))
+
+    def click_at(self, segmentation_node, volume_node, refiner, ras: Tuple[float, float, float],
+                 positive: bool):
+        """Refine the nerve segment of the frame shown with a click at a RAS position: nerve (``positive``) or
+        background. The click model is given the clicks that made the current contour (after an undo, those of
+        the contour it went back to; after an edit with another tool, none); an empty segmentation starts from
+        nothing. Returns the core's Refinement (mask, measurement, every click so far, ms)."""
+        from MedianNerveSegLib.clicks import Click, check_clicks
+        from MedianNerveSegLib.refine import ClickSession  # imports torch: only once clicks are made
+
+        frame = self.frame_of(segmentation_node, volume_node)
+        image = self.volume_to_image(volume_node, frame)
+        key = (segmentation_node.GetID(), frame)
+        session = self._click_sessions.get(key)
+        if session is None or session.refiner is not refiner:
+            session = self._click_sessions[key] = ClickSession(refiner, image)
+        session.image = image  # the spacing may have been calibrated since the last click
+        mask = (self.segment_mask(segmentation_node, volume_node) if self.nerve_segment_id(segmentation_node)
+                else np.zeros(image.pixels.shape, bool))
+        click = Click(*self.pixel_at(volume_node, ras), positive)
+        check_clicks([click], mask.shape, volume_node.GetName())
+        refinement = session.click(mask, click)
+        segmentation_node.SetReferenceImageGeometryParameterFromVolumeNode(volume_node)
+        self.set_segment_mask(segmentation_node, volume_node, refinement.mask)
+        return refinement
+
+    def click_provenance(self, segmentation_node, volume_node, mask: np.ndarray) -> Optional[Dict[str, Any]]:
+        """How clicks made ``mask`` on the frame shown (the clicks, all clicks made, the click model); None
+        without clicks."""
+        session = self._click_sessions.get((segmentation_node.GetID(), self.frame_of(segmentation_node, volume_node)))
+        return session.provenance(mask) if session is not None and session.made else None
+
     # ------------------------------------------------------------------------- saving
 
     def save_label(self, segmentation_node, volume_node, store_folder: PathLike, ai_mask: Optional[np.ndarray] = None,
                    author: str = "", model: str = "", model_version: str = "") -> Dict[str, Any]:
-        """Save the frame and its (corrected) nerve label into a LabelledDataset; returns the provenance.
+        """Save the frame and its (corrected) nerve label into a LabelledDataset; returns the provenance (with the
+        clicks that refined the label, when it was refined with clicks).
 
         The store (created if the folder is new or empty) versions labels, never overwrites.
         ``ai_mask`` defaults to the mask ``segment`` produced for this node; ``model`` and
@@ -564,12 +605,14 @@ class NerveSceneLogic:
         sample_id = name if self.n_frames(volume_node) == 1 else f"{name}_f{frame:04d}"
         if ai_mask is None:
             ai_mask = self._ai_masks.get((segmentation_node.GetID(), frame))
-        return store.add(image.pixels, self.segment_mask(segmentation_node, volume_node),
+        label = self.segment_mask(segmentation_node, volume_node)
+        return store.add(image.pixels, label,
                          patient=patient_id(name, _store_pattern(store)), sample_id=sample_id,
                          source=image.source or name, author=author,
                          model=model or segmentation_node.GetAttribute(ATTR_MODEL) or "",
                          model_version=model_version or segmentation_node.GetAttribute(ATTR_MODEL_VERSION) or "",
-                         ai_mask=ai_mask, spacing_mm=image.spacing_mm)
+                         ai_mask=ai_mask, spacing_mm=image.spacing_mm,
+                         refinement=self.click_provenance(segmentation_node, volume_node, label))
 
     def table_results(self, table_node) -> List[FrameResult]:
         """The measurement table's rows as results rows (what ``report`` summarises); the patient from the

@@ -22,6 +22,7 @@ IMAGE_FILTER = ("Ultrasound images (*.png *.bmp *.jpg *.jpeg *.tif *.tiff *.nrrd
                 "*.dcm);;All files (*)")
 LOW_CONFIDENCE = 0.7
 LIVE_DELAY_MS = 150  # a brush stroke fires a burst of events: measure once it has ended
+CLICK_EFFECT = "Nerve clicks"  # the Segment Editor effect of SegmentEditorNerveClicksLib
 EDITOR_NODE_TAG = "MedianNerveSeg"  # the embedded Segment Editor's own parameter node, not the Segment Editor module's
 
 
@@ -108,7 +109,8 @@ class MedianNerveSegPanel(VTKObservationMixin):
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         for button, handler in (
                 (self.ui.loadImageButton, self.onLoadImage), (self.ui.segmentButton, self.onSegment),
-                (self.ui.editButton, self.onEdit), (self.ui.measureButton, self.onMeasure),
+                (self.ui.editButton, self.onEdit), (self.ui.clickFixButton, self.onClickFix),
+                (self.ui.measureButton, self.onMeasure),
                 (self.ui.calibrateSpacingButton, self.onCalibrateSpacing), (self.ui.placeLineButton, self.onPlaceLine),
                 (self.ui.calibrateLineButton, self.onCalibrateLine), (self.ui.saveLabelButton, self.onSaveLabel),
                 (self.ui.exportButton, self.onExport), (self.ui.dicomExportButton, self.onDicomExport),
@@ -186,8 +188,8 @@ class MedianNerveSegPanel(VTKObservationMixin):
         self.ui.trainButton.enabled = bool(p and str(p.storeFolder) not in ("", ".")) and not training
         self.ui.stopTrainingButton.enabled = training
         self.ui.compareButton.enabled = self._trained is not None and not training
-        for button in (self.ui.editButton, self.ui.measureButton, self.ui.saveLabelButton, self.ui.exportButton,
-                       self.ui.dicomExportButton):
+        for button in (self.ui.editButton, self.ui.clickFixButton, self.ui.measureButton, self.ui.saveLabelButton,
+                       self.ui.exportButton, self.ui.dicomExportButton):
             button.enabled = hasSegmentation
         self.ui.reportButton.enabled = bool(p and p.table)
         self.ui.calibrateSpacingButton.enabled = hasVolume and p.spacingMm > 0
@@ -219,7 +221,7 @@ class MedianNerveSegPanel(VTKObservationMixin):
             try:
                 from MedianNerveSegLib import zoo
 
-                names = [zoo.model_name(folder) for folder in zoo.installed_models()] or names
+                names = [zoo.model_name(folder) for folder in zoo.installed_segmenters()] or names
             except Exception as error:  # a broken model folder must not break the module's GUI
                 logging.warning(f"MedianNerveSeg: could not list the installed models: {error}")
         current = self.ui.modelComboBox.currentText
@@ -400,8 +402,8 @@ class MedianNerveSegPanel(VTKObservationMixin):
 
     # ------------------------------------------------------------------ correct, measure, calibrate, save
 
-    def onEdit(self) -> None:
-        """The embedded Segment Editor on the nerve segment, Paint active; the live values stay in view above it."""
+    def onEdit(self, effect: str = "Paint") -> None:
+        """The embedded Segment Editor on the nerve segment, ``effect`` active; the live values stay in view above it."""
         p = self._parameterNode
         with slicer.util.tryWithErrorDisplay(_("Could not start editing.")):
             editorNode = self.logic.sceneLogic.segment_editor_node(p.segmentation, p.inputVolume, EDITOR_NODE_TAG)
@@ -410,7 +412,24 @@ class MedianNerveSegPanel(VTKObservationMixin):
             self.editor.setSourceVolumeNode(p.inputVolume)
             self.editor.setCurrentSegmentID(self.logic.sceneLogic.nerve_segment_id(p.segmentation))
             self.ui.correctCollapsibleButton.collapsed = False
-            self.editor.setActiveEffectByName("Paint")
+            self.editor.setActiveEffectByName(effect)
+
+    def onClickFix(self) -> None:
+        """The embedded Segment Editor with the "Nerve clicks" effect (SegmentEditorNerveClicksLib) active."""
+        if self.logic.ensureDependencies():
+            self.onEdit(CLICK_EFFECT)
+
+    def clickAt(self, segmentationNode, volumeNode, ras, positive: bool) -> str:
+        """A click of the "Nerve clicks" effect: refine the nerve segment (the live CSA follows); the status text."""
+        if not self.logic.ensureDependencies():
+            return _("The click model needs PyTorch and MONAI: install them first.")
+        refiner = self.logic.refiner(self._parameterNode.device)
+        refinement = self.logic.sceneLogic.click_at(segmentationNode, volumeNode, refiner, ras, positive)
+        m = refinement.measurement
+        csa = (_("{area:.2f} mm²").format(area=m.area_mm2) if m.area_mm2 is not None
+               else _("{area} px (spacing unknown)").format(area=m.area_px))
+        return _("{n} click(s) on this contour: CSA {csa} ({ms:.0f} ms, {model})").format(
+            n=len(refinement.clicks), csa=csa, ms=refinement.milliseconds, model=refiner.model_id)
 
     def onMeasure(self) -> None:
         p = self._parameterNode

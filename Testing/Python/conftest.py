@@ -21,3 +21,16 @@ def dataset_dir() -> Path:
     if not (DATA / "images").is_dir():
         pytest.skip(f"dataset not found at {DATA}")
     return DATA
+
+
+@pytest.fixture(scope="session")
+def tiny_click_model(dataset_dir, tmp_path_factory) -> Path:
+    """A click model trained for one epoch on 8 images at 64 x 64: for the plumbing, not for its numbers."""
+    from MedianNerveSegLib.train import ClickTrainConfig, TrainConfig, train
+
+    out = tmp_path_factory.mktemp("tiny_click") / "model"
+    config = TrainConfig(name="tiny_click", architecture="click_unet", arch_kwargs={"channels": [8, 16, 32]},
+                         input_size=(64, 64), epochs=1, batch_size=4, max_images=8, spacing_mm=SPACING,
+                         clicks=ClickTrainConfig(initial_model="median_nerve_unet_small", repeats=1, val_clicks=1))
+    train(dataset_dir, out, config, log=lambda message: None)
+    return out

@@ -181,3 +181,37 @@ def test_bundle_inference_fails_with_a_non_zero_exit_when_a_file_fails(tmp_path)
     assert run.returncode != 0
     assert "broken.png" in run.stderr and "1 of 1 file(s) failed" in run.stderr
     assert (tmp_path / "eval/segment/measurements.csv").is_file()
+
+
+def test_the_click_bundle_describes_four_input_channels_and_trains_a_click_model():
+    from MedianNerveSegLib.train import ClickTrainConfig
+
+    bundle = TRAINING / "click_unet"
+    for relative in BUNDLE_FILES:
+        assert (bundle / relative).is_file(), relative
+    image = json.loads((bundle / "configs/metadata.json").read_text())["network_data_format"]["inputs"]["image"]
+    assert image["num_channels"] == 4 == len(image["channel_def"]) and image["spatial_shape"] == [256, 256]
+    parser = ConfigParser()
+    parser.read_config(str(bundle / "configs/train.json"))
+    config = parser.get_parsed_content("train_config")
+    assert config.architecture == "click_unet" and isinstance(config.clicks, ClickTrainConfig)
+    for config_file in ("train.json", "inference.json"):
+        parser = ConfigParser()
+        parser.read_config(str(bundle / "configs" / config_file))
+        network = parser.get_parsed_content("network_def")
+        assert next(network.parameters()).shape[1] == 4  # image, mask, positive and negative clicks
+
+
+def test_the_click_bundle_refines_and_benchmarks(tiny_click_model, dataset_dir, tmp_path):
+    bundle = TRAINING / "click_unet"
+    assert _run(bundle / "configs/inference.json", bundle_root=str(tmp_path), model=str(tiny_click_model),
+                image=str(dataset_dir / "images/Pz001-001.png"), mask=str(dataset_dir / "masks/Pz001-001.png"),
+                clicks=["+300,200", "-250,260"], spacing_mm=0.062) == 0
+    [row] = read_results(tmp_path / "eval/refine/measurements.csv")
+    assert row.model == "tiny_click@1.0.0" and row.mask == "Pz001-001_r1_mask.png"
+    assert _run(bundle / "configs/evaluate.json", bundle_root=str(tmp_path), model=str(tiny_click_model),
+                dataset_dir=str(dataset_dir), max_images=3) == 0
+    result = json.loads((tmp_path / "eval/clicks/clicks.json").read_text())
+    assert result["n_images"] == 3 and result["click_model"] == "tiny_click@1.0.0"
+    trained_on = json.loads((tiny_click_model / "model.json").read_text())["training"]["train_patients"]
+    assert not set(result["patients"]) & set(trained_on)  # only patients neither model learnt from

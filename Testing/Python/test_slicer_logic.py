@@ -464,3 +464,51 @@ def test_a_segmentation_by_the_int8_network_and_its_saved_label_name_it(mrml, im
     assert segmentation.GetAttribute(ATTR_MODEL_VERSION) == f"{int8.info.version}+int8"
     record = mrml.logic.save_label(segmentation, volume, tmp_path / "store")
     assert (record["model"], record["model_version"]) == (int8.info.name, f"{int8.info.version}+int8")
+
+
+class _DiskRefiner:
+    """Stands in for the core's Refiner: a disk around the newest click, one pixel larger per click given."""
+
+    model_id = "disks@0"
+
+    def refine(self, image, mask, clicks, frame_index=0):
+        from MedianNerveSegLib.refine import Refinement
+
+        rows, cols = np.ogrid[:mask.shape[0], :mask.shape[1]]
+        disk = (rows - clicks[-1].y) ** 2 + (cols - clicks[-1].x) ** 2 <= (20 + len(clicks)) ** 2
+        new = (mask | disk) if clicks[-1].positive else (mask & ~disk)
+        return Refinement(new, new.astype(np.float32), measure_mask(new, image.spacing_mm), tuple(clicks), 1.0)
+
+
+def _ras_of_pixel(volume, column, row):
+    return tuple(_ijk_to_ras(volume).MultiplyPoint((column, row, 0, 1))[:3])
+
+
+def test_clicks_in_a_view_refine_the_nerve_segment_and_the_saved_label_says_how(mrml, image_path, segmenter,
+                                                                                 tmp_path):
+    from MedianNerveSegLib.clicks import Click
+
+    volume = mrml.logic.load_image(image_path, spacing_mm=SPACING)
+    segmentation, prediction = mrml.logic.segment(volume, segmenter)
+    refiner = _DiskRefiner()
+    assert mrml.logic.pixel_at(volume, _ras_of_pixel(volume, 300.4, 199.6)) == (300, 200)
+    first = mrml.logic.click_at(segmentation, volume, refiner, _ras_of_pixel(volume, 100, 100), True)
+    assert first.clicks == (Click(100, 100, True),) and first.mask[100, 100] and not prediction.mask[100, 100]
+    np.testing.assert_array_equal(mrml.logic.segment_mask(segmentation, volume), first.mask)
+    assert mrml.logic.measure(segmentation, volume).area_px == first.mask.sum()
+    second = mrml.logic.click_at(segmentation, volume, refiner, _ras_of_pixel(volume, 115, 100), False)
+    assert second.clicks == (Click(100, 100, True), Click(115, 100, False)) and not second.mask[100, 115]
+    mrml.logic.set_segment_mask(segmentation, volume, first.mask)  # what Undo does
+    third = mrml.logic.click_at(segmentation, volume, refiner, _ras_of_pixel(volume, 120, 100), True)
+    assert third.clicks == (Click(100, 100, True), Click(120, 100, True))
+    record = mrml.logic.save_label(segmentation, volume, tmp_path / "store")
+    assert record["refinement"] == {"clicks": ["+100,100", "+120,100"], "clicks_made": 3, "click_model": "disks@0"}
+    assert record["model"] == segmenter.info.name and record["changed_pixels"] > 0
+
+    with pytest.raises(ValueError, match="lies outside the image"):
+        mrml.logic.click_at(segmentation, volume, refiner, _ras_of_pixel(volume, 700, 100), True)
+    drawn = mrml.scene.AddNewNodeByClass("vtkMRMLSegmentationNode")  # no nerve segment yet: drawn from nothing
+    mrml.logic.click_at(drawn, volume, refiner, _ras_of_pixel(volume, 300, 200), True)
+    assert mrml.logic.segment_mask(drawn, volume)[200, 300] and mrml.logic.nerve_segment_id(drawn)
+    mrml.scene.Clear(0)  # a closed scene's clicks are forgotten with its AI masks
+    assert not mrml.logic._click_sessions

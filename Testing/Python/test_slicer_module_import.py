@@ -207,7 +207,8 @@ def module(fakes):
 
 
 def test_module_file_is_python39_syntax():
-    for path in (MODULE_FILE, *sorted((MODULE_DIR / "MedianNerveSegSlicer").glob("*.py"))):
+    for path in (MODULE_FILE, *sorted((MODULE_DIR / "MedianNerveSegSlicer").glob("*.py")),
+                 *sorted((MODULE_DIR / "SegmentEditorNerveClicksLib").glob("*.py"))):
         ast.parse(path.read_text(encoding="utf-8"), filename=str(path), feature_version=(3, 9))
 
 
@@ -312,10 +313,12 @@ def test_cmake_lists_every_script_and_resource():
     assert "slicerMacroBuildScriptedModule" in text and "WITH_GENERIC_TESTS" in text
     listed = set(re.findall(r"^\s+([\w/${}.-]+\.\w+)\s*$", text, flags=re.MULTILINE))
     listed = {item.replace("${MODULE_NAME}", "MedianNerveSeg") for item in listed}
-    scripts = {p.relative_to(MODULE_DIR).as_posix() for package in ("MedianNerveSegLib", "MedianNerveSegSlicer")
+    scripts = {p.relative_to(MODULE_DIR).as_posix()
+               for package in ("MedianNerveSegLib", "MedianNerveSegSlicer", "SegmentEditorNerveClicksLib")
                for p in (MODULE_DIR / package).rglob("*.py") if "__pycache__" not in p.parts}
     assert not scripts - listed, f"scripts missing from CMakeLists.txt: {sorted(scripts - listed)}"
-    resources = {"MedianNerveSeg.py", "Resources/UI/MedianNerveSeg.ui", "Resources/Icons/MedianNerveSeg.png"}
+    resources = {"MedianNerveSeg.py", "Resources/UI/MedianNerveSeg.ui", "Resources/Icons/MedianNerveSeg.png",
+                 "SegmentEditorNerveClicksLib/SegmentEditorEffect.png"}
     for model in (MODULE_DIR / "MedianNerveSegLib" / "pretrained").iterdir():  # every shipped model
         resources |= {f"MedianNerveSegLib/pretrained/{model.name}/{name}" for name in ("model.pt", "model.json",
                                                                                       "MODEL_CARD.md")}

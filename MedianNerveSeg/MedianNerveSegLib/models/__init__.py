@@ -1,8 +1,11 @@
 """Segmentation architectures behind one registry: name -> constructor, defaults, reference.
 
-Every network takes a (B, 1, H, W) grayscale batch and returns (B, 1, H, W) nerve logits.
+Every segmenter takes a (B, 1, H, W) grayscale batch and returns (B, 1, H, W) nerve logits.
 "semantic" networks are trained on those logits; a "detector" (Mask R-CNN) computes its own
-loss in train mode (``forward(x, masks)``) and needs an optional package (torchvision).
+loss in train mode (``forward(x, masks)``) and needs an optional package (torchvision). A
+"click" network refines a mask: it takes (B, 4, H, W), the image, the current mask and the
+positive and negative click maps of a crop around the nerve (:mod:`..clicks`), and returns
+(B, 1, H, W) nerve logits of that crop.
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ if TYPE_CHECKING:
 NETWORK_MODULES = {
     "DoubleUNet": "dbunet", "DoubleLightweightUNet": "dlunet", "LUNet": "lunet", "MaskRCNN112": "mask_rcnn",
     "UNetPlusPlus": "monai_nets", "attention_unet": "monai_nets", "basic_unet": "monai_nets",
-    "monai_unet": "monai_nets", "MultiResUNet": "multiresunet", "ScaleAttentionalUNet": "sa_unet", "UNet": "unet",
+    "monai_unet": "monai_nets", "click_unet": "monai_nets", "MultiResUNet": "multiresunet",
+    "ScaleAttentionalUNet": "sa_unet", "UNet": "unet",
 }
 
 
@@ -41,7 +45,7 @@ class ModelSpec:
     builder: str  # a name in NETWORK_MODULES
     defaults: Dict[str, Any] = field(default_factory=dict)
     reference: str = ""
-    kind: str = "semantic"  # semantic | detector
+    kind: str = "semantic"  # semantic | detector | click
     requires: Tuple[str, ...] = ()  # optional packages it imports
     parameters: Optional[int] = None  # with its defaults: `models` lists it without building it (tested)
 
@@ -88,6 +92,9 @@ MODEL_REGISTRY: Dict[str, ModelSpec] = {
         ModelSpec("mask_rcnn", "MaskRCNN112", {"backbone": "resnet101", "mask_head": "mask112"},
                   "Mask R-CNN (He et al., 2017) with the 112x112 mask head of Di Cosmo et al. 2021 / Smerilli et al. 2022",
                   kind="detector", requires=("torchvision",)),
+        ModelSpec("click_unet", "click_unet", {"channels": [16, 32, 64, 128, 256], "num_res_units": 2},
+                  "Click-conditioned MONAI UNet for refinement with positive and negative clicks "
+                  "(RITM, Sofiiuk et al., 2021)", kind="click", parameters=1_628_142),
     )
 }
 MISSING_PACKAGE_HINT = {"torchvision": "pip install 'median-nerve-seg[maskrcnn]' (torchvision matching your torch)"}
@@ -103,14 +110,22 @@ def package_works(name: str) -> bool:
         return False
 
 
+SEGMENTER_KINDS = ("semantic", "detector")  # networks that segment a frame on their own
+
+
 def available_models(kind: Optional[str] = None) -> List[str]:
-    """Registry names whose optional packages import here (of one ``kind`` when given)."""
+    """Registry names whose optional packages import here: of one ``kind`` when given, else the segmenters
+    (click models refine a mask instead, so they are asked for by kind)."""
     return sorted(name for name, spec in MODEL_REGISTRY.items()
-                  if all(map(package_works, spec.requires)) and kind in (None, spec.kind))
+                  if all(map(package_works, spec.requires)) and spec.kind in ((kind,) if kind else SEGMENTER_KINDS))
 
 
 def is_detector(name: str) -> bool:
     return MODEL_REGISTRY[name].kind == "detector"
+
+
+def is_click_model(name: str) -> bool:
+    return MODEL_REGISTRY[name].kind == "click"
 
 
 NERVE_PRIOR = 0.01  # fraction of an image that is nerve (about 1% in the Jesi dataset)

@@ -48,6 +48,14 @@ def monai_unet(channels: Sequence[int] = (16, 32, 64, 128, 256), num_res_units: 
                       norm="batch", dropout=dropout)
 
 
+def click_unet(channels: Sequence[int] = (16, 32, 64, 128, 256), num_res_units: int = 2,
+               in_channels: int = 4) -> torch.nn.Module:
+    """Click-conditioned MONAI UNet for interactive refinement (RITM, Sofiiuk et al., 2021: early fusion of
+    the image, the previous mask and the positive and negative click disks as input channels)."""
+    return PaddedUNet(spatial_dims=2, in_channels=in_channels, out_channels=1, channels=tuple(channels),
+                      strides=(2,) * (len(channels) - 1), num_res_units=num_res_units, norm="batch")
+
+
 def basic_unet(features: Sequence[int] = (32, 32, 64, 128, 256, 32), dropout: float = 0.0) -> torch.nn.Module:
     """MONAI BasicUNet: two 3x3 conv per level, max-pool down, transposed-conv up."""
     return BasicUNet(spatial_dims=2, in_channels=1, out_channels=1, features=tuple(features),

@@ -1,0 +1,167 @@
+"""Clicks on a nerve contour: their text form, the zoom-in crop a click model sees, click maps, and the
+click simulator of the interactive-segmentation benchmarks.
+
+A click is (x, y) = (column, row), 0-based pixels of the frame; positive marks nerve, negative
+background. The click model (:mod:`refine`) sees a square crop around the current mask and the clicks
+(the "zoom-in" of RITM, Sofiiuk et al. 2021), resampled to its input size: the nerve fills about the
+same share of every crop, at about the frame's own resolution, whatever the scanner's field of view.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import asdict, dataclass
+from typing import Any, Dict, Optional, Sequence, Tuple
+
+import numpy as np
+from scipy import ndimage
+
+_CLICK_TEXT = re.compile(r"^\s*([+-])\s*(\d+)\s*,\s*(\d+)\s*$")
+
+
+@dataclass(frozen=True)
+class Click:
+    """One click: x = column, y = row (0-based pixels of the frame); positive = nerve, negative = background."""
+
+    x: int
+    y: int
+    positive: bool
+
+    def __str__(self) -> str:
+        return f"{'+' if self.positive else '-'}{self.x},{self.y}"
+
+
+def parse_click(text: str) -> Click:
+    """'+X,Y' (nerve) or '-X,Y' (background), X = column and Y = row in 0-based pixels; ValueError otherwise."""
+    match = _CLICK_TEXT.match(str(text))
+    if not match:
+        raise ValueError(f"click {text!r}: expected +X,Y (nerve) or -X,Y (background), X = column and Y = row, "
+                         "0-based whole pixels, e.g. +310,220")
+    return Click(int(match.group(2)), int(match.group(3)), match.group(1) == "+")
+
+
+def check_clicks(clicks: Sequence[Click], shape: Tuple[int, int], source: str = "image") -> None:
+    """ValueError naming the first click outside a frame of ``shape`` (rows, columns)."""
+    rows, cols = shape
+    for click in clicks:
+        if not (0 <= click.x < cols and 0 <= click.y < rows):
+            raise ValueError(f"{source}: click {click} lies outside the image ({cols} columns x {rows} rows: "
+                             f"X 0-{cols - 1}, Y 0-{rows - 1})")
+
+
+@dataclass(frozen=True)
+class ClickEncoding:
+    """How a click model sees a frame: the crop around mask and clicks, and the click disks.
+
+    The crop is a square in mm (in pixels when the spacing is unknown) of ``expand`` times the larger
+    side of the box around the mask and the clicks, at least ``min_side_mm`` (or ``min_side_fraction`` of
+    the frame's shorter side without a spacing). Clicks are disks of ``radius`` pixels of the network's
+    input: RITM found disks better than distance maps or Gaussians."""
+
+    expand: float = 1.6
+    min_side_mm: float = 10.0
+    min_side_fraction: float = 0.3
+    radius: int = 5
+
+    @classmethod
+    def from_dict(cls, data: Dict[str, Any]) -> "ClickEncoding":
+        unknown = sorted(set(data) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise ValueError(f"unknown click encoding setting(s) {', '.join(unknown)}")
+        encoding = cls(**data)
+        for key in ("expand", "min_side_mm", "min_side_fraction", "radius"):
+            value = getattr(encoding, key)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+                raise ValueError(f"click encoding {key!r} must be a positive number, got {value!r}")
+        if encoding.expand < 1 or encoding.min_side_fraction > 1:
+            raise ValueError("click encoding: 'expand' must be >= 1 and 'min_side_fraction' <= 1")
+        return encoding
+
+    def as_dict(self) -> Dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Crop:
+    """A region of the frame (may reach past its edges) and the network input size it is resampled to."""
+
+    top: int
+    left: int
+    height: int
+    width: int
+    size: Tuple[int, int]
+
+    def to_network(self, click: Click) -> Tuple[float, float]:
+        """(row, col) of a click's pixel centre in network pixels."""
+        return ((click.y + 0.5 - self.top) * self.size[0] / self.height - 0.5,
+                (click.x + 0.5 - self.left) * self.size[1] / self.width - 0.5)
+
+    def cut(self, frame: np.ndarray, fill: float = 0.0) -> np.ndarray:
+        """The crop's pixels of ``frame`` at frame resolution, ``fill`` where it reaches past the frame."""
+        rows, cols = frame.shape
+        out = np.full((self.height, self.width), fill, np.float32)
+        r0, c0 = max(self.top, 0), max(self.left, 0)
+        r1, c1 = min(self.top + self.height, rows), min(self.left + self.width, cols)
+        if r1 > r0 and c1 > c0:
+            out[r0 - self.top:r1 - self.top, c0 - self.left:c1 - self.left] = frame[r0:r1, c0:c1]
+        return out
+
+    def paste(self, crop: np.ndarray, shape: Tuple[int, int], fill: float = 0.0) -> np.ndarray:
+        """A frame-sized array holding ``crop`` (at frame resolution) where the crop lies, ``fill`` elsewhere."""
+        out = np.full(shape, fill, np.float32)
+        r0, c0 = max(self.top, 0), max(self.left, 0)
+        r1, c1 = min(self.top + self.height, shape[0]), min(self.left + self.width, shape[1])
+        if r1 > r0 and c1 > c0:
+            out[r0:r1, c0:c1] = crop[r0 - self.top:r1 - self.top, c0 - self.left:c1 - self.left]
+        return out
+
+
+def zoom_crop(mask: np.ndarray, clicks: Sequence[Click], spacing_mm: Optional[Tuple[float, float]],
+              encoding: ClickEncoding, size: Tuple[int, int], expand: Optional[float] = None,
+              shift: Tuple[float, float] = (0.0, 0.0)) -> Crop:
+    """The crop a click model sees: centred on the box around ``mask`` and ``clicks`` (``shift`` moves the
+    centre by that fraction of the side, for training), ``expand`` (default the encoding's) times its larger
+    side in mm, at least the encoding's minimum."""
+    rows, cols = np.nonzero(mask)
+    ys = np.concatenate([rows, [c.y for c in clicks]]).astype(float)
+    xs = np.concatenate([cols, [c.x for c in clicks]]).astype(float)
+    if not ys.size:
+        raise ValueError("a crop needs a mask or a click")
+    row_mm, col_mm = spacing_mm or (1.0, 1.0)
+    extent_mm = max((ys.max() - ys.min() + 1) * row_mm, (xs.max() - xs.min() + 1) * col_mm)
+    minimum_mm = (encoding.min_side_mm if spacing_mm else encoding.min_side_fraction * min(mask.shape))
+    side_mm = max(extent_mm * (expand or encoding.expand), minimum_mm)
+    height, width = max(8, int(round(side_mm / row_mm))), max(8, int(round(side_mm / col_mm)))
+    centre_y = (ys.max() + ys.min() + 1) / 2 + shift[0] * height
+    centre_x = (xs.max() + xs.min() + 1) / 2 + shift[1] * width
+    return Crop(int(round(centre_y - height / 2)), int(round(centre_x - width / 2)), height, width, tuple(size))
+
+
+def click_maps(clicks: Sequence[Click], crop: Crop, radius: float) -> np.ndarray:
+    """(2, h, w) float32 disks of ``radius`` network pixels: positive clicks, negative clicks."""
+    maps = np.zeros((2, *crop.size), np.float32)
+    if not clicks:
+        return maps
+    rows = np.arange(crop.size[0], dtype=np.float32)[:, None]
+    cols = np.arange(crop.size[1], dtype=np.float32)[None, :]
+    for click in clicks:
+        row, col = crop.to_network(click)
+        maps[0 if click.positive else 1][(rows - row) ** 2 + (cols - col) ** 2 <= radius ** 2] = 1.0
+    return maps
+
+
+def next_click(prediction: np.ndarray, truth: np.ndarray) -> Optional[Click]:
+    """The click a user makes next in the benchmarks' simulation (Xu et al. 2016; Sofiiuk et al. 2021):
+    at the pixel deepest inside an error region (largest distance to its edge or the frame's), positive
+    where nerve was missed, negative where background was taken in; None when the masks agree."""
+    prediction, truth = np.asarray(prediction, bool), np.asarray(truth, bool)
+    best, depth = None, 0.0
+    for error, positive in ((truth & ~prediction, True), (prediction & ~truth, False)):
+        if not error.any():
+            continue
+        distance = ndimage.distance_transform_edt(np.pad(error, 1))[1:-1, 1:-1]
+        row, col = np.unravel_index(int(np.argmax(distance)), distance.shape)
+        if distance[row, col] > depth:
+            best, depth = Click(int(col), int(row), positive), float(distance[row, col])
+    return best

@@ -1,0 +1,245 @@
+"""Click refinement: the Refiner, the `refine` command's contract, the click benchmark, click training and
+the provenance of a label refined with clicks."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from MedianNerveSegLib.cli import main
+from MedianNerveSegLib.click_training import SIMULATED_ERRORS, simulated_error, training_click
+from MedianNerveSegLib.clicks import Click
+from MedianNerveSegLib.image import UltrasoundImage
+from MedianNerveSegLib.inference import Segmenter
+from MedianNerveSegLib.io import read_image, read_mask
+from MedianNerveSegLib.refine import Refiner, refined_mask
+from MedianNerveSegLib.results import read_results
+from MedianNerveSegLib.runtime import openvino_installed
+from MedianNerveSegLib.zoo import ModelFolderError, load_info
+
+from conftest import SPACING
+
+IMAGE = "Pz001-001.png"
+
+
+@pytest.fixture(scope="module")
+def ai_mask(dataset_dir, tmp_path_factory):
+    """The small segmenter's mask of IMAGE, as segment writes it (0/255 PNG)."""
+    out = tmp_path_factory.mktemp("ai")
+    assert main(["segment", str(dataset_dir / "images" / IMAGE), "--out", str(out), "--spacing", str(SPACING),
+                 "--model", "median_nerve_unet_small", "--runtime", "torch"]) == 0
+    return out / "Pz001-001_mask.png"
+
+
+def test_a_click_model_and_a_segmenter_are_not_interchangeable(tiny_click_model):
+    with pytest.raises(ModelFolderError, match="refine needs a click model"):
+        Refiner("median_nerve_unet_small")
+    with pytest.raises(ModelFolderError, match="is a click model: it refines a mask with clicks"):
+        Segmenter(tiny_click_model)
+    info = load_info(tiny_click_model)
+    assert info.click_encoding and info.metrics["clicks"] == 1
+
+
+def test_clicks_apply_one_at_a_time_and_none_leaves_the_mask(tiny_click_model, dataset_dir, ai_mask):
+    refiner = Refiner(tiny_click_model)
+    image = read_image(dataset_dir / "images" / IMAGE, spacing_mm=SPACING)
+    mask = read_mask(ai_mask)
+    unchanged = refiner.refine(image, mask, [])
+    assert np.array_equal(unchanged.mask, mask) and unchanged.measurement.area_px == mask.sum()
+    clicks = [Click(300, 200, True), Click(250, 260, False), Click(320, 210, True)]
+    steps = refiner.refine_clicks(image, mask, clicks)
+    assert [s.clicks for s in steps] == [tuple(clicks[:1]), tuple(clicks[:2]), tuple(clicks)]
+    assert all(s.mask.shape == mask.shape and s.mask.dtype == bool and s.milliseconds > 0 for s in steps)
+    assert steps[-1].measurement.area_mm2 == pytest.approx(steps[-1].mask.sum() * SPACING ** 2)
+    again = refiner.refine(image, steps[0].mask, clicks[:2])  # the same inputs give the same mask
+    assert np.array_equal(again.mask, steps[1].mask)
+
+
+def test_refiner_errors_name_what_is_wrong(tiny_click_model, dataset_dir):
+    refiner = Refiner(tiny_click_model)
+    image = read_image(dataset_dir / "images" / IMAGE)
+    with pytest.raises(ValueError, match="click \\+606,0 lies outside the image"):
+        refiner.refine(image, np.zeros((468, 606), bool), [Click(606, 0, True)])
+    with pytest.raises(ValueError, match="mask: 600x468 pixels, but the image is 606x468"):
+        refiner.refine(image, np.zeros((468, 600), bool), [Click(6, 0, True)])
+
+
+def test_a_component_holding_a_positive_click_is_always_kept(tiny_click_model):
+    info = load_info(tiny_click_model)
+    probability = np.zeros((100, 100), np.float32)
+    probability[20:60, 20:60] = 0.9  # the nerve
+    probability[80:84, 80:84] = 0.9  # a speck the clean-up drops (16 px, under a quarter of the nerve)
+    assert not refined_mask(probability, [], info, None)[82, 82]
+    kept = refined_mask(probability, [Click(82, 82, True)], info, None)
+    assert kept[82, 82] and kept[40, 40]
+    assert not refined_mask(probability, [Click(82, 82, False)], info, None)[82, 82]
+
+
+def _refine(image, mask, out, *clicks, model):
+    args = ["refine", str(image), "--mask", str(mask), "--out", str(out), "--spacing", str(SPACING), "--model",
+            str(model)]
+    for click in clicks:
+        args += ["--click", click]
+    try:
+        return main(args)
+    except SystemExit as usage_error:  # argparse: usage, then the error on the last line
+        return usage_error.code
+
+
+def test_refine_command_contract(tiny_click_model, dataset_dir, ai_mask, tmp_path, capsys):
+    image, out = dataset_dir / "images" / IMAGE, tmp_path / "refined"
+    assert _refine(image, ai_mask, out, "+300,200", "-250,260", model=tiny_click_model) == 0
+    printed = capsys.readouterr().out
+    assert "2 click(s) (+300,200 -250,260)" in printed and "CSA " in printed
+    mask, overlay = out / "Pz001-001_mask.png", out / "Pz001-001_overlay.png"
+    assert set(np.unique(np.asarray(Image.open(mask)))) <= {0, 255} and Image.open(mask).size == (606, 468)
+    picture = np.asarray(Image.open(overlay).convert("RGB"))
+    band = picture.shape[0] - 468  # the caption above the image
+    assert tuple(picture[band + 203, 303]) == (0, 200, 0) and tuple(picture[band + 263, 253]) == (230, 0, 0)
+    rows = read_results(out / "measurements.csv")
+    assert len(rows) == 1 and rows[0].image == str(image) and rows[0].model == "tiny_click@1.0.0"
+    assert rows[0].mask == "Pz001-001_r1_mask.png" and rows[0].spacing_mm == (SPACING, SPACING)
+    assert np.array_equal(read_mask(out / rows[0].mask), read_mask(mask))
+
+    # refining its own mask again continues the session: the model is also given the two earlier clicks
+    assert _refine(image, mask, out, "+310,205", model=tiny_click_model) == 0
+    assert "after 2 earlier click(s)" in capsys.readouterr().out
+    rows = read_results(out / "measurements.csv")
+    assert [r.mask for r in rows] == ["Pz001-001_r1_mask.png", "Pz001-001_r2_mask.png"]
+    record = json.loads((out / "Pz001-001_clicks.json").read_text())
+    assert record["steps"][1]["session_clicks"] == ["+300,200", "-250,260", "+310,205"]
+    assert record["steps"][1]["clicks"] == ["+310,205"]
+    # from the AI's mask again: a new session, and the first refinement's file is kept as it was
+    first = read_mask(out / "Pz001-001_r1_mask.png")
+    assert _refine(image, ai_mask, out, "+300,200", model=tiny_click_model) == 0
+    assert json.loads((out / "Pz001-001_clicks.json").read_text())["steps"][2]["session_clicks"] == ["+300,200"]
+    assert np.array_equal(read_mask(out / "Pz001-001_r1_mask.png"), first)
+
+
+@pytest.mark.parametrize("clicks, mask, message", [
+    (["+606,10"], None, "Pz001-001.png: click +606,10 lies outside the image (606 columns x 468 rows"),
+    (["-3,-4"], None, "click '-3,-4': expected +X,Y"),
+    ([], None, "no click given: add --click +X,Y"),
+    (["+3,4"], "other", "600x468 pixels, but the image is 606x468"),
+])
+def test_refine_command_refuses_bad_input_with_one_line(tiny_click_model, dataset_dir, ai_mask, tmp_path, capsys,
+                                                        clicks, mask, message):
+    if mask == "other":
+        mask = tmp_path / "small.png"
+        Image.fromarray(np.zeros((468, 600), np.uint8)).save(mask)
+    code = _refine(dataset_dir / "images" / IMAGE, mask or ai_mask, tmp_path / "out", *clicks, model=tiny_click_model)
+    error = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and message in error[-1]
+    assert not (tmp_path / "out" / "measurements.csv").exists()
+
+
+def test_refine_writes_over_nothing(tiny_click_model, dataset_dir, ai_mask, tmp_path, capsys):
+    image = dataset_dir / "images" / IMAGE
+    assert _refine(image, ai_mask, ai_mask.parent, "+300,200", model=tiny_click_model) == 2  # a segment folder
+    assert "holds segment results" in capsys.readouterr().err
+    out = tmp_path / "out"
+    out.mkdir()
+    Image.fromarray(np.zeros((468, 606), np.uint8)).save(out / "Pz001-001_mask.png")  # not refine's
+    assert _refine(image, ai_mask, out, "+300,200", model=tiny_click_model) == 2
+    assert "Pz001-001_mask.png exists and is not a refinement recorded" in capsys.readouterr().err
+    assert not read_mask(out / "Pz001-001_mask.png").any()
+
+
+def test_a_clip_frame_is_refined_only_when_named(tiny_click_model, dataset_dir, tmp_path, capsys):
+    import tifffile
+
+    frames = np.stack([np.asarray(Image.open(dataset_dir / "images" / IMAGE).convert("L"))] * 3)
+    clip = tmp_path / "clip.tif"
+    tifffile.imwrite(clip, frames, photometric="minisblack")
+    mask = tmp_path / "mask.png"
+    Image.fromarray((read_mask(dataset_dir / "masks" / IMAGE) * 255).astype(np.uint8)).save(mask)
+    assert _refine(clip, mask, tmp_path / "out", "+300,200", model=tiny_click_model) == 2
+    assert "a clip of 3 frames: give --frame (0 to 2)" in capsys.readouterr().err
+    assert main(["refine", str(clip), "--mask", str(mask), "--click", "+300,200", "--frame", "2", "--out",
+                 str(tmp_path / "out"), "--model", str(tiny_click_model)]) == 0
+    row = read_results(tmp_path / "out" / "measurements.csv")[0]
+    assert row.frame == 2 and row.mask == "clip_f0002_r1_mask.png" and row.area_mm2 is None  # no spacing given
+    assert "spacing-unknown" in row.flags
+
+
+def test_a_label_made_by_refine_records_its_clicks_in_the_store(tiny_click_model, dataset_dir, ai_mask, tmp_path):
+    image, out = dataset_dir / "images" / IMAGE, tmp_path / "refined"
+    assert _refine(image, ai_mask, out, "+300,200", "-250,260", model=tiny_click_model) == 0
+    assert _refine(image, out / "Pz001-001_mask.png", out, "+310,205", model=tiny_click_model) == 0
+    store = tmp_path / "store"
+    assert main(["dataset", "init", str(store)]) == 0
+    assert main(["dataset", "add", str(store), "--image", str(image), "--label", str(out / "Pz001-001_mask.png"),
+                 "--ai-mask", str(ai_mask)]) == 0
+    record = json.loads((store / "provenance" / "Pz001-001_v1.json").read_text())
+    assert record["refinement"] == {"clicks": ["+300,200", "-250,260", "+310,205"], "clicks_made": 3,
+                                    "click_model": "tiny_click@1.0.0"}
+    assert main(["dataset", "add", str(store), "--image", str(image), "--label", str(ai_mask)]) == 0
+    assert json.loads((store / "provenance" / "Pz001-001_v2.json").read_text())["refinement"] is None
+
+
+def test_benchmark_clicks_tables_the_model_next_to_the_baseline(tiny_click_model, dataset_dir, tmp_path):
+    out = tmp_path / "bench"
+    assert main(["benchmark-clicks", "--dataset", str(dataset_dir), "--out", str(out), "--model",
+                 str(tiny_click_model), "--segmenter", "median_nerve_unet_small", "--spacing", str(SPACING),
+                 "--max-images", "2", "--max-clicks", "6"]) == 0
+    result = json.loads((out / "clicks.json").read_text())
+    assert result["n_images"] == 2 and set(result["methods"]) == {"click model", "baseline: keep or drop components"}
+    for summary in result["methods"].values():
+        assert summary["n_images"] == 2 and 0 <= summary["noc95_mean"] <= 6 and summary["dice_mean_0"] > 0.8
+        assert summary["csa_mae_mm2_0"] is not None
+    baseline = result["methods"]["baseline: keep or drop components"]
+    assert baseline["dice_mean_5"] >= baseline["dice_mean_0"]  # it only drops components that are wrong
+    assert len(result["dice_curve"]["click model"]) == 7
+    table = (out / "clicks.md").read_text()
+    assert "| click model |" in table and "NoC@95" in table and "torch threads" in table
+    assert (out / "clicks.png").is_file() and (out / "per_image.csv").is_file()
+
+
+@pytest.mark.parametrize("kind", sorted(SIMULATED_ERRORS))
+def test_each_simulated_error_changes_the_mask_near_the_nerve(dataset_dir, kind):
+    truth = read_mask(dataset_dir / "masks" / IMAGE)
+    radius = np.sqrt(truth.sum() / np.pi)
+    changed = [SIMULATED_ERRORS[kind](truth, radius, np.random.default_rng(seed)) for seed in range(5)]
+    for mask in changed:
+        assert mask.shape == truth.shape and mask.any() and not np.array_equal(mask, truth)
+        rows, cols = np.nonzero(mask ^ truth)
+        centre = np.argwhere(truth).mean(axis=0)
+        assert np.hypot(rows - centre[0], cols - centre[1]).max() < 5 * radius
+    start = simulated_error(truth, np.random.default_rng(0))
+    click = training_click(start, truth, np.random.default_rng(0), jitter=1.0)
+    assert (truth[click.y, click.x] and not start[click.y, click.x]) if click.positive else \
+        (start[click.y, click.x] and not truth[click.y, click.x])
+
+
+needs_openvino = pytest.mark.skipif(not openvino_installed(), reason="OpenVINO is not installed")
+
+
+@needs_openvino
+def test_openvino_refines_as_pytorch_does(tiny_click_model, dataset_dir, ai_mask):
+    frame = read_image(dataset_dir / "images" / IMAGE).frame(0)
+    mask, clicks = read_mask(ai_mask), [Click(300, 200, True), Click(250, 260, False)]
+    expected = Refiner(tiny_click_model, runtime="torch").probability(frame, mask, clicks, (SPACING, SPACING))
+    refiner = Refiner(tiny_click_model)  # auto: OpenVINO where it is installed
+    assert refiner.runtime == "openvino"
+    np.testing.assert_allclose(refiner.probability(frame, mask, clicks, (SPACING, SPACING)), expected, atol=1e-4)
+    with pytest.raises(ValueError, match="click models have no int8 network"):
+        Refiner(tiny_click_model, runtime="openvino-int8")
+
+
+@needs_openvino
+def test_a_refine_call_starts_without_torch_once_its_network_is_cached(tiny_click_model, dataset_dir, ai_mask,
+                                                                        tmp_path):
+    command = [sys.executable, "-c", "import sys; from MedianNerveSegLib.cli import main; code = main(sys.argv[1:]); "
+               "print('loaded:', *(m for m in ('torch', 'monai') if m in sys.modules)); sys.exit(code)",
+               "refine", str(dataset_dir / "images" / IMAGE), "--mask", str(ai_mask), "--click", "-250,260",
+               "--model", str(tiny_click_model)]
+    env = dict(os.environ, MEDIAN_NERVE_SEG_CACHE=str(tmp_path / "cache"))
+    first, second = (subprocess.run(command + ["--out", str(tmp_path / out)], env=env, capture_output=True, text=True)
+                     for out in ("first", "second"))
+    assert first.returncode == 0 and "loaded: torch monai" in first.stdout  # the first start converts
+    assert second.returncode == 0 and second.stdout.strip().endswith("loaded:"), second.stdout + second.stderr
+    assert np.array_equal(*(read_mask(tmp_path / out / "Pz001-001_mask.png") for out in ("first", "second")))
