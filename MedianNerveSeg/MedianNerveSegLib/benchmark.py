@@ -23,7 +23,7 @@ from .inference import Segmenter
 from .io import read_image, write_mask_png
 from .metrics import markdown_table
 from .progress import report
-from .models import available_models, build_model
+from .models import MODEL_REGISTRY, available_models, build_model, is_click_model
 from .train import TrainConfig, sample_spacing, split_samples, train
 from .zoo import MODEL_JSON, WEIGHTS, ModelInfo, load_info, model_name, resolve_model
 
@@ -98,9 +98,14 @@ def run_benchmark(dataset_dir: Path, out_dir: Path, base: TrainConfig, models: O
 
     ``trained`` model folders (trained elsewhere, e.g. the shipped model) join the table on the
     same validation patients, with their own training device, time and epochs."""
+    names = available_models() if models is None else list(models)
+    clicks = [name for name in names if name in MODEL_REGISTRY and is_click_model(name)]
+    if clicks:
+        raise ValueError(f"{', '.join(clicks)}: click models refine masks; train them with train --architecture and "
+                         "benchmark them with benchmark-clicks")
     out_dir.mkdir(parents=True, exist_ok=True)
     _, val_samples = split_samples(Path(dataset_dir), base)
-    for name in available_models() if models is None else models:
+    for name in names:
         if not (out_dir / name / "result.json").is_file():
             log(f"== {name}")
             train(dataset_dir, out_dir / name, replace(base, architecture=name, name=name, arch_kwargs={}), log)

@@ -226,7 +226,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"error: training failed: {info.metrics['failed']}; {out} is kept for inspection only",
               file=sys.stderr)
         return 1
-    print(f"model written to {out}; use it with: median-nerve-seg segment IMAGE --model {out}")
+    use = ("refine IMAGE --mask MASK --click +X,Y --out DIR" if info.click_encoding else "segment IMAGE")
+    print(f"model written to {out}; use it with: median-nerve-seg {use} --model {out}")
     return 0
 
 
@@ -310,7 +311,7 @@ def cmd_benchmark_clicks(args: argparse.Namespace) -> int:
     from .click_benchmark import benchmark_clicks
 
     benchmark_clicks(Path(args.dataset), Path(args.out), args.model, args.segmenter, args.spacing, args.device,
-                     args.max_clicks, args.max_images)
+                     args.max_clicks, args.max_images, args.runtime)
     print((Path(args.out) / "clicks.md").read_text())
     return 0
 
@@ -538,6 +539,8 @@ def build_parser() -> argparse.ArgumentParser:
     bcl.add_argument("--max-clicks", type=int, default=20, help="clicks per image at most, the NoC cap (default 20)")
     bcl.add_argument("--max-images", type=int, default=None, help="use only the first N validation images")
     bcl.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    bcl.add_argument("--runtime", choices=("auto", "torch", "openvino"), default="auto",
+                     help="the click model's runtime (default auto: OpenVINO on the CPU when installed)")
     bcl.set_defaults(func=cmd_benchmark_clicks)
 
     add_dataset_parser(sub)

@@ -476,7 +476,8 @@ def plot_learning_curve(history: Sequence[Dict[str, Any]], path: Path) -> None:
     if validated:
         dice_axis = loss_axis.twinx()
         dice_axis.plot([r["epoch"] for r in validated], [r["dice_mean"] for r in validated], "o-", color="tab:red")
-        dice_axis.set_ylabel("validation Dice (mean)", color="tab:red")
+        clicks = validated[-1].get("clicks")  # a click model: DSC after that many simulated clicks
+        dice_axis.set_ylabel("validation Dice (mean)" + (f" after {clicks} clicks" if clicks else ""), color="tab:red")
         dice_axis.set_ylim(0, 1)
     figure.tight_layout()
     figure.savefig(path, dpi=100)
@@ -500,6 +501,8 @@ def config_from_json(path: Optional[Path], **overrides: Any) -> TrainConfig:
         for key, value in (("architecture", start.architecture), ("arch_kwargs", start.arch_kwargs),
                            ("input_size", list(start.input_size))):
             data.setdefault(key, value)
+        if start.click_encoding and isinstance(data.setdefault("clicks", {}), dict):  # a click model: its crops
+            data["clicks"].setdefault("encoding", start.click_encoding)
         if "learning_rate" not in given:
             data["learning_rate"] = FINE_TUNE_LR_FACTOR * data.get("learning_rate", TrainConfig.learning_rate)
     if "augment" in data and isinstance(data["augment"], dict):

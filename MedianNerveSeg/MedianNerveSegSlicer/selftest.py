@@ -1,5 +1,6 @@
 """The in-Slicer self-test: the registered sample image (downloaded with its checksum) through the whole
-workflow, and a 3-frame clip through *Segment all frames*' task. Run by the module's test class."""
+workflow and a click of the "Nerve clicks" effect, and a 3-frame clip through *Segment all frames*' task. Run
+by the module's test class."""
 
 import os
 import tempfile
@@ -55,6 +56,30 @@ class SelfTest:
             self.case.assertEqual((record["version"], record["changed_pixels"]), (1, 0))
             exported = scene.export_segmentation(segmentation, os.path.join(folder, "nerve.seg.nrrd"))
             self.case.assertTrue(os.path.isfile(str(exported)))
+        self.test_click(volume, segmentation)
+
+    def test_click(self, volume, segmentation) -> None:
+        """The "Nerve clicks" effect is registered, and a nerve click at the contour's centre keeps the nerve and
+        is recorded with the label saved from it."""
+        import vtk
+
+        from MedianNerveSegSlicer.widget import CLICK_EFFECT
+
+        scene = self.logic.sceneLogic
+        editor = slicer.qMRMLSegmentEditorWidget()
+        editor.setMRMLScene(slicer.mrmlScene)
+        self.case.assertIsNotNone(editor.effectByName(CLICK_EFFECT), f"the {CLICK_EFFECT} effect is not registered")
+        rows, cols = np.nonzero(scene.segment_mask(segmentation, volume))
+        row, col = int(np.median(rows)), int(np.median(cols))
+        matrix = vtk.vtkMatrix4x4()
+        volume.GetIJKToRASMatrix(matrix)
+        ras = matrix.MultiplyPoint((col, row, 0, 1))[:3]
+        refinement = scene.click_at(segmentation, volume, self.logic.refiner("cpu"), ras, True)
+        self.case.assertTrue(refinement.mask[row, col], "a nerve click at the nerve's centre lost it")
+        with tempfile.TemporaryDirectory() as folder:
+            record = scene.save_label(segmentation, volume, os.path.join(folder, "store"), author="self-test")
+            self.case.assertEqual(record["refinement"]["clicks_made"], 1)
+        self.case.delayDisplay(f"One click: CSA {refinement.measurement.area_mm2:.2f} mm2")
 
     def test_clip(self) -> None:
         """Three shifted copies of the sample as a clip, segmented by the background task, browsed per frame."""

@@ -195,7 +195,7 @@ def test_benchmark_clicks_tables_the_model_next_to_the_baseline(tiny_click_model
     assert baseline["dice_mean_5"] >= baseline["dice_mean_0"]  # it only drops components that are wrong
     assert len(result["dice_curve"]["click model"]) == 7
     table = (out / "clicks.md").read_text()
-    assert "| click model |" in table and "NoC@95" in table and "torch threads" in table
+    assert "| click model |" in table and "NoC@95" in table and "threads" in table and "cores" in table
     assert (out / "clicks.png").is_file() and (out / "per_image.csv").is_file()
 
 
@@ -243,3 +243,41 @@ def test_a_refine_call_starts_without_torch_once_its_network_is_cached(tiny_clic
     assert first.returncode == 0 and "loaded: torch monai" in first.stdout  # the first start converts
     assert second.returncode == 0 and second.stdout.strip().endswith("loaded:"), second.stdout + second.stderr
     assert np.array_equal(*(read_mask(tmp_path / out / "Pz001-001_mask.png") for out in ("first", "second")))
+
+
+def test_fine_tuning_a_click_model_keeps_its_network_and_crops(tiny_click_model):
+    from MedianNerveSegLib.train import config_from_json
+
+    config = config_from_json(None, init_weights=str(tiny_click_model))
+    info = load_info(tiny_click_model)
+    assert config.architecture == "click_unet" and list(config.input_size) == [64, 64]
+    assert config.clicks.encoding == info.click_encoding and config.arch_kwargs == info.arch_kwargs
+
+
+def test_the_segmenters_benchmark_sends_click_models_to_their_own(dataset_dir, tmp_path, capsys):
+    assert main(["benchmark", "--dataset", str(dataset_dir), "--out", str(tmp_path), "--models", "click_unet"]) == 2
+    assert "click_unet: click models refine masks" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
+
+
+def test_the_shipped_click_model_fixes_held_out_contours(dataset_dir):
+    """On patients neither shipped model learnt from, three simulated clicks bring the default model's masks
+    closer to the expert's, and no image is made much worse."""
+    from MedianNerveSegLib.data import list_samples, split_by_patient
+    from MedianNerveSegLib.evaluate import dice
+    from MedianNerveSegLib.refine import simulate_clicks
+
+    refiner, segmenter = Refiner(), Segmenter(runtime="torch")
+    assert set(load_info(refiner.model_dir).training["val_patients"]) == \
+        set(load_info(segmenter.model_dir).training["val_patients"])
+    _, held_out = split_by_patient(list_samples(dataset_dir))
+    before, after = [], []
+    for sample in held_out[:6]:
+        image, truth = read_image(sample.image, spacing_mm=SPACING), read_mask(sample.mask)
+        start = segmenter.predict(image).mask
+        session = simulate_clicks(lambda mask, clicks: refiner.refine(image, mask, clicks).mask, start, truth,
+                                  max_clicks=3, min_clicks=3)
+        before.append(dice(start, truth))
+        after.append(dice(session.mask_after(3), truth))
+    assert np.mean(after) > np.mean(before) + 0.01, (before, after)
+    assert min(np.subtract(after, before)) > -0.02, (before, after)
