@@ -92,8 +92,8 @@ def run_refine(bundle_root: PathLike, image: PathLike, mask: PathLike, clicks: S
     ``model`` (default: the bundle's models/), as ``median-nerve-seg refine`` does; a click bundle's inference.json
     "run". Returns 0; a bad input raises with the reason."""
     from .clicks import parse_click
-    from .pipeline import refine_file
     from .refine import Refiner
+    from .refine_folder import refine_file
 
     outcome = refine_file(Refiner(model or Path(bundle_root) / "models", device), image, mask,
                           [parse_click(text) for text in clicks], Path(output_dir), spacing_mm)

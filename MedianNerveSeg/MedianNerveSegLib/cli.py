@@ -12,7 +12,7 @@ from typing import Any, Dict, Optional, Sequence
 
 from . import __version__
 from .cli_dataset import add_dataset_parser
-from .runtime import RUNTIMES
+from .runtime import REFINE_RUNTIMES, RUNTIMES
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -25,6 +25,17 @@ def _spacing(text: str):
         return parse_spacing(text, "--spacing")
     except SpacingError as error:
         raise argparse.ArgumentTypeError(str(error))
+
+
+def _positive(text: str) -> int:
+    """A whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return value
 
 
 def _fmt(value: Any, digits: int = 2) -> str:
@@ -103,8 +114,8 @@ def _click(text: str):
 
 
 def cmd_refine(args: argparse.Namespace) -> int:
-    from .pipeline import refine_file
     from .refine import Refiner
+    from .refine_folder import refine_file
 
     refiner = Refiner(args.model, args.device, args.runtime)
     outcome = refine_file(refiner, args.image, args.mask, args.clicks or [], Path(args.out), args.spacing,
@@ -381,7 +392,7 @@ def build_parser() -> argparse.ArgumentParser:
     ref.add_argument("--frame", type=int, default=None, help="the frame of a clip to refine (0-based; required "
                                                              "for a clip)")
     ref.add_argument("--device", default="cpu", help="cpu (default) or cuda")
-    ref.add_argument("--runtime", choices=("auto", "torch", "openvino"), default="auto",
+    ref.add_argument("--runtime", choices=REFINE_RUNTIMES, default="auto",
                      help="network runtime: auto (default: OpenVINO on the CPU when installed, else PyTorch; the same "
                           "masks, and a new process starts without importing PyTorch), torch, openvino")
     _add_label_options(ref)
@@ -524,7 +535,7 @@ def build_parser() -> argparse.ArgumentParser:
     bcl = sub.add_parser("benchmark-clicks", help="simulate click refinement on the validation patients: DSC and "
                                                   "CSA error after 0-5 clicks, NoC@90/95, ms per click",
                          description="Starts from the segmenter's mask of each validation image (a store's split, "
-                                     "else seed 0 / 20 %% by patient) that neither model was trained on, clicks "
+                                     "else seed 0 / 20 % by patient) that neither model was trained on, clicks "
                                      "where the mask is most wrong, and writes clicks.md, clicks.json, "
                                      "per_image.csv and clicks.png to --out, for the click model and a baseline "
                                      "that only keeps or drops components of the segmenter's output.")
@@ -536,10 +547,10 @@ def build_parser() -> argparse.ArgumentParser:
     bcl.add_argument("--spacing", type=_spacing, default=None, metavar="MM",
                      help="pixel spacing in mm of every image (default: each image's own; CSA errors left out "
                           "where unknown)")
-    bcl.add_argument("--max-clicks", type=int, default=20, help="clicks per image at most, the NoC cap (default 20)")
-    bcl.add_argument("--max-images", type=int, default=None, help="use only the first N validation images")
+    bcl.add_argument("--max-clicks", type=_positive, default=20, help="clicks per image, the NoC cap (default 20)")
+    bcl.add_argument("--max-images", type=_positive, default=None, help="use only the first N validation images")
     bcl.add_argument("--device", default="cpu", help="cpu (default) or cuda")
-    bcl.add_argument("--runtime", choices=("auto", "torch", "openvino"), default="auto",
+    bcl.add_argument("--runtime", choices=REFINE_RUNTIMES, default="auto",
                      help="the click model's runtime (default auto: OpenVINO on the CPU when installed)")
     bcl.set_defaults(func=cmd_benchmark_clicks)
 

@@ -23,10 +23,10 @@ def cmd_dataset_init(args: argparse.Namespace) -> int:
 
 def cmd_dataset_add(args: argparse.Namespace) -> int:
     from .dataset import LabelledDataset
-    from .pipeline import refinement_of
+    from .refine_folder import refinement_of
 
     spacing = parse_spacing(args.spacing, "--spacing")
-    refinement = refinement_of(args.label)
+    refinement = refinement_of(args.label, args.image)
     record = LabelledDataset(args.dir).add(args.image, args.label, patient=args.patient, author=args.author,
                                            ai_mask=args.ai_mask, model=args.model,
                                            model_version=args.model_version, spacing_mm=spacing,

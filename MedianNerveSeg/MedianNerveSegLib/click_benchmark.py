@@ -34,9 +34,14 @@ MAX_CLICKS = 20
 METHODS = ("click model", "baseline: keep or drop components")
 
 
+def click_counts(max_clicks: int) -> List[int]:
+    """The click counts tabled: those of :data:`CLICK_COUNTS` a session of ``max_clicks`` reaches."""
+    return [k for k in CLICK_COUNTS if k <= max_clicks]
+
+
 def _session_row(session, truth: np.ndarray, pixel_mm2: Optional[float], max_clicks: int) -> Dict[str, Any]:
     row: Dict[str, Any] = {}
-    for k in CLICK_COUNTS:
+    for k in click_counts(max_clicks):
         mask = session.mask_after(k)
         row[f"dice_{k}"] = dice(mask, truth)
         row[f"csa_error_mm2_{k}"] = (int(mask.sum()) - int(truth.sum())) * pixel_mm2 if pixel_mm2 else None
@@ -48,9 +53,9 @@ def _session_row(session, truth: np.ndarray, pixel_mm2: Optional[float], max_cli
     return row
 
 
-def _summary(rows: List[Dict[str, Any]]) -> Dict[str, Any]:
+def _summary(rows: List[Dict[str, Any]], max_clicks: int) -> Dict[str, Any]:
     summary: Dict[str, Any] = {"n_images": len(rows)}
-    for k in CLICK_COUNTS:
+    for k in click_counts(max_clicks):
         summary[f"dice_mean_{k}"] = float(np.mean([r[f"dice_{k}"] for r in rows]))
         errors = [r[f"csa_error_mm2_{k}"] for r in rows if r[f"csa_error_mm2_{k}"] is not None]
         summary[f"csa_mae_mm2_{k}"] = float(np.mean(np.abs(errors))) if errors else None
@@ -73,6 +78,8 @@ def benchmark_clicks(dataset_dir: Path, out_dir: Path, click_model: Optional[str
     """Simulate clicks on the validation patients (a store's own split, else seed 0 / 20 % by patient) that
     neither the click model nor the segmenter was trained on; write clicks.json, clicks.md, per_image.csv
     and clicks.png to ``out_dir``; return the summary."""
+    if max_clicks < 1 or (max_images is not None and max_images < 1):
+        raise ValueError(f"--max-clicks ({max_clicks}) and --max-images ({max_images}) must be at least 1")
     refiner = Refiner(click_model, device, runtime)
     seg = Segmenter(segmenter or DEFAULT_MODEL, device)
     train_samples, val_samples = split_samples(Path(dataset_dir), TrainConfig())
@@ -111,7 +118,7 @@ def benchmark_clicks(dataset_dir: Path, out_dir: Path, click_model: Optional[str
         "n_validation_images": len(val_samples), "n_images": len(samples),
         "patients": sorted({s.patient for s in samples}), "training_patients_known": known,
         "spacing_mm": spacing_mm, "max_clicks": max_clicks, "hardware": hardware(), "runtime": refiner.runtime,
-        "methods": {method: _summary(method_rows) for method, method_rows in rows.items()},
+        "methods": {method: _summary(method_rows, max_clicks) for method, method_rows in rows.items()},
         "dice_curve": {method: np.mean(curve, axis=0).tolist() for method, curve in curves.items()},
     }
     out_dir = Path(out_dir)
@@ -137,12 +144,13 @@ def _cell(value: Any, digits: int) -> str:
 
 def markdown(result: Dict[str, Any]) -> str:
     """The benchmark's table: one row per method."""
-    head = (["method"] + [f"DSC after {k}" for k in CLICK_COUNTS] + [f"CSA MAE mm^2 after {k}" for k in CLICK_COUNTS]
-            + ["NoC@90", "NoC@95", "not at 95 in 20", "ms/click (median)"])
+    counts, cap = click_counts(result["max_clicks"]), result["max_clicks"]
+    head = (["method"] + [f"DSC after {k}" for k in counts] + [f"CSA MAE mm^2 after {k}" for k in counts]
+            + ["NoC@90", "NoC@95", f"not at 95 in {cap}", "ms/click (median)"])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for method, s in result["methods"].items():
-        cells = ([method] + [_cell(s[f"dice_mean_{k}"], 3) for k in CLICK_COUNTS]
-                 + [_cell(s[f"csa_mae_mm2_{k}"], 2) for k in CLICK_COUNTS]
+        cells = ([method] + [_cell(s[f"dice_mean_{k}"], 3) for k in counts]
+                 + [_cell(s[f"csa_mae_mm2_{k}"], 2) for k in counts]
                  + [_cell(s["noc90_mean"], 2), _cell(s["noc95_mean"], 2), str(s["noc95_not_reached"]),
                     _cell(s["ms_per_click_median"], 0)])
         lines.append("| " + " | ".join(cells) + " |")

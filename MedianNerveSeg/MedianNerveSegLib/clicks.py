@@ -42,9 +42,11 @@ def parse_click(text: str) -> Click:
 
 
 def check_clicks(clicks: Sequence[Click], shape: Tuple[int, int], source: str = "image") -> None:
-    """ValueError naming the first click outside a frame of ``shape`` (rows, columns)."""
+    """ValueError naming the first click that is not a whole pixel of a frame of ``shape`` (rows, columns)."""
     rows, cols = shape
     for click in clicks:
+        if not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in (click.x, click.y)):
+            raise ValueError(f"{source}: click ({click.x}, {click.y}): X and Y are whole pixels (0-based column, row)")
         if not (0 <= click.x < cols and 0 <= click.y < rows):
             raise ValueError(f"{source}: click {click} lies outside the image ({cols} columns x {rows} rows: "
                              f"X 0-{cols - 1}, Y 0-{rows - 1})")
@@ -92,6 +94,15 @@ class Crop:
     width: int
     size: Tuple[int, int]
 
+    def contains(self, click: Click) -> bool:
+        return self.top <= click.y < self.top + self.height and self.left <= click.x < self.left + self.width
+
+    def region(self, shape: Tuple[int, int]) -> np.ndarray:
+        """A frame-sized mask of where the crop lies."""
+        inside = np.zeros(shape, bool)
+        inside[max(self.top, 0):max(self.top + self.height, 0), max(self.left, 0):max(self.left + self.width, 0)] = True
+        return inside
+
     def to_network(self, click: Click) -> Tuple[float, float]:
         """(row, col) of a click's pixel centre in network pixels."""
         return ((click.y + 0.5 - self.top) * self.size[0] / self.height - 0.5,
@@ -117,25 +128,57 @@ class Crop:
         return out
 
 
+Box = Tuple[int, int, int, int]  # first row, last row, first column, last column (inclusive)
+
+
+def mask_box(mask: np.ndarray) -> Optional[Box]:
+    """The box around a mask's pixels, None for an empty mask."""
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    return (int(rows[0]), int(rows[-1]), int(cols[0]), int(cols[-1])) if rows.size else None
+
+
 def zoom_crop(mask: np.ndarray, clicks: Sequence[Click], spacing_mm: Optional[Tuple[float, float]],
               encoding: ClickEncoding, size: Tuple[int, int], expand: Optional[float] = None,
-              shift: Tuple[float, float] = (0.0, 0.0)) -> Crop:
-    """The crop a click model sees: centred on the box around ``mask`` and ``clicks`` (``shift`` moves the
-    centre by that fraction of the side, for training), ``expand`` (default the encoding's) times its larger
-    side in mm, at least the encoding's minimum."""
-    rows, cols = np.nonzero(mask)
-    ys = np.concatenate([rows, [c.y for c in clicks]]).astype(float)
-    xs = np.concatenate([cols, [c.x for c in clicks]]).astype(float)
-    if not ys.size:
+              shift: Tuple[float, float] = (0.0, 0.0), box: Optional[Box] = None) -> Crop:
+    """The crop a click model sees: centred on the box around ``mask`` (or the given ``box``) and ``clicks``
+    (``shift`` moves the centre by that fraction of the side, for training), ``expand`` (default the encoding's)
+    times its larger side in mm, at least the encoding's minimum."""
+    box = box or mask_box(mask)
+    ys = [c.y for c in clicks] + ([box[0], box[1]] if box else [])
+    xs = [c.x for c in clicks] + ([box[2], box[3]] if box else [])
+    if not ys:
         raise ValueError("a crop needs a mask or a click")
     row_mm, col_mm = spacing_mm or (1.0, 1.0)
-    extent_mm = max((ys.max() - ys.min() + 1) * row_mm, (xs.max() - xs.min() + 1) * col_mm)
+    extent_mm = max((max(ys) - min(ys) + 1) * row_mm, (max(xs) - min(xs) + 1) * col_mm)
     minimum_mm = (encoding.min_side_mm if spacing_mm else encoding.min_side_fraction * min(mask.shape))
     side_mm = max(extent_mm * (expand or encoding.expand), minimum_mm)
     height, width = max(8, int(round(side_mm / row_mm))), max(8, int(round(side_mm / col_mm)))
-    centre_y = (ys.max() + ys.min() + 1) / 2 + shift[0] * height
-    centre_x = (xs.max() + xs.min() + 1) / 2 + shift[1] * width
+    centre_y = (max(ys) + min(ys) + 1) / 2 + shift[0] * height
+    centre_x = (max(xs) + min(xs) + 1) / 2 + shift[1] * width
     return Crop(int(round(centre_y - height / 2)), int(round(centre_x - width / 2)), height, width, tuple(size))
+
+
+def click_crop(mask: np.ndarray, clicks: Sequence[Click], spacing_mm: Optional[Tuple[float, float]],
+               encoding: ClickEncoding, size: Tuple[int, int]) -> Optional[Crop]:
+    """The crop in which the newest click acts, or None when it changes nothing.
+
+    A click acts on the part of the nerve it lies near: the components of ``mask`` whose own crop holds it, seen
+    with the clicks that also fall in that crop (a click far away never stretches the crop). A positive click far
+    from every component says the nerve is there: a crop around it alone. A negative click far from every
+    component marks background that already is: None."""
+    newest = clicks[-1]
+    labels, _ = ndimage.label(mask, np.ones((3, 3)))
+    near: Optional[Box] = None
+    for rows, cols in ndimage.find_objects(labels):
+        box = (rows.start, rows.stop - 1, cols.start, cols.stop - 1)
+        if zoom_crop(mask, [], spacing_mm, encoding, size, box=box).contains(newest):
+            near = box if near is None else (min(near[0], box[0]), max(near[1], box[1]),
+                                             min(near[2], box[2]), max(near[3], box[3]))
+    if near is not None:
+        reach = zoom_crop(mask, [], spacing_mm, encoding, size, box=near)
+        return zoom_crop(mask, [c for c in clicks if reach.contains(c)], spacing_mm, encoding, size, box=near)
+    around_click = (newest.y, newest.y, newest.x, newest.x)
+    return zoom_crop(mask, [], spacing_mm, encoding, size, box=around_click) if newest.positive else None
 
 
 def click_maps(clicks: Sequence[Click], crop: Crop, radius: float) -> np.ndarray:

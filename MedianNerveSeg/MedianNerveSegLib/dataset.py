@@ -34,25 +34,8 @@ import numpy as np
 from PIL import Image
 
 from .data import DEFAULT_PATIENT_PATTERN, SPLITS, Sample, assign_patients, list_pairs, patient_id
-from .io import atomic_write, read_image, read_mask, to_uint8
+from .io import FolderLock, atomic_write, read_image, read_mask, to_uint8
 from .spacing import SpacingError, parse_spacing
-
-try:
-    import fcntl
-
-    def _try_lock(fd: int) -> None:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-
-    def _unlock(fd: int) -> None:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-except ImportError:  # Windows
-    import msvcrt
-
-    def _try_lock(fd: int) -> None:
-        msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
-
-    def _unlock(fd: int) -> None:
-        msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
 
 PathLike = Union[str, Path]
 DATALIST = "datalist.json"
@@ -64,30 +47,6 @@ PNG_COMPRESS_LEVEL = 3  # about 5x faster than Pillow's default 6 on ultrasound 
 _VERSIONED = re.compile(r"^(.+)_v(\d+)\.json$")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _TMP = re.compile(r"^\..+\.[0-9a-f]{8}\.tmp")
-
-
-class _StoreLock:
-    """Exclusive lock on ``<store>/.lock``; the OS releases it if the holder dies."""
-
-    def __init__(self, path: Path, timeout: float = LOCK_TIMEOUT_S) -> None:
-        self.path, self.timeout, self.fd = path, timeout, -1
-
-    def __enter__(self) -> "_StoreLock":
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        deadline = time.monotonic() + self.timeout
-        while True:
-            try:
-                _try_lock(self.fd)
-                return self
-            except OSError:
-                if time.monotonic() > deadline:
-                    os.close(self.fd)
-                    raise RuntimeError(f"{self.path}: dataset locked by another process for {self.timeout:.0f} s")
-                time.sleep(0.02)
-
-    def __exit__(self, *exc: Any) -> None:
-        _unlock(self.fd)
-        os.close(self.fd)
 
 
 @dataclass
@@ -356,8 +315,8 @@ class LabelledDataset:
 
     # ------------------------------------------------------------------------- internals
 
-    def _lock(self) -> _StoreLock:
-        return _StoreLock(self.folder / ".lock")
+    def _lock(self) -> FolderLock:
+        return FolderLock(self.folder / ".lock", "dataset", LOCK_TIMEOUT_S)
 
     def _pattern(self) -> str:
         return self._meta(self._read()).get("patient_pattern") or DEFAULT_PATIENT_PATTERN

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -152,7 +153,10 @@ def _read_pil(path: Path) -> _Decoded:
 
 
 def _read_pil_mask(path: Path) -> np.ndarray:
-    arr = _pil_frames(path)[0]
+    pages = _pil_frames(path)
+    if len(pages) > 1:
+        raise ImageReadError(path, f"{len(pages)} pages: a mask is one image (give the mask of the frame you mean)")
+    arr = pages[0]
     if arr.ndim == 3:  # colour mask: any colour channel (never alpha) nonzero
         return np.any(arr[..., :3] if arr.shape[-1] >= 3 else arr[..., :1], axis=-1)
     return arr
@@ -516,6 +520,49 @@ def read_mask(path: PathLike) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- writing
 
+try:
+    import fcntl
+
+    def _try_lock(fd: int) -> None:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+    def _unlock(fd: int) -> None:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+except ImportError:  # Windows
+    import msvcrt
+
+    def _try_lock(fd: int) -> None:
+        msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+
+    def _unlock(fd: int) -> None:
+        msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
+
+
+class FolderLock:
+    """Exclusive lock on a lock file (``<folder>/.lock``) for writers that must not interleave (a dataset store,
+    a refine folder); the OS releases it if the holder dies. ``what`` names the folder in the timeout error."""
+
+    def __init__(self, path: PathLike, what: str, timeout: float = 60.0) -> None:
+        self.path, self.what, self.timeout, self.fd = Path(path), what, timeout, -1
+
+    def __enter__(self) -> "FolderLock":
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        deadline = time.monotonic() + self.timeout
+        while True:
+            try:
+                _try_lock(self.fd)
+                return self
+            except OSError:
+                if time.monotonic() > deadline:
+                    os.close(self.fd)
+                    raise RuntimeError(f"{self.path}: {self.what} locked by another process for {self.timeout:.0f} s")
+                time.sleep(0.02)
+
+    def __exit__(self, *exc: Any) -> None:
+        _unlock(self.fd)
+        os.close(self.fd)
+
+
 def atomic_write(path: PathLike, write: Callable[[str], None], tmp_suffix: str = "") -> None:
     """Call ``write`` on a temporary file next to ``path``, then move it into place."""
     path = Path(path)
@@ -626,8 +673,9 @@ def _draw_clicks(picture: Image.Image, clicks: Sequence[Any]) -> None:
 
     draw = ImageDraw.Draw(picture)
     radius = max(4, picture.height // 70)
-    for click in clicks:
-        x, y = click.x + 0.5, click.y + 0.5
+    for click in clicks:  # a click on the image's edge is drawn just inside it, whole
+        x = min(max(click.x + 0.5, radius + 1), picture.width - radius - 1)
+        y = min(max(click.y + 0.5, radius + 1), picture.height - radius - 1)
         fill = (0, 200, 0) if click.positive else (230, 0, 0)
         draw.ellipse((x - radius, y - radius, x + radius, y + radius), fill=fill, outline=(255, 255, 255))
         arm = radius * 0.6
@@ -652,6 +700,21 @@ def _font(size: int):
         return ImageFont.load_default(size=size)
 
 
+def _caption_lines(parts: Sequence[str], font, width: float) -> List[str]:
+    """The caption's parts joined by "  |  " on as few lines as fit ``width`` pixels (a part is never split)."""
+    from PIL import ImageDraw
+
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1))).textlength
+    lines: List[str] = []
+    for part in parts:
+        joined = f"{lines[-1]}  |  {part}" if lines else part
+        if lines and measure(joined, font=font) <= width:
+            lines[-1] = joined
+        else:
+            lines.append(part)
+    return lines
+
+
 def _annotate(picture: Image.Image, caption: Sequence[str], spacing: Spacing) -> Image.Image:
     """The caption on a black band above the image (never over the anatomy), a scale bar in its bottom right."""
     from PIL import ImageDraw
@@ -661,11 +724,11 @@ def _annotate(picture: Image.Image, caption: Sequence[str], spacing: Spacing) ->
     size = max(11, picture.height // 32)
     font = _font(size)
     if caption:
-        text = "  |  ".join(caption)
-        band = size + 12
+        lines = _caption_lines(caption, font, picture.width - 12)
+        band = (size + 6) * len(lines) + 6
         framed = Image.new("RGB", (picture.width, picture.height + band), (0, 0, 0))
         framed.paste(picture, (0, band))
-        ImageDraw.Draw(framed).text((6, 5), text, fill=(255, 255, 255), font=font)
+        ImageDraw.Draw(framed).multiline_text((6, 5), "\n".join(lines), fill=(255, 255, 255), font=font, spacing=6)
         picture = framed
     if spacing is not None:
         draw = ImageDraw.Draw(picture)

@@ -20,15 +20,15 @@ import numpy as np
 from scipy import ndimage
 from scipy.special import expit
 
-from .clicks import Click, ClickEncoding, Crop, check_clicks, click_maps, next_click, zoom_crop
+from .clicks import Click, ClickEncoding, Crop, check_clicks, click_crop, click_maps, mask_box, next_click
 from .evaluate import dice
 from .image import UltrasoundImage
 from .inference import check_frame, openvino_network, resolve_device
 from .measure import NerveMeasurement, measure_mask
 from .models import is_click_model
-from .postprocess import clean_mask, min_component_pixels
+from .postprocess import min_component_pixels
 from .preprocess import normalize, resize_array
-from .runtime import choose_runtime
+from .runtime import REFINE_RUNTIMES, choose_runtime
 from .zoo import DEFAULT_CLICK_MODEL, ModelFolderError, ModelInfo, load_info, load_network, resolve_model
 
 if TYPE_CHECKING:
@@ -75,17 +75,31 @@ def network_input(frame: np.ndarray, mask: np.ndarray, clicks: Sequence[Click], 
     return np.concatenate([normalize(image)[None], previous[None], maps])[None]
 
 
-def refined_mask(probability: np.ndarray, clicks: Sequence[Click], info: ModelInfo,
+def refined_mask(probability: np.ndarray, mask: np.ndarray, clicks: Sequence[Click], crop: Crop, info: ModelInfo,
                  spacing_mm: Optional[Tuple[float, float]]) -> np.ndarray:
-    """The segmenters' clean-up (:func:`postprocess.clean_mask`), plus every component holding a positive click."""
-    min_px = min_component_pixels(info.min_component_mm2, spacing_mm, probability.shape)
-    mask = clean_mask(probability, info.threshold, min_px, info.min_branch_fraction)
-    positive = [c for c in clicks if c.positive and probability[c.y, c.x] >= info.threshold and not mask[c.y, c.x]]
-    if positive:
-        labels, _ = ndimage.label(ndimage.binary_fill_holes(probability >= info.threshold), np.ones((3, 3)))
-        for click in positive:
-            mask |= labels == labels[click.y, click.x]
-    return mask
+    """The refined mask: the model's call inside the crop, the current ``mask`` outside it (a click changes the
+    contour only where the model looked); holes filled; of its components, those holding a positive click, and
+    those of at least the smallest plausible nerve that overlap ``mask`` (no nerve appears where neither the user
+    nor the mask put one); last, each click's pixel and its 8 neighbours take the click's class, in click order."""
+    called = np.where(crop.region(mask.shape), probability >= info.threshold, mask)
+    refined = np.zeros_like(mask)
+    box = mask_box(called | mask)
+    if box is not None:  # the work on the box around the nerve: a few % of the frame
+        window = (slice(max(box[0] - 1, 0), box[1] + 2), slice(max(box[2] - 1, 0), box[3] + 2))
+        filled = ndimage.binary_fill_holes(called[window])
+        labels, _ = ndimage.label(filled, np.ones((3, 3)))
+        areas = np.bincount(labels.ravel())
+        min_px = min_component_pixels(info.min_component_mm2, spacing_mm, mask.shape)
+        supported = {i for i in np.unique(labels[mask[window] & filled]) if i and areas[i] >= min_px}
+        top, left = window[0].start, window[1].start
+        for click in clicks:
+            row, col = click.y - top, click.x - left
+            if click.positive and 0 <= row < labels.shape[0] and 0 <= col < labels.shape[1] and labels[row, col]:
+                supported.add(labels[row, col])
+        refined[window] = np.isin(labels, sorted(supported))
+    for click in clicks:
+        refined[max(click.y - 1, 0):click.y + 2, max(click.x - 1, 0):click.x + 2] = click.positive
+    return refined
 
 
 CLICK_CHANNELS = 4  # image, current mask, positive and negative click disks
@@ -105,9 +119,10 @@ class Refiner:
         if not is_click_model(info.architecture):
             raise ModelFolderError(f"{self.model_dir}: '{info.name}' segments frames ({info.architecture}); "
                                    f"refine needs a click model, such as {DEFAULT_CLICK_MODEL}")
+        if (runtime or "auto").lower() not in REFINE_RUNTIMES:
+            raise ValueError(f"--runtime {runtime}: a click model runs on {', '.join(REFINE_RUNTIMES)} "
+                             "(it has no int8 network)")
         self.runtime = choose_runtime(runtime, self.device, detector=False)
-        if self.runtime == "openvino-int8":
-            raise ValueError("--runtime openvino-int8: click models have no int8 network; use auto, openvino or torch")
         network = None
         if self.runtime == "openvino":
             network = openvino_network(self.model_dir, info, (runtime or "auto").lower() != "auto",
@@ -131,12 +146,12 @@ class Refiner:
     def model_id(self) -> str:
         return f"{self.info.name}@{self.info.version}"
 
-    def crop(self, mask: np.ndarray, clicks: Sequence[Click], spacing_mm) -> Crop:
-        return zoom_crop(mask, clicks, spacing_mm, self.encoding, self.info.input_size)
+    def crop(self, mask: np.ndarray, clicks: Sequence[Click], spacing_mm) -> Optional[Crop]:
+        """Where the newest click acts (:func:`clicks.click_crop`); None when it changes nothing."""
+        return click_crop(mask, clicks, spacing_mm, self.encoding, self.info.input_size)
 
-    def probability(self, frame: np.ndarray, mask: np.ndarray, clicks: Sequence[Click], spacing_mm) -> np.ndarray:
-        """The nerve probability over the frame (0 outside the crop the model saw)."""
-        crop = self.crop(mask, clicks, spacing_mm)
+    def probability(self, frame: np.ndarray, mask: np.ndarray, clicks: Sequence[Click], crop: Crop) -> np.ndarray:
+        """The nerve probability over the frame (0 outside ``crop``, where the model does not look)."""
         batch = network_input(frame, mask, clicks, crop, self.encoding.radius)
         if self.runtime == "torch":
             import torch
@@ -149,18 +164,22 @@ class Refiner:
 
     def refine(self, image: UltrasoundImage, mask: np.ndarray, clicks: Sequence[Click],
                frame_index: int = 0) -> Refinement:
-        """Refine ``mask`` (the frame's current one) given every click so far; no click leaves it as it is."""
+        """Refine ``mask`` (the frame's current one) given every click so far, the newest last: the contour changes
+        only where the newest click acts (:func:`clicks.click_crop`); no click leaves it as it is."""
         start = time.perf_counter()
+        if not 0 <= frame_index < image.n_frames:
+            raise ValueError(f"{image.source or 'image'}: frame {frame_index} is not one of its frames "
+                             f"(0 to {image.n_frames - 1})")
         frame = image.frame(frame_index)
         check_frame(frame, image.source, frame_index)
         mask = check_mask(mask, frame.shape)
         clicks = tuple(clicks)
         check_clicks(clicks, frame.shape, image.source or "image")
-        if clicks:
-            probability = self.probability(frame, mask, clicks, image.spacing_mm)
-            mask = refined_mask(probability, clicks, self.info, image.spacing_mm)
-        else:
-            probability = mask.astype(np.float32)
+        probability = mask.astype(np.float32)
+        crop = self.crop(mask, clicks, image.spacing_mm) if clicks else None
+        if crop is not None:
+            probability = self.probability(frame, mask, clicks, crop)
+            mask = refined_mask(probability, mask, clicks, crop, self.info, image.spacing_mm)
         measurement = measure_mask(mask, image.spacing_mm)
         return Refinement(mask, probability, measurement, clicks, 1000.0 * (time.perf_counter() - start))
 

@@ -154,19 +154,26 @@ class ResultsWriter:
     def __init__(self, path: PathLike) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        existing = self.path.is_file() and self.path.stat().st_size > 0
-        if existing:
-            read_results(self.path)  # refuses a foreign file
-            with open(self.path, newline="", encoding="utf-8") as handle:
-                header = next(csv.reader(handle), [])
-            if header != COLUMNS:
-                raise ValueError(f"{self.path}: written by an older version (without the columns "
-                                 f"{', '.join(c for c in COLUMNS if c not in header)}); give another --out")
+        existing = self.can_continue(self.path)
         self._handle = open(self.path, "a", newline="", encoding="utf-8")
         self._writer = csv.DictWriter(self._handle, fieldnames=COLUMNS)
         if not existing:
             self._writer.writeheader()
             self._flush()
+
+    @staticmethod
+    def can_continue(path: Path) -> bool:
+        """True when ``path`` is a results file of this version to append to, False when there is none yet;
+        a file of another format or version is refused (ValueError naming it), never written to."""
+        if not (path.is_file() and path.stat().st_size > 0):
+            return False
+        read_results(path)  # refuses a foreign file
+        with open(path, newline="", encoding="utf-8") as handle:
+            header = next(csv.reader(handle), [])
+        if header != COLUMNS:
+            raise ValueError(f"{path}: written by an older version (without the columns "
+                             f"{', '.join(c for c in COLUMNS if c not in header)}); give another --out")
+        return True
 
     def write(self, result: FrameResult) -> None:
         self._writer.writerow(as_row(result))

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     import torch
 
 RUNTIMES = ("auto", "torch", "openvino", "openvino-int8")
+REFINE_RUNTIMES = ("auto", "torch", "openvino")  # a click model has no int8 network
 INT8_FOLDER = "openvino_int8"  # a model folder's int8 network and its accuracy record
 INT8_RECORD = "quantization.json"
 INT8_FILES = ("network.xml", "network.bin")  # the int8 network; the record holds their checksum

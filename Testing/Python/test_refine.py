@@ -12,7 +12,7 @@ from PIL import Image
 
 from MedianNerveSegLib.cli import main
 from MedianNerveSegLib.click_training import SIMULATED_ERRORS, simulated_error, training_click
-from MedianNerveSegLib.clicks import Click
+from MedianNerveSegLib.clicks import Click, Crop
 from MedianNerveSegLib.image import UltrasoundImage
 from MedianNerveSegLib.inference import Segmenter
 from MedianNerveSegLib.io import read_image, read_mask
@@ -68,15 +68,46 @@ def test_refiner_errors_name_what_is_wrong(tiny_click_model, dataset_dir):
         refiner.refine(image, np.zeros((468, 600), bool), [Click(6, 0, True)])
 
 
-def test_a_component_holding_a_positive_click_is_always_kept(tiny_click_model):
+def test_the_refined_mask_follows_the_clicks_and_keeps_what_the_model_did_not_see(tiny_click_model):
     info = load_info(tiny_click_model)
+    mask = np.zeros((100, 100), bool)
+    mask[20:40, 20:40] = True  # the current nerve
+    mask[70:90, 70:90] = True  # another component, outside the crop
+    crop = Crop(10, 10, 50, 50, (64, 64))
     probability = np.zeros((100, 100), np.float32)
-    probability[20:60, 20:60] = 0.9  # the nerve
-    probability[80:84, 80:84] = 0.9  # a speck the clean-up drops (16 px, under a quarter of the nerve)
-    assert not refined_mask(probability, [], info, None)[82, 82]
-    kept = refined_mask(probability, [Click(82, 82, True)], info, None)
-    assert kept[82, 82] and kept[40, 40]
-    assert not refined_mask(probability, [Click(82, 82, False)], info, None)[82, 82]
+    probability[20:45, 20:45] = 0.9  # the model grows the nerve...
+    probability[50:54, 50:54] = 0.9  # ...and calls a speck that neither the user nor the mask put there
+    refined = refined_mask(probability, mask, [Click(42, 42, True)], crop, info, None)
+    assert refined[44, 44] and refined[80, 80]  # grown; the component outside the crop kept as it was
+    assert not refined[52, 52]  # the unsupported speck dropped
+    clicked = refined_mask(probability, mask, [Click(52, 52, True), Click(30, 30, False)], crop, info, None)
+    assert clicked[52, 52] and clicked[50, 50]  # a positive click keeps its component, however small
+    assert not clicked[30, 30] and not clicked[29, 31] and clicked[25, 25]  # a negative click's pixels are background
+
+
+def test_a_click_far_from_the_nerve_changes_only_what_it_says(dataset_dir, ai_mask):
+    refiner = Refiner()
+    image = read_image(dataset_dir / "images" / IMAGE, spacing_mm=SPACING)
+    mask = read_mask(ai_mask)
+    far_background = refiner.refine(image, mask, [Click(300, 440, False)])
+    assert np.array_equal(far_background.mask, mask)  # background already: nothing to change
+    far_nerve = refiner.refine(image, mask, [Click(500, 420, True)])
+    assert far_nerve.mask[420, 500] and (far_nerve.mask & mask).sum() == mask.sum()  # the nerve kept as it was
+    empty = np.zeros_like(mask)
+    only_background = refiner.refine_clicks(image, empty, [Click(213, 65, False), Click(240, 70, False)])
+    assert not only_background[-1].mask.any()  # no nerve where nobody said there is one
+
+
+def test_refiner_refuses_what_is_not_a_click_frame_or_runtime(tiny_click_model, dataset_dir):
+    refiner = Refiner(tiny_click_model)
+    image = read_image(dataset_dir / "images" / IMAGE)
+    mask = np.zeros((468, 606), bool)
+    with pytest.raises(ValueError, match="X and Y are whole pixels"):
+        refiner.refine(image, mask, [Click(214.7, 65, True)])
+    with pytest.raises(ValueError, match="frame -1 is not one of its frames"):
+        refiner.refine(image, mask, [Click(214, 65, True)], frame_index=-1)
+    with pytest.raises(ValueError, match="a click model runs on auto, torch, openvino"):
+        Refiner(tiny_click_model, runtime="bogus")
 
 
 def _refine(image, mask, out, *clicks, model):
@@ -221,12 +252,16 @@ needs_openvino = pytest.mark.skipif(not openvino_installed(), reason="OpenVINO i
 @needs_openvino
 def test_openvino_refines_as_pytorch_does(tiny_click_model, dataset_dir, ai_mask):
     frame = read_image(dataset_dir / "images" / IMAGE).frame(0)
-    mask, clicks = read_mask(ai_mask), [Click(300, 200, True), Click(250, 260, False)]
-    expected = Refiner(tiny_click_model, runtime="torch").probability(frame, mask, clicks, (SPACING, SPACING))
+    mask = read_mask(ai_mask)
+    rows, cols = np.nonzero(mask)
+    clicks = [Click(int(cols.mean()), int(rows.mean()), True), Click(int(cols.max()) + 3, int(rows.mean()), False)]
+    torch_refiner = Refiner(tiny_click_model, runtime="torch")
+    crop = torch_refiner.crop(mask, clicks, (SPACING, SPACING))
+    expected = torch_refiner.probability(frame, mask, clicks, crop)
     refiner = Refiner(tiny_click_model)  # auto: OpenVINO where it is installed
     assert refiner.runtime == "openvino"
-    np.testing.assert_allclose(refiner.probability(frame, mask, clicks, (SPACING, SPACING)), expected, atol=1e-4)
-    with pytest.raises(ValueError, match="click models have no int8 network"):
+    np.testing.assert_allclose(refiner.probability(frame, mask, clicks, crop), expected, atol=1e-4)
+    with pytest.raises(ValueError, match="a click model runs on auto, torch, openvino \\(it has no int8 network\\)"):
         Refiner(tiny_click_model, runtime="openvino-int8")
 
 
