@@ -47,6 +47,9 @@ def check_clicks(clicks: Sequence[Click], shape: Tuple[int, int], source: str = 
     for click in clicks:
         if not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in (click.x, click.y)):
             raise ValueError(f"{source}: click ({click.x}, {click.y}): X and Y are whole pixels (0-based column, row)")
+        if not isinstance(click.positive, (bool, np.bool_)):
+            raise ValueError(f"{source}: click ({click.x}, {click.y}): 'positive' is True (nerve) or False "
+                             f"(background), not {click.positive!r}")
         if not (0 <= click.x < cols and 0 <= click.y < rows):
             raise ValueError(f"{source}: click {click} lies outside the image ({cols} columns x {rows} rows: "
                              f"X 0-{cols - 1}, Y 0-{rows - 1})")
@@ -159,26 +162,30 @@ def zoom_crop(mask: np.ndarray, clicks: Sequence[Click], spacing_mm: Optional[Tu
 
 
 def click_crop(mask: np.ndarray, clicks: Sequence[Click], spacing_mm: Optional[Tuple[float, float]],
-               encoding: ClickEncoding, size: Tuple[int, int]) -> Optional[Crop]:
-    """The crop in which the newest click acts, or None when it changes nothing.
+               encoding: ClickEncoding, size: Tuple[int, int]) -> Tuple[Optional[Crop], np.ndarray]:
+    """Where the newest click acts, and the components of ``mask`` it acts on; (None, none) when it changes nothing.
 
     A click acts on the part of the nerve it lies near: the components of ``mask`` whose own crop holds it, seen
     with the clicks that also fall in that crop (a click far away never stretches the crop). A positive click far
-    from every component says the nerve is there: a crop around it alone. A negative click far from every
-    component marks background that already is: None."""
+    from every component says the nerve is there: a crop around it alone, acting on no component. A negative click
+    far from every component marks background that already is."""
     newest = clicks[-1]
     labels, _ = ndimage.label(mask, np.ones((3, 3)))
     near: Optional[Box] = None
-    for rows, cols in ndimage.find_objects(labels):
+    targets = []
+    for index, (rows, cols) in enumerate(ndimage.find_objects(labels), start=1):
         box = (rows.start, rows.stop - 1, cols.start, cols.stop - 1)
         if zoom_crop(mask, [], spacing_mm, encoding, size, box=box).contains(newest):
+            targets.append(index)
             near = box if near is None else (min(near[0], box[0]), max(near[1], box[1]),
                                              min(near[2], box[2]), max(near[3], box[3]))
+    target = np.isin(labels, targets)
     if near is not None:
         reach = zoom_crop(mask, [], spacing_mm, encoding, size, box=near)
-        return zoom_crop(mask, [c for c in clicks if reach.contains(c)], spacing_mm, encoding, size, box=near)
-    around_click = (newest.y, newest.y, newest.x, newest.x)
-    return zoom_crop(mask, [], spacing_mm, encoding, size, box=around_click) if newest.positive else None
+        return zoom_crop(mask, [c for c in clicks if reach.contains(c)], spacing_mm, encoding, size, box=near), target
+    if not newest.positive:
+        return None, target
+    return zoom_crop(mask, [], spacing_mm, encoding, size, box=(newest.y, newest.y, newest.x, newest.x)), target
 
 
 def click_maps(clicks: Sequence[Click], crop: Crop, radius: float) -> np.ndarray:

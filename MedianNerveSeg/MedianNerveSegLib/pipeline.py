@@ -28,6 +28,7 @@ Progress = Callable[[Iterable], Iterable]
 # range a value is more likely a segmentation or calibration error than anatomy.
 PLAUSIBLE_CSA_MM2 = (1.0, 80.0)
 RUN_SETTINGS_FILE = "segment_run.json"  # what a results folder was made with; a rerun must match it
+REFINE_RECORD_SUFFIX = "_clicks.json"  # a refine folder's record of an image's clicks (refine_folder.py)
 _OUTPUT_SUFFIXES = ("_mask.png", "_overlay.png", "_prob.png", "_mask.nrrd", ".seg.nrrd", "_csa.png", "_seg.dcm",
                     "_sr.dcm")
 
@@ -350,6 +351,9 @@ def check_run_settings(out_dir: Path, settings: dict) -> None:
     (its finished rows would be skipped, and the folder would mix two kinds of result)."""
     from .io import atomic_write
 
+    refined = next(out_dir.glob(f"*{REFINE_RECORD_SUFFIX}"), None)
+    if refined is not None:
+        raise ValueError(f"{out_dir} holds refine results ({refined.name}): give segment a folder of its own")
     path = out_dir / RUN_SETTINGS_FILE
     if path.is_file():
         try:

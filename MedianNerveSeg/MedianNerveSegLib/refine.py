@@ -39,8 +39,8 @@ OUTSIDE_LOGIT = -20.0  # outside the crop: background
 
 @dataclass
 class Refinement:
-    """One refinement: the new mask and the nerve probability (frame-sized; 0 outside the crop), its
-    measurement, every click so far, and the milliseconds this refinement took."""
+    """One refinement: the new mask and the nerve probability (frame-sized: the model's inside its crop, the
+    refined mask's outside it), its measurement, every click so far, and the milliseconds this refinement took."""
 
     mask: np.ndarray
     probability: np.ndarray
@@ -75,31 +75,44 @@ def network_input(frame: np.ndarray, mask: np.ndarray, clicks: Sequence[Click], 
     return np.concatenate([normalize(image)[None], previous[None], maps])[None]
 
 
-def refined_mask(probability: np.ndarray, mask: np.ndarray, clicks: Sequence[Click], crop: Crop, info: ModelInfo,
-                 spacing_mm: Optional[Tuple[float, float]]) -> np.ndarray:
-    """The refined mask: the model's call inside the crop, the current ``mask`` outside it (a click changes the
-    contour only where the model looked); holes filled; of its components, those holding a positive click, and
-    those of at least the smallest plausible nerve that overlap ``mask`` (no nerve appears where neither the user
-    nor the mask put one); last, each click's pixel and its 8 neighbours take the click's class, in click order."""
-    called = np.where(crop.region(mask.shape), probability >= info.threshold, mask)
-    refined = np.zeros_like(mask)
-    box = mask_box(called | mask)
-    if box is not None:  # the work on the box around the nerve: a few % of the frame
+def refined_mask(probability: np.ndarray, mask: np.ndarray, target: np.ndarray, clicks: Sequence[Click], crop: Crop,
+                 info: ModelInfo, spacing_mm: Optional[Tuple[float, float]]) -> np.ndarray:
+    """The refined mask. The newest click acts on ``target``, the components of ``mask`` it lies near: inside the
+    crop the model's call replaces them, and holes are filled; of the result, the components that hold a positive
+    click, and those of at least the smallest plausible nerve that overlap ``target``, are kept (no nerve appears
+    where neither the user nor the mask put one). The rest of ``mask`` is kept as it was. Last, a click's pixel and
+    its 8 neighbours take the click's class where that extends a contour or notches it, never as a new island or
+    a hole (which would count as a nerve branch, or change the CSA by a speck)."""
+    others = mask & ~target
+    called = np.where(crop.region(mask.shape), probability >= info.threshold, target)
+    refined = others.copy()
+    box = mask_box(called)
+    if box is not None:  # the work on the box around the call: a few % of the frame
         window = (slice(max(box[0] - 1, 0), box[1] + 2), slice(max(box[2] - 1, 0), box[3] + 2))
         filled = ndimage.binary_fill_holes(called[window])
         labels, _ = ndimage.label(filled, np.ones((3, 3)))
         areas = np.bincount(labels.ravel())
         min_px = min_component_pixels(info.min_component_mm2, spacing_mm, mask.shape)
-        supported = {i for i in np.unique(labels[mask[window] & filled]) if i and areas[i] >= min_px}
+        supported = {i for i in np.unique(labels[target[window] & filled]) if i and areas[i] >= min_px}
         top, left = window[0].start, window[1].start
         for click in clicks:
             row, col = click.y - top, click.x - left
             if click.positive and 0 <= row < labels.shape[0] and 0 <= col < labels.shape[1] and labels[row, col]:
                 supported.add(labels[row, col])
-        refined[window] = np.isin(labels, sorted(supported))
+        refined[window] |= np.isin(labels, sorted(supported))
     for click in clicks:
-        refined[max(click.y - 1, 0):click.y + 2, max(click.x - 1, 0):click.x + 2] = click.positive
+        around = _ring(refined, click)
+        if (click.positive and any(around)) or (not click.positive and not all(around)):
+            refined[max(click.y - 1, 0):click.y + 2, max(click.x - 1, 0):click.x + 2] = click.positive
     return refined
+
+
+def _ring(mask: np.ndarray, click: Click) -> List[bool]:
+    """The mask around a click's 3 x 3 square (its 5 x 5 neighbourhood's border; background past the frame)."""
+    rows, cols = mask.shape
+    return [bool(mask[r, c]) if 0 <= r < rows and 0 <= c < cols else False
+            for r in range(click.y - 2, click.y + 3) for c in range(click.x - 2, click.x + 3)
+            if abs(r - click.y) == 2 or abs(c - click.x) == 2]
 
 
 CLICK_CHANNELS = 4  # image, current mask, positive and negative click disks
@@ -146,12 +159,12 @@ class Refiner:
     def model_id(self) -> str:
         return f"{self.info.name}@{self.info.version}"
 
-    def crop(self, mask: np.ndarray, clicks: Sequence[Click], spacing_mm) -> Optional[Crop]:
-        """Where the newest click acts (:func:`clicks.click_crop`); None when it changes nothing."""
+    def crop(self, mask: np.ndarray, clicks: Sequence[Click], spacing_mm) -> Tuple[Optional[Crop], np.ndarray]:
+        """Where the newest click acts and the components it acts on (:func:`clicks.click_crop`)."""
         return click_crop(mask, clicks, spacing_mm, self.encoding, self.info.input_size)
 
     def probability(self, frame: np.ndarray, mask: np.ndarray, clicks: Sequence[Click], crop: Crop) -> np.ndarray:
-        """The nerve probability over the frame (0 outside ``crop``, where the model does not look)."""
+        """The model's nerve probability over the frame (0 outside ``crop``, where it does not look)."""
         batch = network_input(frame, mask, clicks, crop, self.encoding.radius)
         if self.runtime == "torch":
             import torch
@@ -176,10 +189,11 @@ class Refiner:
         clicks = tuple(clicks)
         check_clicks(clicks, frame.shape, image.source or "image")
         probability = mask.astype(np.float32)
-        crop = self.crop(mask, clicks, image.spacing_mm) if clicks else None
+        crop, target = self.crop(mask, clicks, image.spacing_mm) if clicks else (None, None)
         if crop is not None:
-            probability = self.probability(frame, mask, clicks, crop)
-            mask = refined_mask(probability, mask, clicks, crop, self.info, image.spacing_mm)
+            inside = crop.region(mask.shape)
+            probability = np.where(inside, self.probability(frame, mask, clicks, crop), probability)
+            mask = refined_mask(probability, mask, target, clicks, crop, self.info, image.spacing_mm)
         measurement = measure_mask(mask, image.spacing_mm)
         return Refinement(mask, probability, measurement, clicks, 1000.0 * (time.perf_counter() - start))
 

@@ -16,15 +16,14 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Union
 
-import numpy as np
 
+from .pipeline import REFINE_RECORD_SUFFIX as RECORD_SUFFIX
 from .pipeline import RUN_SETTINGS_FILE, Labels, frame_result, input_stem, overlay_caption
 from .results import RESULTS_FILE, FrameResult, ResultsWriter
 
 PathLike = Union[str, Path]
-RECORD_SUFFIX = "_clicks.json"
 LOCK_FILE = ".refine.lock"
 
 
@@ -141,6 +140,8 @@ def refine_file(refiner, image_path: PathLike, mask_path: PathLike, clicks: Sequ
         record_path = out_dir / f"{stem}{RECORD_SUFFIX}"
         record = _record(record_path, file_sha256(image_path), image_path, index)
         history = record.pop("history")
+        for _, recorded in history:
+            check_clicks(recorded, mask.shape, str(record_path))
         latest = out_dir / f"{stem}_mask.png"
         if latest.exists() and mask_digest(read_mask(latest)) not in {digest for digest, _ in history}:
             raise ValueError(f"{latest} exists and is not a refinement recorded in {record_path.name}: "
@@ -151,6 +152,11 @@ def refine_file(refiner, image_path: PathLike, mask_path: PathLike, clicks: Sequ
         final = steps[-1]
         number = _next_step(out_dir, stem, record)
         step_path = out_dir / f"{stem}_r{number}_mask.png"
+        overlay = out_dir / f"{stem}_overlay.png"
+        folders = [p.name for p in (latest, overlay, record_path) if p.is_dir()]
+        if folders:
+            raise ValueError(f"{out_dir}: {', '.join(folders)} is a folder, not a file refine can write; "
+                             "give another --out")
         found = bool(final.mask.any())
         confidence = float(final.probability[final.mask].mean()) if found else float(final.probability.max())
         ms = sum(step.milliseconds for step in steps)
@@ -163,13 +169,12 @@ def refine_file(refiner, image_path: PathLike, mask_path: PathLike, clicks: Sequ
                                 "model": refiner.model_id, "mask": step_path.name,
                                 "mask_sha256": mask_digest(final.mask), "area_px": row.area_px,
                                 "area_mm2": row.area_mm2, "ms": round(ms, 1)})
-        write_mask_png(step_path, final.mask)
-        with ResultsWriter(out_dir / RESULTS_FILE) as writer:
+        with ResultsWriter(out_dir / RESULTS_FILE) as writer:  # opened first: a file it cannot append to stops all
+            write_mask_png(step_path, final.mask)
             writer.write(row)
         text = json.dumps(record, indent=1) + "\n"
         atomic_write(record_path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
         write_mask_png(latest, final.mask)
-        overlay = out_dir / f"{stem}_overlay.png"
         write_overlay_png(overlay, image.frame(index), final.mask, caption=overlay_caption(row) + [
             f"{len(session)} click{'s' if len(session) != 1 else ''}"], spacing_mm=image.spacing_mm, clicks=session)
     return RefineOutcome(row, steps, session, measure_mask(mask, image.spacing_mm), latest, step_path, overlay,

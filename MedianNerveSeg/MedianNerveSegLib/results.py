@@ -137,11 +137,20 @@ def read_results(path: PathLike) -> List[FrameResult]:
         present = [c for c in COLUMNS if c in header]
         results = []
         for number, row in enumerate(reader, start=2):
+            if None in row or None in row.values():  # more or fewer cells than columns: a cut or foreign line
+                raise ValueError(f"{path}, line {number}: unreadable row ({len(row.get(None) or [])} extra cells or "
+                                 f"{sum(v is None for v in row.values())} missing of {len(header)})")
             try:
                 results.append(FrameResult(**{name: _PARSE.get(name, str)(row[name] or "") for name in present}))
             except (TypeError, ValueError) as error:
                 raise ValueError(f"{path}, line {number}: unreadable row ({error})") from None
     return results
+
+
+def _last_byte(path: Path) -> bytes:
+    with open(path, "rb") as handle:
+        handle.seek(-1, os.SEEK_END)
+        return handle.read(1)
 
 
 class ResultsWriter:
@@ -156,6 +165,8 @@ class ResultsWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         existing = self.can_continue(self.path)
         self._handle = open(self.path, "a", newline="", encoding="utf-8")
+        if existing and _last_byte(self.path) != b"\n":  # a whole last row without its line end: end it first
+            self._handle.write("\r\n")
         self._writer = csv.DictWriter(self._handle, fieldnames=COLUMNS)
         if not existing:
             self._writer.writeheader()

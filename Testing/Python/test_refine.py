@@ -13,7 +13,6 @@ from PIL import Image
 from MedianNerveSegLib.cli import main
 from MedianNerveSegLib.click_training import SIMULATED_ERRORS, simulated_error, training_click
 from MedianNerveSegLib.clicks import Click, Crop
-from MedianNerveSegLib.image import UltrasoundImage
 from MedianNerveSegLib.inference import Segmenter
 from MedianNerveSegLib.io import read_image, read_mask
 from MedianNerveSegLib.refine import Refiner, refined_mask
@@ -38,7 +37,7 @@ def ai_mask(dataset_dir, tmp_path_factory):
 def test_a_click_model_and_a_segmenter_are_not_interchangeable(tiny_click_model):
     with pytest.raises(ModelFolderError, match="refine needs a click model"):
         Refiner("median_nerve_unet_small")
-    with pytest.raises(ModelFolderError, match="is a click model: it refines a mask with clicks"):
+    with pytest.raises(ModelFolderError, match="is a click model, it does not segment a frame: use it with median-nerve-seg refine"):
         Segmenter(tiny_click_model)
     info = load_info(tiny_click_model)
     assert info.click_encoding and info.metrics["clicks"] == 1
@@ -68,21 +67,38 @@ def test_refiner_errors_name_what_is_wrong(tiny_click_model, dataset_dir):
         refiner.refine(image, np.zeros((468, 600), bool), [Click(6, 0, True)])
 
 
-def test_the_refined_mask_follows_the_clicks_and_keeps_what_the_model_did_not_see(tiny_click_model):
+def test_the_refined_mask_follows_the_clicks_and_keeps_what_the_click_did_not_address(tiny_click_model):
     info = load_info(tiny_click_model)
     mask = np.zeros((100, 100), bool)
-    mask[20:40, 20:40] = True  # the current nerve
+    mask[20:40, 20:40] = True  # the nerve the click addresses
+    mask[44:48, 44:48] = True  # a small separate component inside the crop, not addressed
     mask[70:90, 70:90] = True  # another component, outside the crop
+    target = np.zeros_like(mask)
+    target[20:40, 20:40] = True
     crop = Crop(10, 10, 50, 50, (64, 64))
     probability = np.zeros((100, 100), np.float32)
-    probability[20:45, 20:45] = 0.9  # the model grows the nerve...
-    probability[50:54, 50:54] = 0.9  # ...and calls a speck that neither the user nor the mask put there
-    refined = refined_mask(probability, mask, [Click(42, 42, True)], crop, info, None)
-    assert refined[44, 44] and refined[80, 80]  # grown; the component outside the crop kept as it was
-    assert not refined[52, 52]  # the unsupported speck dropped
-    clicked = refined_mask(probability, mask, [Click(52, 52, True), Click(30, 30, False)], crop, info, None)
-    assert clicked[52, 52] and clicked[50, 50]  # a positive click keeps its component, however small
-    assert not clicked[30, 30] and not clicked[29, 31] and clicked[25, 25]  # a negative click's pixels are background
+    probability[20:42, 20:42] = 0.9  # the model grows the nerve...
+    probability[54:58, 54:58] = 0.9  # ...and calls a speck that neither the user nor the mask put there
+    refined = refined_mask(probability, mask, target, [Click(41, 41, True)], crop, info, None)
+    assert refined[41, 41] and refined[80, 80] and refined[45:47, 45:47].all()  # grown; the others kept whole
+    assert not refined[56, 56]  # the unsupported speck dropped
+    clicked = refined_mask(probability, mask, target, [Click(56, 56, True)], crop, info, None)
+    assert clicked[56, 56]  # a positive click keeps its component, however small
+    edge = refined_mask(probability, mask, target, [Click(42, 30, True), Click(21, 30, False)], crop, info, None)
+    assert edge[30, 43] and not edge[30, 20]  # at the contour a click's 3 x 3 square takes its class
+    deep = refined_mask(probability, mask, target, [Click(30, 30, False), Click(5, 5, True)], crop, info, None)
+    assert deep[30, 30] and not deep[5, 5]  # never a hole in the nerve, nor an island of one click
+
+
+def test_a_click_beside_the_nerve_leaves_the_nerve_whole(dataset_dir):
+    refiner = Refiner()
+    image = read_image(dataset_dir / "images" / IMAGE, spacing_mm=SPACING)
+    mask = Segmenter(runtime="torch").predict(image).mask
+    beside = refiner.refine(image, mask, [Click(100, 67, True)])  # outside the nerve's crop, whose own crop overlaps it
+    assert (beside.mask & mask).sum() == mask.sum()
+    speck = mask.copy()
+    speck[295:305, 440:450] = True  # a separate component far from the click: not the click's business
+    assert refiner.refine(image, speck, [Click(214, 65, True)]).mask[295:305, 440:450].all()
 
 
 def test_a_click_far_from_the_nerve_changes_only_what_it_says(dataset_dir, ai_mask):
@@ -104,6 +120,8 @@ def test_refiner_refuses_what_is_not_a_click_frame_or_runtime(tiny_click_model, 
     mask = np.zeros((468, 606), bool)
     with pytest.raises(ValueError, match="X and Y are whole pixels"):
         refiner.refine(image, mask, [Click(214.7, 65, True)])
+    with pytest.raises(ValueError, match="'positive' is True \\(nerve\\) or False"):
+        refiner.refine(image, mask, [Click(214, 65, "no")])
     with pytest.raises(ValueError, match="frame -1 is not one of its frames"):
         refiner.refine(image, mask, [Click(214, 65, True)], frame_index=-1)
     with pytest.raises(ValueError, match="a click model runs on auto, torch, openvino"):
@@ -123,31 +141,31 @@ def _refine(image, mask, out, *clicks, model):
 
 def test_refine_command_contract(tiny_click_model, dataset_dir, ai_mask, tmp_path, capsys):
     image, out = dataset_dir / "images" / IMAGE, tmp_path / "refined"
-    assert _refine(image, ai_mask, out, "+300,200", "-250,260", model=tiny_click_model) == 0
+    assert _refine(image, ai_mask, out, "+214,65", "-240,60", model=tiny_click_model) == 0
     printed = capsys.readouterr().out
-    assert "2 click(s) (+300,200 -250,260)" in printed and "CSA " in printed
+    assert "2 click(s) (+214,65 -240,60)" in printed and "CSA " in printed
     mask, overlay = out / "Pz001-001_mask.png", out / "Pz001-001_overlay.png"
     assert set(np.unique(np.asarray(Image.open(mask)))) <= {0, 255} and Image.open(mask).size == (606, 468)
     picture = np.asarray(Image.open(overlay).convert("RGB"))
     band = picture.shape[0] - 468  # the caption above the image
-    assert tuple(picture[band + 203, 303]) == (0, 200, 0) and tuple(picture[band + 263, 253]) == (230, 0, 0)
+    assert tuple(picture[band + 68, 217]) == (0, 200, 0) and tuple(picture[band + 63, 243]) == (230, 0, 0)
     rows = read_results(out / "measurements.csv")
     assert len(rows) == 1 and rows[0].image == str(image) and rows[0].model == "tiny_click@1.0.0"
     assert rows[0].mask == "Pz001-001_r1_mask.png" and rows[0].spacing_mm == (SPACING, SPACING)
     assert np.array_equal(read_mask(out / rows[0].mask), read_mask(mask))
 
     # refining its own mask again continues the session: the model is also given the two earlier clicks
-    assert _refine(image, mask, out, "+310,205", model=tiny_click_model) == 0
+    assert _refine(image, mask, out, "+210,70", model=tiny_click_model) == 0
     assert "after 2 earlier click(s)" in capsys.readouterr().out
     rows = read_results(out / "measurements.csv")
     assert [r.mask for r in rows] == ["Pz001-001_r1_mask.png", "Pz001-001_r2_mask.png"]
     record = json.loads((out / "Pz001-001_clicks.json").read_text())
-    assert record["steps"][1]["session_clicks"] == ["+300,200", "-250,260", "+310,205"]
-    assert record["steps"][1]["clicks"] == ["+310,205"]
+    assert record["steps"][1]["session_clicks"] == ["+214,65", "-240,60", "+210,70"]
+    assert record["steps"][1]["clicks"] == ["+210,70"]
     # from the AI's mask again: a new session, and the first refinement's file is kept as it was
     first = read_mask(out / "Pz001-001_r1_mask.png")
-    assert _refine(image, ai_mask, out, "+300,200", model=tiny_click_model) == 0
-    assert json.loads((out / "Pz001-001_clicks.json").read_text())["steps"][2]["session_clicks"] == ["+300,200"]
+    assert _refine(image, ai_mask, out, "+214,65", model=tiny_click_model) == 0
+    assert json.loads((out / "Pz001-001_clicks.json").read_text())["steps"][2]["session_clicks"] == ["+214,65"]
     assert np.array_equal(read_mask(out / "Pz001-001_r1_mask.png"), first)
 
 
@@ -199,14 +217,14 @@ def test_a_clip_frame_is_refined_only_when_named(tiny_click_model, dataset_dir, 
 
 def test_a_label_made_by_refine_records_its_clicks_in_the_store(tiny_click_model, dataset_dir, ai_mask, tmp_path):
     image, out = dataset_dir / "images" / IMAGE, tmp_path / "refined"
-    assert _refine(image, ai_mask, out, "+300,200", "-250,260", model=tiny_click_model) == 0
-    assert _refine(image, out / "Pz001-001_mask.png", out, "+310,205", model=tiny_click_model) == 0
+    assert _refine(image, ai_mask, out, "+214,65", "-240,60", model=tiny_click_model) == 0
+    assert _refine(image, out / "Pz001-001_mask.png", out, "+210,70", model=tiny_click_model) == 0
     store = tmp_path / "store"
     assert main(["dataset", "init", str(store)]) == 0
     assert main(["dataset", "add", str(store), "--image", str(image), "--label", str(out / "Pz001-001_mask.png"),
                  "--ai-mask", str(ai_mask)]) == 0
     record = json.loads((store / "provenance" / "Pz001-001_v1.json").read_text())
-    assert record["refinement"] == {"clicks": ["+300,200", "-250,260", "+310,205"], "clicks_made": 3,
+    assert record["refinement"] == {"clicks": ["+214,65", "-240,60", "+210,70"], "clicks_made": 3,
                                     "click_model": "tiny_click@1.0.0"}
     assert main(["dataset", "add", str(store), "--image", str(image), "--label", str(ai_mask)]) == 0
     assert json.loads((store / "provenance" / "Pz001-001_v2.json").read_text())["refinement"] is None
@@ -256,7 +274,7 @@ def test_openvino_refines_as_pytorch_does(tiny_click_model, dataset_dir, ai_mask
     rows, cols = np.nonzero(mask)
     clicks = [Click(int(cols.mean()), int(rows.mean()), True), Click(int(cols.max()) + 3, int(rows.mean()), False)]
     torch_refiner = Refiner(tiny_click_model, runtime="torch")
-    crop = torch_refiner.crop(mask, clicks, (SPACING, SPACING))
+    crop, _ = torch_refiner.crop(mask, clicks, (SPACING, SPACING))
     expected = torch_refiner.probability(frame, mask, clicks, crop)
     refiner = Refiner(tiny_click_model)  # auto: OpenVINO where it is installed
     assert refiner.runtime == "openvino"

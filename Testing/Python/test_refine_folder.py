@@ -2,7 +2,6 @@
 moved or look-alike images; and the click benchmark's and overlay's edges."""
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -77,6 +76,47 @@ def test_a_results_file_of_another_kind_is_refused_before_anything_is_written(ti
     assert main(_args(image, mask, out, tiny_click_model, "+214,65")) == 2
     assert "measurements.csv: not a results file" in capsys.readouterr().err
     assert sorted(p.name for p in out.iterdir()) == [".refine.lock", "measurements.csv"]
+
+
+def test_a_results_file_with_a_cut_or_unended_last_row(tiny_click_model, image, mask, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(_args(image, mask, out, tiny_click_model, "+214,65")) == 0
+    results = out / "measurements.csv"
+    results.write_bytes(results.read_bytes().rstrip(b"\r\n"))  # a whole last row without its line end
+    assert main(_args(image, out / "Pz001-001_mask.png", out, tiny_click_model, "-200,60")) == 0
+    assert [r.mask for r in read_results(results)] == ["Pz001-001_r1_mask.png", "Pz001-001_r2_mask.png"]
+    with open(results, "a") as handle:
+        handle.write("/x/y.png,0,Pz")  # a row cut short
+    assert main(_args(image, out / "Pz001-001_mask.png", out, tiny_click_model, "-201,60")) == 2
+    assert "line 4: unreadable row" in capsys.readouterr().err
+    assert not (out / "Pz001-001_r3_mask.png").exists()
+
+
+def test_segment_and_refine_keep_to_folders_of_their_own(tiny_click_model, image, mask, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(_args(image, mask, out, tiny_click_model, "+214,65")) == 0
+    assert main(["segment", str(image), "--out", str(out), "--spacing", str(SPACING)]) == 2
+    assert "holds refine results (Pz001-001_clicks.json)" in capsys.readouterr().err
+    assert not (out / "segment_run.json").exists() and len(read_results(out / "measurements.csv")) == 1
+
+
+def test_a_folder_in_the_way_is_refused_before_anything_is_written(tiny_click_model, image, mask, tmp_path, capsys):
+    out = tmp_path / "out"
+    (out / "Pz001-001_overlay.png").mkdir(parents=True)
+    assert main(_args(image, mask, out, tiny_click_model, "+214,65")) == 2
+    assert "Pz001-001_overlay.png is a folder" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == [".refine.lock", "Pz001-001_overlay.png"]
+
+
+def test_a_record_with_clicks_outside_the_image_is_named(tiny_click_model, image, mask, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(_args(image, mask, out, tiny_click_model, "+214,65")) == 0
+    record = out / "Pz001-001_clicks.json"
+    data = json.loads(record.read_text())
+    data["steps"][0]["session_clicks"] = ["+9999,9999"]
+    record.write_text(json.dumps(data))
+    assert main(_args(image, out / "Pz001-001_mask.png", out, tiny_click_model, "-200,60")) == 2
+    assert "Pz001-001_clicks.json: click +9999,9999 lies outside the image" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("record, why", [
