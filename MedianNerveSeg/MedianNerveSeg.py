@@ -1,11 +1,10 @@
 """MedianNerveSeg: segment the median nerve in wrist ultrasound, correct it, measure its CSA, save labels.
 
-The scripted module's entry points only (as KitwareMedical/SlicerNNUnet's): the module, its
-parameter node, a widget shell that builds MedianNerveSegSlicer.widget's panel, the module logic
-(the segmenter cache; MedianNerveSegSlicer.dependencies installs the packages) and the self-test
-shell. The panel calls the scene logic (MedianNerveSegSlicer.NerveSceneLogic) and background tasks,
-which call the pure-Python core MedianNerveSegLib. Importing this file installs and imports nothing heavy.
-"""
+The scripted module's entry points only (as KitwareMedical/SlicerNNUnet's): the module, its parameter node,
+a widget shell that builds MedianNerveSegSlicer.widget's panel, the module logic (the loaded models;
+MedianNerveSegSlicer.dependencies installs the packages) and the self-test shell. The panel calls the scene
+logic (MedianNerveSegSlicer.NerveSceneLogic) and background tasks, which call the pure-Python core
+MedianNerveSegLib. Importing this file installs and imports nothing heavy."""
 
 import os
 import pathlib
@@ -54,11 +53,11 @@ class MedianNerveSeg(ScriptedLoadableModule):
         self.parent.dependencies = ["Segmentations", "Sequences", "Markups"]
         self.parent.contributors = ["MedianNerveSeg developers (MedianNerveSeg project)"]
         self.parent.helpText = _("""
-Segments the median nerve in transverse wrist ultrasound with a deep-learning model, lets you
-correct the contour in the Segment Editor, measures the cross-sectional area (CSA, mm<sup>2</sup>),
-perimeter, circularity, flattening ratio and branch count (live while you edit), calibrates the
-pixel spacing (mm/pixel or a line of known length), and saves corrected contours as training labels.
-CSA without a known spacing is reported in pixels and flagged, never silently in mm<sup>2</sup>.
+Segments the median nerve in transverse wrist ultrasound with a deep-learning model, lets you correct
+the contour with clicks (the Nerve clicks effect) or the Segment Editor, measures the cross-sectional area
+(CSA, mm<sup>2</sup>), perimeter, circularity, flattening ratio and branch count (live while you edit),
+calibrates the pixel spacing, and saves corrected contours as training labels. CSA without a known spacing
+is in pixels and flagged, never silently in mm<sup>2</sup>. The CTS classifier is for research, not diagnosis.
 """)
         self.parent.acknowledgementText = _("""
 The pretrained model was trained on the public median nerve ultrasound dataset of Smerilli et al.
@@ -69,13 +68,10 @@ and Di Cosmo et al. (Jesi). Built with 3D Slicer, MONAI and PyTorch.
 
 
 def registerNerveClicksEffect():
-    """The "Nerve clicks" Segment Editor effect (as Slicer's scripted effect template registers its effect)."""
-    import qSlicerSegmentationsEditorEffectsPythonQt as effects
+    """The "Nerve clicks" Segment Editor effect of SegmentEditorNerveClicksLib/."""
+    from MedianNerveSegSlicer.widget import registerEffect
 
-    effect = effects.qSlicerSegmentEditorScriptedEffect(None)
-    effect.setPythonSource(os.path.join(os.path.dirname(__file__), "SegmentEditorNerveClicksLib",
-                                        "SegmentEditorEffect.py").replace("\\", "/"))
-    effect.self().register()
+    registerEffect(os.path.join(os.path.dirname(__file__), "SegmentEditorNerveClicksLib", "SegmentEditorEffect.py"))
 
 
 def registerSampleData():
@@ -172,17 +168,16 @@ class MedianNerveSegWidget(ScriptedLoadableModuleWidget):
 
 
 class MedianNerveSegLogic(ScriptedLoadableModuleLogic):
-    """Module logic: the parameter node, the dependency check and the cached segmenter. The MRML work is
-    the scene logic's (``sceneLogic``), which takes the scene and the module logics explicitly so that it
-    is tested outside Slicer on the slicer-core wheel."""
+    """Module logic: the parameter node, the dependency check and the loaded models (one per kind). The MRML
+    work is the scene logic's (``sceneLogic``), which takes the scene and the module logics explicitly so that
+    it is tested outside Slicer on the slicer-core wheel."""
 
     DEFAULT_MODEL = DEFAULT_MODEL
 
     def __init__(self) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
         self._sceneLogic = None
-        self._segmenter = None
-        self._segmenterKey = None
+        self._models = {}  # kind -> (settings, the core's model)
 
     def getParameterNode(self):
         return MedianNerveSegParameterNode(super().getParameterNode())
@@ -210,22 +205,29 @@ class MedianNerveSegLogic(ScriptedLoadableModuleLogic):
                                                slicer.modules.sequences.logic())
         return self._sceneLogic
 
-    def refiner(self, device: str):
-        """The core's Refiner (the shipped click model) for a device, loaded once."""
-        if getattr(self, "_refinerDevice", None) != device:
-            from MedianNerveSegLib.refine import Refiner
-
-            self._refiner, self._refinerDevice = Refiner(None, device), device
-        return self._refiner
+    def _model(self, kind: str, settings: tuple, load):
+        """The loaded model of a kind, loaded again when its settings change."""
+        if self._models.get(kind, (None,))[0] != settings:
+            self._models[kind] = (settings, load())
+        return self._models[kind][1]
 
     def segmenter(self, modelName: str, device: str, runtime: str = "auto"):
-        """The core's Segmenter for a model, device and runtime, loaded once."""
-        if self._segmenterKey != (modelName, device, runtime):
-            from MedianNerveSegLib.inference import Segmenter
+        """The core's Segmenter for a model, device and runtime."""
+        from MedianNerveSegLib.inference import Segmenter
 
-            self._segmenter = Segmenter(modelName or None, device, runtime)
-            self._segmenterKey = (modelName, device, runtime)
-        return self._segmenter
+        return self._model("segmenter", (modelName, device, runtime), lambda: Segmenter(modelName or None, device, runtime))
+
+    def refiner(self, device: str):
+        """The core's Refiner (the shipped click model)."""
+        from MedianNerveSegLib.refine import Refiner
+
+        return self._model("refiner", (device,), lambda: Refiner(None, device))
+
+    def classifier(self, device: str):
+        """The core's Classifier (the shipped CTS classifier, research use)."""
+        from MedianNerveSegLib.classify import Classifier
+
+        return self._model("classifier", (device,), lambda: Classifier(None, device))
 
 
 #

@@ -48,9 +48,20 @@ PAPER_RECIPES[CLICKS] = {"epochs": 120, "batch_size": 16, "optimizer": "adamw", 
                          "scheduler": "cosine", "loss": "bce_dice", "ema_decay": 0.995, "val_every": 10}
 CLICK_SETTINGS = {"initial_model": "median_nerve_unet", "ai_fraction": 0.4, "max_rounds": 3, "repeats": 2,
                   "val_clicks": 3}
-RECIPE_OF = {"click_unet": CLICKS, "mask_rcnn": MASK_RCNN, "unet": MELNIC, "lunet": MELNIC, "dbunet": MELNIC, "dlunet": MELNIC,
+SHINOHARA = ("Shinohara et al. 2022, CTS from the image without its CSA: a 15 x 15 mm crop centred on the nerve, "
+             "flips, rotation +-10 deg, scaling 0.8-1.2, translation and shear (no intensity change); their transfer "
+             "learning replaced by random init here (--weights loads weights you have); 80 epochs, batch 16, AdamW "
+             "lr 1e-3 with cosine decay, weight EMA, cross-entropy; labels from a CSV of diagnoses, else the surrogate "
+             "expert CSA >= 10 mm2")
+PAPER_RECIPES[SHINOHARA] = {"epochs": 80, "batch_size": 16, "optimizer": "adamw", "learning_rate": 1e-3,
+                            "scheduler": "cosine", "ema_decay": 0.995, "val_every": 5}
+CLASSIFIER_SETTINGS = {"labels": None, "surrogate_csa_mm2": 10.0, "weights": None, "crop_mm": 15.0,
+                       "segmenter": "median_nerve_unet"}
+RECIPE_OF = {"click_unet": CLICKS, "squeezenet1_1": SHINOHARA, "mobilenet_v2": SHINOHARA, "efficientnet_b0": SHINOHARA,
+             "mask_rcnn": MASK_RCNN, "unet": MELNIC, "lunet": MELNIC, "dbunet": MELNIC, "dlunet": MELNIC,
              "sa_unet": KIM, "attention_unet": KIM, "unetpp": KIM, "multiresunet": KIM}
-AUGMENT_OF = {KIM: {"shear_deg": 15.0},
+AUGMENT_OF = {KIM: {"shear_deg": 15.0}, SHINOHARA: {"gamma": [1.0, 1.0], "contrast": [1.0, 1.0], "speckle_sd": 0.0,
+                                                     "noise_sd": 0.0},
               MASK_RCNN: {"translate": 0.2, "flip_lr": 0.0, "gamma": [1.0, 1.0], "contrast": [1.0, 1.0],
                           "speckle_sd": 0.0, "noise_sd": 0.0}}
 RESULTS_OF = {"mask_rcnn": """Trained with `median-nerve-seg train --bundle training/mask_rcnn --device cuda` on an H100 (ended
@@ -59,11 +70,16 @@ after 81 epochs, 15 minutes): DSC 0.836 +- 0.198 (median 0.898) on the 41 held-o
 See docs/benchmarks/benchmark.md."""}
 INPUT_SIZE = [288, 384]
 INPUT_SIZE_OF = {"mask_rcnn": [468, 606],  # the frame as it is: the network letterboxes it to 512 x 512 itself
-                 "click_unet": [256, 256]}  # the crop around the nerve and the clicks
+                 "click_unet": [256, 256],  # the crop around the nerve and the clicks
+                 **{name: [224, 224] for name in ("squeezenet1_1", "mobilenet_v2", "efficientnet_b0")}}  # 15 mm
 
 
 def is_click(name: str) -> bool:
     return MODEL_REGISTRY[name].kind == "click"
+
+
+def is_classifier(name: str) -> bool:
+    return MODEL_REGISTRY[name].kind == "classifier"
 
 
 def network_def(name: str) -> dict:
@@ -90,15 +106,32 @@ def train_config(name: str) -> dict:
         "augment": {"_target_": "MedianNerveSegLib.augment.AugmentConfig", **settings.pop("augment")},
         **({"clicks": {"_target_": "MedianNerveSegLib.train.ClickTrainConfig", **CLICK_SETTINGS}} if is_click(name)
            else {}),
+        **({"classifier": {"_target_": "MedianNerveSegLib.train.ClassifierTrainConfig", **CLASSIFIER_SETTINGS}}
+           if is_classifier(name) else {}),
         "train_config": {"_target_": "MedianNerveSegLib.train.TrainConfig", "name": name, "architecture": name,
                          "epochs": "@epochs", "input_size": "@input_size", "device": "@device",
                          "init_weights": "@init_weights", "augment": "@augment",
-                         **({"clicks": "@clicks", "spacing_mm": 0.062} if is_click(name) else {}), **settings},
+                         **({"clicks": "@clicks", "spacing_mm": 0.062} if is_click(name) else {}),
+                         **({"classifier": "@classifier", "spacing_mm": 0.062} if is_classifier(name) else {}),
+                         **settings},
         "run": "$train(@dataset_dir, @output_dir, @train_config)",
     }
 
 
 def inference_config(name: str) -> dict:
+    if is_classifier(name):
+        return {
+            "imports": ["$from MedianNerveSegLib.bundle import run_classify"],
+            "bundle_root": ".",
+            "input_dir": "../shared/data/median-nerve-us/images",
+            "output_dir": "$@bundle_root + '/eval/classify'",
+            "model": None,
+            "spacing_mm": 0.062,  # the Jesi PNGs carry none; None: each image's own (the 15 mm crop needs one)
+            "device": "cpu",
+            "explain": [],  # any of occlusion, lime, gradcam
+            "network_def": network_def(name),
+            "run": "$run_classify(@bundle_root, @input_dir, @output_dir, @model, @spacing_mm, @device, @explain)",
+        }
     if is_click(name):
         return {
             "imports": ["$from MedianNerveSegLib.bundle import run_refine"],
@@ -127,6 +160,19 @@ def inference_config(name: str) -> dict:
 
 
 def evaluate_config(name: str) -> dict:
+    if is_classifier(name):
+        return {
+            "imports": ["$from MedianNerveSegLib.bundle import run_classifier_evaluation"],
+            "bundle_root": ".",
+            "dataset_dir": "../shared/data/median-nerve-us",
+            "output_dir": "$@bundle_root + '/eval/classifier'",
+            "model": None,
+            "labels": None,  # a CSV of diagnoses; None: the surrogate expert CSA >= 10 mm2
+            "spacing_mm": 0.062,
+            "device": "cpu",
+            "run": "$run_classifier_evaluation(@bundle_root, @dataset_dir, @output_dir, @model, @labels, "
+                   "@spacing_mm, @device)",
+        }
     if is_click(name):
         return {
             "imports": ["$from MedianNerveSegLib.bundle import run_click_benchmark"],
@@ -152,6 +198,9 @@ def evaluate_config(name: str) -> dict:
     }
 
 
+CLASSIFIER_IO_NOTE = ("Input: a 15 x 15 mm crop of the grayscale image centred on the median nerve that the segmenter "
+                      "finds, resampled to spatial_shape (0-255, z-scored). Output: two logits (the other class, the "
+                      "positive class); softmax >= the model's threshold calls the positive class.")
 CLICK_IO_NOTE = ("Input: four channels of a square crop around the current mask and the clicks (1.6 times their "
                  "extent, at least 10 mm), resampled to spatial_shape: the grayscale image (0-255, z-scored), the "
                  "current mask (0-1) and the positive and negative click disks (0-1, radius 5 pixels). Output: one "
@@ -183,6 +232,11 @@ def environment(name: str) -> dict:
             "parameters": int(re.search(r"([\d,]+) parameters\.", old["description"]).group(1).replace(",", ""))}
 
 
+CLASS_OUTPUT = {"type": "probabilities", "format": "classes", "value_range": [0, 1], "num_channels": 2,
+                "spatial_shape": [], "dtype": "float32", "is_patch_data": False,
+                "channel_def": {"0": "the other class (control)", "1": "the positive class (CTS, or the surrogate)"}}
+
+
 def metadata(name: str) -> dict:
     spec = MODEL_REGISTRY[name]
     measured = environment(name)
@@ -198,11 +252,12 @@ def metadata(name: str) -> dict:
                       "0.1.0": "first bundle, from the MedianNerveSeg architecture registry"},
         **{key: measured[key] for key in ("monai_version", "pytorch_version", "numpy_version",
                                           "optional_packages_version")},
-        "name": f"Median nerve segmentation: {name}",
+        "name": f"Median nerve {'CTS classification' if is_classifier(name) else 'segmentation'}: {name}",
         "task": ("Refinement of a median nerve contour with clicks" if is_click(name) else
-                 "Median nerve segmentation") + " in transverse wrist ultrasound",
+                 "Carpal tunnel syndrome (or a surrogate) from a crop around the median nerve" if is_classifier(name)
+                 else "Median nerve segmentation") + " in transverse wrist ultrasound",
         "description": f"{spec.reference}. {measured['parameters']:,} parameters. "
-                       f"{CLICK_IO_NOTE if is_click(name) else IO_NOTE}",
+                       f"{CLICK_IO_NOTE if is_click(name) else CLASSIFIER_IO_NOTE if is_classifier(name) else IO_NOTE}",
         "authors": "MedianNerveSeg developers",
         "copyright": "Copyright (c) MedianNerveSeg developers",
         "data_source": "Jesi median nerve ultrasound dataset (SasageyoOrg/cvdl-deep-mn, GPL-3.0)",
@@ -212,8 +267,9 @@ def metadata(name: str) -> dict:
         "network_data_format": {
             "inputs": {"image": {"type": "image", "format": "magnitude", "modality": "US",
                                  "value_range": [0, 255], "channel_def": inputs, **shape(len(inputs))}},
-            "outputs": {"pred": {"type": "image", "format": "segmentation", "value_range": [0, 1],
-                                 "channel_def": {"0": "background", "1": "median nerve"}, **shape(1)}},
+            "outputs": {"pred": CLASS_OUTPUT if is_classifier(name) else
+                        {"type": "image", "format": "segmentation", "value_range": [0, 1],
+                         "channel_def": {"0": "background", "1": "median nerve"}, **shape(1)}},
         },
     }
 
@@ -255,6 +311,22 @@ failed (each named in `measurements.csv`). `network_def` in train.json and infer
 network: `ConfigParser` of either file, `get_parsed_content("network_def")`.
 
 """
+USE_CLASSIFIER = """Classify images (the 15 mm crop centred on the nerve the segmenter finds; the Jesi PNGs carry no
+spacing: give its 0.062 mm) with explanation maps, and evaluate the classifier on the held-out patients
+next to the CSA rule (diagnostic accuracy with bootstrap 95 % CIs, DeLong's test):
+
+    python -m monai.bundle run --config_file training/{name}/configs/inference.json --bundle_root training/{name} \\
+        --explain "['occlusion','gradcam']"
+    python -m monai.bundle run --config_file training/{name}/configs/evaluate.json --bundle_root training/{name} \\
+        --labels diagnoses.csv
+
+`median-nerve-seg classify IMAGE_OR_DIR --model training/{name}/models --out DIR` uses the same weights
+through the same pipeline (`MedianNerveSegLib.bundle.run_classify`), and `median-nerve-seg
+evaluate-classifiers --models training/{name}/models` the same evaluation. Training takes labels from
+`--labels CSV` (`median-nerve-seg train --bundle training/{name} --dataset DIR --labels diagnoses.csv`); without
+one, the bundle trains on the surrogate "expert CSA >= 10 mm2" of the shared dataset, which is not a diagnosis.
+
+"""
 USE_CLICKS = """Refine a mask with clicks, and benchmark the click model on the validation patients (the simulated user
 clicks where the mask is most wrong; DSC and CSA error after 0-5 clicks, NoC@90/95, ms per click; the
 Jesi PNGs carry no pixel spacing: give its 0.062 mm):
@@ -274,7 +346,9 @@ the same weights through the same pipeline (`MedianNerveSegLib.bundle.run_refine
 
 def readme(name: str) -> str:
     spec = MODEL_REGISTRY[name]
-    title = "median nerve contour refinement with clicks" if is_click(name) else "median nerve segmentation"
+    title = ("median nerve contour refinement with clicks" if is_click(name) else
+             "CTS classification from a crop around the median nerve" if is_classifier(name)
+             else "median nerve segmentation")
     return f"""# {name}: {title} bundle
 
 {spec.reference}. Recipe: {RECIPE_OF.get(name, PROJECT)}.
@@ -297,7 +371,7 @@ Fine-tune with
 learning rate to a tenth of the recipe's). Training writes models/model.pt, models/model.json,
 models/training_log.csv and models/learning_curve.png.
 
-{USE_CLICKS.format(name=name) if is_click(name) else USE_SEGMENTER.format(name=name)}## Bundles are code: run only bundles you trust
+{(USE_CLICKS if is_click(name) else USE_CLASSIFIER if is_classifier(name) else USE_SEGMENTER).format(name=name)}## Bundles are code: run only bundles you trust
 
 A bundle's configs are not data: parsing one runs its `$` expressions as Python and imports and
 calls whatever its `_target_` entries name, with your permissions, before any training starts. A

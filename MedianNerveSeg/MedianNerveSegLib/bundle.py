@@ -112,3 +112,37 @@ def run_click_benchmark(bundle_root: PathLike, dataset_dir: PathLike, output_dir
                      spacing_mm=spacing_mm, device=device, max_images=max_images)
     print((Path(output_dir) / "clicks.md").read_text())
     return 0
+
+
+def run_classify(bundle_root: PathLike, inputs: Union[PathLike, Sequence[PathLike]], output_dir: PathLike,
+                 model: Optional[PathLike] = None, spacing_mm: Any = None, device: str = "cpu",
+                 explain: Sequence[str] = ()) -> int:
+    """``median-nerve-seg classify`` with ``model`` (default: the bundle's models/); a classifier bundle's
+    inference.json "run". Raises SystemExit (status 1) when some file failed, naming each."""
+    from .classify import Classifier, classify_files
+    from .io import find_images
+
+    given = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
+    paths = find_images(given)
+    if not paths:
+        raise FileNotFoundError(f"no supported image in {', '.join(map(str, given))}")
+    summary = classify_files(paths, Path(output_dir), Classifier(model or Path(bundle_root) / "models", device),
+                             spacing_mm, list(explain))
+    print(f"wrote {summary.path}: {summary.n_rows} row(s) from {summary.n_files} file(s)")
+    if summary.n_failed:
+        raise SystemExit(f"{summary.n_failed} of {summary.n_files} file(s) failed; see {summary.path}")
+    return 0
+
+
+def run_classifier_evaluation(bundle_root: PathLike, dataset_dir: PathLike, output_dir: PathLike,
+                              model: Optional[PathLike] = None, labels: Optional[PathLike] = None,
+                              spacing_mm: Any = None, device: str = "cpu") -> int:
+    """``median-nerve-seg evaluate-classifiers`` of ``model`` (default: the bundle's models/) with ``labels``
+    (default: the surrogate expert CSA >= 10 mm2); a classifier bundle's evaluate.json "run"."""
+    from .classifier_eval import evaluate_classifiers
+
+    evaluate_classifiers(Path(dataset_dir), Path(output_dir), [str(model or Path(bundle_root) / "models")],
+                         labels_csv=str(labels) if labels else None, surrogate_csa_mm2=None if labels else 10.0,
+                         spacing_mm=spacing_mm, device=device)
+    print((Path(output_dir) / "classifiers.md").read_text())
+    return 0

@@ -7,6 +7,7 @@ import json
 import signal
 import sys
 import threading
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence
 
@@ -136,6 +137,63 @@ def cmd_refine(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _explain(text: str):
+    from .explain import parse_methods
+
+    try:
+        return parse_methods(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error))
+
+
+def cmd_classify(args: argparse.Namespace) -> int:
+    from .classify import Classifier, classify_files
+    from .io import find_images
+
+    paths = find_images(args.inputs)
+    if not paths:
+        raise FileNotFoundError(f"no supported image in {', '.join(args.inputs)}")
+    classifier = Classifier(args.model, args.device)
+    print(f"{classifier.model_id}: P({classifier.settings.classes[1]}) from a {classifier.settings.crop_mm:g} mm crop "
+          f"around the nerve {classifier.segmenter.model_id} finds; labels: {classifier.settings.label_source}")
+
+    def show(row) -> None:
+        if row["error"]:
+            print(f"error: {row['image']} frame {row['frame']}: {row['error']}", file=sys.stderr)
+        else:
+            print(f"{Path(row['image']).name:<28} {row['frame']:>5} {row['probability']:>6}  {row['label']}"
+                  + (f"  maps: {row['maps']}" if row["maps"] else ""), flush=True)
+
+    summary = classify_files(paths, Path(args.out), classifier, args.spacing, args.explain or [], on_row=show)
+    skipped = f", {summary.n_skipped} already done" if summary.n_skipped else ""
+    print(f"wrote {summary.path}: {summary.n_rows} row(s) from {summary.n_files} file(s){skipped}; "
+          f"{summary.n_failed} file(s) failed")
+    return EXIT_SOME_FAILED if summary.n_failed else EXIT_OK
+
+
+def cmd_evaluate_classifiers(args: argparse.Namespace) -> int:
+    from .classifier_eval import evaluate_classifiers
+
+    evaluate_classifiers(Path(args.dataset), Path(args.out), args.models, args.labels, args.surrogate_csa,
+                         args.spacing, args.segmenter, args.cutoff, args.device, args.resamples)
+    print((Path(args.out) / "classifiers.md").read_text())
+    return EXIT_OK
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    from .explain import explain_segmentation_files
+    from .io import find_images
+
+    paths = find_images(args.inputs)
+    if not paths:
+        raise FileNotFoundError(f"no supported image in {', '.join(args.inputs)}")
+    failures = explain_segmentation_files(paths, Path(args.out), args.model, args.explain, args.spacing,
+                                          args.device, log=print)
+    for failure in failures:
+        print(f"error: {failure}", file=sys.stderr)
+    return EXIT_SOME_FAILED if failures else EXIT_OK
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from .report import load_cutoffs, write_report
 
@@ -226,18 +284,21 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.bundle:
         out = Path(args.out or Path(args.bundle) / "models")
         config = _bundle_config(Path(args.bundle), overrides, args.trust_bundle)
-        info = train(Path(args.dataset), out, config, stop=stop)
     else:
         if not args.out:
             raise ValueError("--out is required without --bundle")
         out = Path(args.out)
-        info = train(Path(args.dataset), out, config_from_json(args.config, **overrides), stop=stop)
+        config = config_from_json(args.config, **overrides)
+    labels = {"labels": args.labels, "surrogate_csa_mm2": args.surrogate_csa, "weights": args.weights}
+    config.classifier = replace(config.classifier, **{k: v for k, v in labels.items() if v is not None})
+    info = train(Path(args.dataset), out, config, stop=stop)
     print(json.dumps(info.metrics, indent=2))
     if info.metrics.get("failed"):
         print(f"error: training failed: {info.metrics['failed']}; {out} is kept for inspection only",
               file=sys.stderr)
         return 1
-    use = ("refine IMAGE --mask MASK --click +X,Y --out DIR" if info.click_encoding else "segment IMAGE")
+    use = ("refine IMAGE --mask MASK --click +X,Y --out DIR" if info.click_encoding else
+           "classify IMAGE --out DIR" if info.classification else "segment IMAGE")
     print(f"model written to {out}; use it with: median-nerve-seg {use} --model {out}")
     return 0
 
@@ -398,6 +459,59 @@ def build_parser() -> argparse.ArgumentParser:
     _add_label_options(ref)
     ref.set_defaults(func=cmd_refine)
 
+    cla = sub.add_parser("classify", help="CTS (or a classifier's other class) from a 15 x 15 mm crop around the "
+                                          "nerve, without its CSA (Shinohara et al. 2022)",
+                         description="Finds the nerve with the classifier's segmenter, crops 15 x 15 mm around it "
+                                     "(from the pixel spacing: an image without one is refused) and writes "
+                                     "classification.csv (image, frame, probability of the positive class, label, "
+                                     "model, ...) to --out; with --explain, maps of where the classifier looked. "
+                                     "Research use: the shipped classifier's positive class is a surrogate "
+                                     "(enlarged nerve), never a diagnosis.")
+    cla.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR", help="images or folders of them")
+    cla.add_argument("--out", required=True, help="output folder (created if missing)")
+    cla.add_argument("--model", default=None, help="classifier: installed name or folder (default: the shipped one)")
+    cla.add_argument("--spacing", type=_spacing, default=None, metavar="MM", help=spacing_help)
+    cla.add_argument("--explain", type=_explain, default=None, metavar="METHODS",
+                     help="comma-separated maps to write: occlusion, lime (needs captum: the explain extra), gradcam")
+    cla.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    cla.set_defaults(func=cmd_classify)
+
+    ecl = sub.add_parser("evaluate-classifiers", help="classifiers next to the CSA rule on held-out patients: "
+                                                      "accuracy ... ROC AUC with bootstrap CIs, DeLong's test",
+                         description="On the validation patients (a store's split, else seed 0 / 20 % by patient) "
+                                     "that no model learnt from: each classifier and the CSA rule (the segmenter's "
+                                     "CSA >= --cutoff) with Shinohara et al.'s figures, 95 % CIs from a bootstrap "
+                                     "over patients, confusion matrices, DeLong's test against the CSA rule; writes "
+                                     "classifiers.md, classifiers.json, per_image.csv and roc.png to --out.")
+    ecl.add_argument("--dataset", required=True, help="images/ + masks/ folder or a dataset store")
+    ecl.add_argument("--models", nargs="+", required=True, help="classifiers: installed names or folders")
+    ecl.add_argument("--out", required=True, help="output folder")
+    ecl.add_argument("--labels", default=None, metavar="CSV", help="diagnoses: label (CTS or control) per image or "
+                                                                 "patient")
+    ecl.add_argument("--surrogate-csa", type=float, default=None, metavar="MM2",
+                     help="without diagnoses: label by the expert CSA >= MM2 (a surrogate, not a diagnosis)")
+    ecl.add_argument("--cutoff", type=float, default=10.0, metavar="MM2", help="the CSA rule's cut-off (default 10)")
+    ecl.add_argument("--segmenter", default=None, help="the model measuring the CSA (default: the shipped one)")
+    ecl.add_argument("--spacing", type=_spacing, default=None, metavar="MM", help=spacing_help)
+    ecl.add_argument("--resamples", type=_positive, default=2000, help="bootstrap resamples (default 2000)")
+    ecl.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    ecl.set_defaults(func=cmd_evaluate_classifiers)
+
+    exp = sub.add_parser("explain", help="where a segmenter looked when it called the nerve: occlusion and Grad-CAM "
+                                         "maps",
+                         description="For each image, the segmenter's nerve score (its mean nerve probability over "
+                                     "the mask it predicts) explained by occlusion sensitivity and Grad-CAM (its "
+                                     "element-wise form, HiResCAM); writes <stem>_<method>.png (the map over the "
+                                     "image) and .npy (the float map, at the network's input size) to --out.")
+    exp.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR")
+    exp.add_argument("--out", required=True, help="output folder")
+    exp.add_argument("--model", default=None, help="segmenter: installed name or folder (default: the shipped one)")
+    exp.add_argument("--explain", type=_explain, default=["occlusion", "gradcam"], metavar="METHODS",
+                     help="comma-separated: occlusion, gradcam, lime (default occlusion,gradcam)")
+    exp.add_argument("--spacing", type=_spacing, default=None, metavar="MM", help=spacing_help)
+    exp.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    exp.set_defaults(func=cmd_explain)
+
     mea = sub.add_parser("measure", help="measure masks drawn elsewhere (CSA, perimeter, shape)")
     mea.add_argument("masks", nargs="+", metavar="MASK", help="mask files: PNG/BMP (nonzero = nerve), NRRD, .seg.nrrd")
     mea.add_argument("--spacing", type=_spacing, default=None, metavar="MM", help=spacing_help)
@@ -452,6 +566,15 @@ def build_parser() -> argparse.ArgumentParser:
     tra.add_argument("--device", default=None, help="cpu (default) or cuda")
     tra.add_argument("--time-budget", type=float, default=None, metavar="SECONDS",
                      help="training time: stops before the next epoch would end past it (at most --epochs)")
+    tra.add_argument("--labels", default=None, metavar="CSV",
+                     help="classifiers: a CSV of diagnoses with a label column (CTS or control) and an image or "
+                          "patient column")
+    tra.add_argument("--surrogate-csa", type=float, default=None, metavar="MM2",
+                     help="classifiers without diagnoses: label each image by its expert CSA >= MM2 (a surrogate, "
+                          "never called a diagnosis); needs the spacing")
+    tra.add_argument("--weights", default=None, metavar="FILE",
+                     help="classifiers: weights of the same network that you have (e.g. ImageNet), loaded where "
+                          "they fit; nothing is downloaded")
     tra.add_argument("--stop-file", default=None,
                      help="end training after the epoch during which this file appears, and save the model")
     tra.set_defaults(func=cmd_train)
@@ -601,7 +724,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except (OSError, RuntimeError, KeyError, ValueError) as error:
+    except (OSError, RuntimeError, KeyError, ValueError, ImportError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
     finally:

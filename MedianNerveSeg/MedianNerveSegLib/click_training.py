@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -27,7 +27,7 @@ from .inference import Segmenter
 from .io import read_image, read_mask
 from .preprocess import resize_array
 from .refine import Refiner, crop_channels, simulate_clicks
-from .train import TrainConfig, sample_spacing
+from .train import Recipe, TrainConfig, sample_spacing
 from .zoo import ModelInfo
 
 
@@ -128,13 +128,14 @@ class _Start:
     truth: np.ndarray
 
 
-class ClickRecipe:
+class ClickRecipe(Recipe):
     """The click model's recipe: items started from masks with errors and clicked (see the module docstring),
     validated by simulating ``val_clicks`` clicks on the held-out patients from the segmenter's masks."""
 
     def __init__(self, cfg: TrainConfig, device: str, train_samples: Sequence[Sample],
                  val_samples: Sequence[Sample], log: Callable[[str], None]):
-        self.cfg, self.device, self.settings = cfg, device, cfg.clicks
+        super().__init__(cfg, device, train_samples, val_samples, log)
+        self.settings = cfg.clicks
         self.encoding = ClickEncoding.from_dict(self.settings.encoding)
         self.size = tuple(cfg.input_size)
         self.rng = np.random.default_rng(cfg.seed)

@@ -12,7 +12,7 @@ import numpy as np
 from scipy.special import expit
 
 from .image import UltrasoundImage
-from .models import is_click_model, is_detector
+from .models import KIND_COMMANDS, MODEL_REGISTRY, is_detector
 from .postprocess import clean_mask, min_component_pixels
 from .preprocess import network_array, resize, resize_array, to_network_input
 from .runtime import INT8_FOLDER, OpenVinoNetwork, choose_runtime, version_label
@@ -53,9 +53,10 @@ class Segmenter:
         self.device = resolve_device(device)
         self.model_dir = resolve_model(model)
         self.info = load_info(self.model_dir)
-        if is_click_model(self.info.architecture):
-            raise ModelFolderError(f"{self.model_dir}: '{self.info.name}' is a click model: it refines a mask with "
-                                   "clicks (median-nerve-seg refine --model), it does not segment a frame by itself")
+        kind = MODEL_REGISTRY[self.info.architecture].kind
+        if kind in KIND_COMMANDS:
+            raise ModelFolderError(f"{self.model_dir}: '{self.info.name}' is a {kind} model, it does not segment a "
+                                   f"frame: use it with median-nerve-seg {KIND_COMMANDS[kind]} --model")
         self.runtime = choose_runtime(runtime, self.device, is_detector(self.info.architecture))
         if self.runtime != "torch":
             self._use_openvino(asked=(runtime or "auto").lower() != "auto")

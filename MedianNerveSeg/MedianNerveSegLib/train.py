@@ -29,7 +29,7 @@ from .evaluate import csa_agreement, segmentation_metrics
 from .progress import report
 from .inference import Segmenter, resolve_device
 from .io import read_image, read_mask
-from .models import build_model, count_parameters, is_click_model, is_detector
+from .models import build_model, count_parameters, is_classifier, is_click_model, is_detector
 from .preprocess import resize
 from .spacing import parse_spacing
 from .zoo import ModelInfo, load_info, load_network, resolve_model, save_model
@@ -45,6 +45,17 @@ class ClickTrainConfig:
     max_rounds: int = 3  # simulated clicks (without gradient) before the one trained on: 0 to max_rounds
     repeats: int = 2  # training items per image and epoch, each with its own simulated error
     val_clicks: int = 3  # validation: the mean DSC after this many simulated clicks is the model's dice_mean
+
+
+@dataclass
+class ClassifierTrainConfig:
+    """Classifiers only (:mod:`classifier_training`): the labels and the crop (Shinohara et al. 2022)."""
+
+    labels: Optional[str] = None  # a CSV of diagnoses: image or patient, label (CTS / control)
+    surrogate_csa_mm2: Optional[float] = None  # without labels: expert CSA >= this (a surrogate, not a diagnosis)
+    weights: Optional[str] = None  # weights of the same network that the user has, loaded where they fit
+    crop_mm: float = 15.0
+    segmenter: str = "median_nerve_unet"  # the model whose nerve classify centres its crop on
 
 
 @dataclass
@@ -77,6 +88,7 @@ class TrainConfig:
     device: str = "cpu"
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     clicks: ClickTrainConfig = field(default_factory=ClickTrainConfig)
+    classifier: ClassifierTrainConfig = field(default_factory=ClassifierTrainConfig)
 
 
 def _load_tensors(samples: Sequence[Sample], size: Sequence[int]) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -302,24 +314,42 @@ def _train_epoch(trainer, averaged, optimizer, loss_fn, recipe, cfg: TrainConfig
     return float(np.mean(losses)) if losses else float("nan")
 
 
-class SegmenterRecipe:
-    """How a segmenter learns: frames resized once to the input size, augmented in batches on the training
-    device, validated by segmenting the held-out frames. ``train`` asks a recipe for the number of
-    training items, each batch's network input and target, the model's card and the validation metrics;
-    :class:`click_training.ClickRecipe` is the click models' variant."""
+class Recipe:
+    """What ``train`` asks of a kind of model: the number of training items, each batch's network input and
+    target, the loss, the model's card, and the validation metrics, of which ``score_key`` is the one that keeps
+    the best weights, stops early and says whether training failed."""
+
+    score_key = "dice_mean"
 
     def __init__(self, cfg: TrainConfig, device: str, train_samples: Sequence[Sample],
                  val_samples: Sequence[Sample], log: Callable[[str], None]):
         self.cfg, self.device, self.val_samples = cfg, device, val_samples
-        self.images, self.masks = (t.to(device) for t in _load_tensors(train_samples, cfg.input_size))
 
-    def __len__(self) -> int:
-        return len(self.images)
+    def loss_function(self) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+        return _loss_function(self.cfg)
+
+    def prepare(self, network: torch.nn.Module) -> torch.nn.Module:
+        """The network built for training, before its first step (a variant may load weights into it)."""
+        return network
 
     def info(self) -> ModelInfo:
         cfg = self.cfg
         return ModelInfo(name=cfg.name, architecture=cfg.architecture, version=cfg.version,
                          arch_kwargs=cfg.arch_kwargs, input_size=tuple(cfg.input_size))
+
+
+class SegmenterRecipe(Recipe):
+    """How a segmenter learns: frames resized once to the input size, augmented in batches on the training
+    device, validated by segmenting the held-out frames. :class:`click_training.ClickRecipe` and
+    :class:`classifier_training.ClassifierRecipe` are the click models' and the classifiers' variants."""
+
+    def __init__(self, cfg: TrainConfig, device: str, train_samples: Sequence[Sample],
+                 val_samples: Sequence[Sample], log: Callable[[str], None]):
+        super().__init__(cfg, device, train_samples, val_samples, log)
+        self.images, self.masks = (t.to(device) for t in _load_tensors(train_samples, cfg.input_size))
+
+    def __len__(self) -> int:
+        return len(self.images)
 
     def batch(self, trainer: torch.nn.Module, indices: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         x, y = augment(self.images[indices], self.masks[indices], self.cfg.augment)
@@ -334,6 +364,10 @@ def _recipe(cfg: TrainConfig):
         from .click_training import ClickRecipe
 
         return ClickRecipe
+    if is_classifier(cfg.architecture):
+        from .classifier_training import ClassifierRecipe
+
+        return ClassifierRecipe
     return SegmenterRecipe
 
 
@@ -355,18 +389,19 @@ def train(dataset_dir: Path, out_dir: Path, cfg: TrainConfig, log: Callable[[str
         f"({len({s.patient for s in val_samples})} held-out patients)")
     recipe = _recipe(cfg)(cfg, device, train_samples, val_samples, log)
     info = recipe.info()
-    network = _build_network(cfg, device)
+    network = recipe.prepare(_build_network(cfg, device))
     trainer = network
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel
 
         trainer = DistributedDataParallel(network, device_ids=[device] if device.startswith("cuda") else None)
     averaged = _weight_average(network, cfg.ema_decay)
-    optimizer, loss_fn = _optimizer(network, cfg), _loss_function(cfg)
+    optimizer, loss_fn = _optimizer(network, cfg), recipe.loss_function()
     epochs = _Epochs(cfg, optimizer)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    logger = _TrainingLogger(out_dir, log if rank == 0 else (lambda _: None), write=rank == 0)
+    logger = _TrainingLogger(out_dir, log if rank == 0 else (lambda _: None), write=rank == 0,
+                             score_key=recipe.score_key)
     budget = _TimeBudget(cfg.time_budget_s)
     for epoch in range(cfg.epochs):
         epochs.start(epoch)
@@ -384,11 +419,12 @@ def train(dataset_dir: Path, out_dir: Path, cfg: TrainConfig, log: Callable[[str
         early = False
         if val_samples and ((epoch + 1) % cfg.val_every == 0 or last):
             row.update(recipe.validate(averaged.module, info))
-            early = epochs.validated(_from_rank0(row["dice_mean"], world, device), averaged.module)
+            if row.get(recipe.score_key) is not None:  # None: e.g. a classifier's held-out images of one class
+                early = epochs.validated(_from_rank0(row[recipe.score_key], world, device), averaged.module)
         logger.epoch(row)
         if rank == 0:
             report("train", epoch + 1, cfg.epochs, loss=loss,
-                   **({"dice_mean": row["dice_mean"]} if "dice_mean" in row else {}))
+                   **({recipe.score_key: row[recipe.score_key]} if row.get(recipe.score_key) is not None else {}))
         if last or early:
             break
 
@@ -422,8 +458,8 @@ class _TrainingLogger:
     """Per-epoch rows to the log callback, training_log.csv (rewritten each epoch, so a GUI
     can follow it), TensorBoard when installed, and learning_curve.png at the end."""
 
-    def __init__(self, out_dir: Path, log: Callable[[str], None], write: bool = True):
-        self.out_dir, self.log, self.history, self.write = out_dir, log, [], write
+    def __init__(self, out_dir: Path, log: Callable[[str], None], write: bool = True, score_key: str = "dice_mean"):
+        self.out_dir, self.log, self.history, self.write, self.score_key = out_dir, log, [], write, score_key
         self.board = None
         if write:
             try:
@@ -449,20 +485,23 @@ class _TrainingLogger:
                     self.board.add_scalar(key, value, row["epoch"])
 
     def final_metrics(self, best: bool) -> Dict[str, Any]:
-        validated = [r for r in self.history if "dice_mean" in r]
+        validated = [r for r in self.history if self.score_key in r]
         if not validated:
             return {}
-        row = max(validated, key=lambda r: r["dice_mean"]) if best else validated[-1]
+        row = max(validated, key=lambda r: r[self.score_key]) if best else validated[-1]
         return {k: v for k, v in row.items() if k not in ("loss", "lr", "seconds")}
 
     def close(self) -> None:
         if self.board is not None:
             self.board.close()
-        plot_learning_curve(self.history, self.out_dir / "learning_curve.png")
+        plot_learning_curve(self.history, self.out_dir / "learning_curve.png", self.score_key)
 
 
-def plot_learning_curve(history: Sequence[Dict[str, Any]], path: Path) -> None:
-    """Training loss and validation Dice per epoch."""
+SCORE_LABELS = {"dice_mean": "validation Dice (mean)", "auc": "validation ROC AUC"}
+
+
+def plot_learning_curve(history: Sequence[Dict[str, Any]], path: Path, score_key: str = "dice_mean") -> None:
+    """Training loss and the validation score (Dice, or a classifier's ROC AUC) per epoch."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -472,13 +511,13 @@ def plot_learning_curve(history: Sequence[Dict[str, Any]], path: Path) -> None:
     loss_axis.plot([r["epoch"] for r in history], [r["loss"] for r in history], color="tab:blue")
     loss_axis.set_xlabel("epoch")
     loss_axis.set_ylabel("training loss", color="tab:blue")
-    validated = [r for r in history if "dice_mean" in r]
+    validated = [r for r in history if r.get(score_key) is not None]
     if validated:
-        dice_axis = loss_axis.twinx()
-        dice_axis.plot([r["epoch"] for r in validated], [r["dice_mean"] for r in validated], "o-", color="tab:red")
+        score_axis = loss_axis.twinx()
+        score_axis.plot([r["epoch"] for r in validated], [r[score_key] for r in validated], "o-", color="tab:red")
         clicks = validated[-1].get("clicks")  # a click model: DSC after that many simulated clicks
-        dice_axis.set_ylabel("validation Dice (mean)" + (f" after {clicks} clicks" if clicks else ""), color="tab:red")
-        dice_axis.set_ylim(0, 1)
+        score_axis.set_ylabel(SCORE_LABELS[score_key] + (f" after {clicks} clicks" if clicks else ""), color="tab:red")
+        score_axis.set_ylim(0, 1)
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
@@ -509,4 +548,6 @@ def config_from_json(path: Optional[Path], **overrides: Any) -> TrainConfig:
         data["augment"] = AugmentConfig(**data["augment"])
     if "clicks" in data and isinstance(data["clicks"], dict):
         data["clicks"] = ClickTrainConfig(**data["clicks"])
+    if "classifier" in data and isinstance(data["classifier"], dict):
+        data["classifier"] = ClassifierTrainConfig(**data["classifier"])
     return TrainConfig(**data)

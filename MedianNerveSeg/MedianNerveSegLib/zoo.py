@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple, Union
 
 from .io import atomic_write
-from .models import MODEL_REGISTRY, build_model, is_click_model, is_detector
+from .models import SEGMENTER_KINDS, MODEL_REGISTRY, build_model, is_classifier, is_click_model, is_detector
 
 if TYPE_CHECKING:  # torch is imported where weights are read or written, not to read a model's card
     import torch
@@ -25,6 +25,7 @@ MODEL_JSON = "model.json"
 WEIGHTS = "model.pt"
 DEFAULT_MODEL = "median_nerve_unet"
 DEFAULT_CLICK_MODEL = "median_nerve_click"  # what `refine` uses: a click model (registry kind "click")
+DEFAULT_CLASSIFIER = "median_nerve_classifier"  # what `classify` uses (registry kind "classifier")
 PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
 BUNDLES_DIR = Path(__file__).resolve().parents[2] / "training"  # in a repository checkout
 NORMALIZATIONS = ("zscore",)  # what preprocess.normalize does
@@ -47,6 +48,7 @@ class ModelInfo:
     training: Dict[str, Any] = field(default_factory=dict)
     metrics: Dict[str, Any] = field(default_factory=dict)
     click_encoding: Dict[str, Any] = field(default_factory=dict)  # click models: clicks.ClickEncoding's settings
+    classification: Dict[str, Any] = field(default_factory=dict)  # classifiers: classify.ClassifierSettings
 
     @classmethod
     def from_dict(cls, data: Any, source: str = MODEL_JSON) -> "ModelInfo":
@@ -82,14 +84,27 @@ def _problem(info: ModelInfo) -> Optional[str]:
     for key in ("name", "version", "description", "normalization", "architecture"):
         if not isinstance(getattr(info, key), str):
             return f"'{key}' must be a string, got {getattr(info, key)!r}"
-    for key in ("arch_kwargs", "training", "metrics", "click_encoding"):
+    for key in ("arch_kwargs", "training", "metrics", "click_encoding", "classification"):
         if not isinstance(getattr(info, key), dict):
             return f"'{key}' must be a JSON object, got {getattr(info, key)!r}"
     if info.architecture not in MODEL_REGISTRY:
         return f"'architecture' {info.architecture!r} is not one of {', '.join(sorted(MODEL_REGISTRY))}"
     if info.normalization not in NORMALIZATIONS:
         return f"'normalization' {info.normalization!r} is not one of {', '.join(NORMALIZATIONS)}"
-    return _size_problem(info) or _postprocess_problem(info) or _click_problem(info)
+    return _size_problem(info) or _postprocess_problem(info) or _click_problem(info) or _classifier_problem(info)
+
+
+def _classifier_problem(info: ModelInfo) -> Optional[str]:
+    """A classifier's settings must be ones that classify.ClassifierSettings accepts; other models have none."""
+    if not is_classifier(info.architecture):
+        return "'classification' is for classifiers only" if info.classification else None
+    from .classify import ClassifierSettings
+
+    try:
+        ClassifierSettings.from_dict(info.classification)
+    except (TypeError, ValueError) as error:
+        return f"'classification': {error}"
+    return None
 
 
 def _click_problem(info: ModelInfo) -> Optional[str]:
@@ -139,15 +154,16 @@ def installed_models() -> List[Path]:
 
 
 def installed_segmenters() -> List[Path]:
-    """The installed models that segment a frame by themselves: not the click models (``refine``'s). A folder
-    whose model.json cannot be read stays listed, so that choosing it says what is wrong with it."""
-    def refines(folder: Path) -> bool:
+    """The installed models that segment a frame by themselves: not the click models (``refine``'s) nor the
+    classifiers (``classify``'s). A folder whose model.json cannot be read stays listed, so that choosing it
+    says what is wrong with it."""
+    def segments(folder: Path) -> bool:
         try:
-            return is_click_model(load_info(folder).architecture)
+            return MODEL_REGISTRY[load_info(folder).architecture].kind in SEGMENTER_KINDS
         except ModelFolderError:
-            return False
+            return True
 
-    return [folder for folder in installed_models() if not refines(folder)]
+    return [folder for folder in installed_models() if segments(folder)]
 
 
 def bundle_dir(architecture: str) -> Optional[Path]:

@@ -587,6 +587,38 @@ class NerveSceneLogic:
         session = self._click_sessions.get((segmentation_node.GetID(), self.frame_of(segmentation_node, volume_node)))
         return session.provenance(mask) if session is not None and session.made else None
 
+    # ------------------------------------------------------------------------- CTS classifier (research use)
+
+    def classify(self, volume_node, classifier, method: str = "gradcam"):
+        """The core's classifier on the frame shown: (ClassPrediction, a volume of where it looked, by ``method``,
+        on the image's grid: 0 outside its 15 mm crop)."""
+        from MedianNerveSegLib.classify import explanation_map, map_on_frame
+
+        frame = self.current_frame(volume_node)
+        image = self.volume_to_image(volume_node, frame)
+        prediction = classifier.classify(image)
+        heat = map_on_frame(explanation_map(classifier, prediction, method), prediction.crop_box, image.pixels.shape)
+        return prediction, self.map_volume(volume_node, frame, heat, f"{volume_node.GetName()} {method} map")
+
+    def map_volume(self, volume_node, frame: int, heat: np.ndarray, name: str):
+        """A frame-sized map as a scalar volume on ``volume_node``'s grid (its frame's slice of a multi-slice clip),
+        coloured where it is above 5 % of its maximum, for the foreground layer."""
+        node = self.scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", self.scene.GenerateUniqueName(name))
+        dims = volume_node.GetImageData().GetDimensions()
+        array = np.zeros(dims[::-1], np.float32)
+        array[frame if dims[2] > 1 else 0] = heat
+        slicer.util.updateVolumeFromArray(node, array)
+        node.SetIJKToRASMatrix(_matrix(volume_node.GetIJKToRASMatrix))
+        node.CreateDefaultDisplayNodes()
+        display, top = node.GetDisplayNode(), float(max(heat.max(), 1e-6))
+        display.SetAndObserveColorNodeID("vtkMRMLColorTableNodeRainbow")
+        display.SetAutoWindowLevel(False)
+        display.SetWindowLevelMinMax(0.0, top)
+        display.SetApplyThreshold(True)
+        display.SetLowerThreshold(0.05 * top)
+        self._place_under(node, volume_node)
+        return node
+
     # ------------------------------------------------------------------------- saving
 
     def save_label(self, segmentation_node, volume_node, store_folder: PathLike, ai_mask: Optional[np.ndarray] = None,

@@ -26,6 +26,16 @@ CLICK_EFFECT = "Nerve clicks"  # the Segment Editor effect of SegmentEditorNerve
 EDITOR_NODE_TAG = "MedianNerveSeg"  # the embedded Segment Editor's own parameter node, not the Segment Editor module's
 
 
+def registerEffect(path: str) -> None:
+    """Register a scripted Segment Editor effect (as Slicer's scripted effect template does): ``path`` is its
+    file, whose folder's name and file name Slicer loads it by."""
+    import qSlicerSegmentationsEditorEffectsPythonQt as effects
+
+    effect = effects.qSlicerSegmentEditorScriptedEffect(None)
+    effect.setPythonSource(path.replace("\\", "/"))
+    effect.self().register()
+
+
 class TaskMonitor:
     """Polls a task from a QTimer: progress bar and status text while it runs, ``ended(task)`` once when it
     has ended (succeeded, failed or cancelled). Slicer stays responsive: the work is in another process."""
@@ -110,6 +120,7 @@ class MedianNerveSegPanel(VTKObservationMixin):
         for button, handler in (
                 (self.ui.loadImageButton, self.onLoadImage), (self.ui.segmentButton, self.onSegment),
                 (self.ui.editButton, self.onEdit), (self.ui.clickFixButton, self.onClickFix),
+                (self.ui.classifyButton, self.onClassify),
                 (self.ui.measureButton, self.onMeasure),
                 (self.ui.calibrateSpacingButton, self.onCalibrateSpacing), (self.ui.placeLineButton, self.onPlaceLine),
                 (self.ui.calibrateLineButton, self.onCalibrateLine), (self.ui.saveLabelButton, self.onSaveLabel),
@@ -192,6 +203,7 @@ class MedianNerveSegPanel(VTKObservationMixin):
                        self.ui.exportButton, self.ui.dicomExportButton):
             button.enabled = hasSegmentation
         self.ui.reportButton.enabled = bool(p and p.table)
+        self.ui.classifyButton.enabled = hasVolume
         self.ui.calibrateSpacingButton.enabled = hasVolume and p.spacingMm > 0
         self.ui.calibrateLineButton.enabled = hasVolume and bool(p.calibrationLine) and p.calibrationLengthMm > 0
         if p and self.ui.modelComboBox.currentText != p.modelName:
@@ -430,6 +442,21 @@ class MedianNerveSegPanel(VTKObservationMixin):
                else _("{area} px (spacing unknown)").format(area=m.area_px))
         return _("{n} click(s) on this contour: CSA {csa} ({ms:.0f} ms, {model})").format(
             n=len(refinement.clicks), csa=csa, ms=refinement.milliseconds, model=refiner.model_id)
+
+    def onClassify(self) -> None:
+        """The shipped CTS classifier on the frame shown (a 15 mm crop around the nerve it finds), its probability,
+        and the map of where it looked over the image (foreground layer). Research use, never a diagnosis."""
+        if not self.logic.ensureDependencies():
+            return
+        p, method = self._parameterNode, self.ui.explainMethodComboBox.currentText
+        with slicer.util.tryWithErrorDisplay(_("Classification failed."), waitCursor=True):
+            classifier = self.logic.classifier(p.device)
+            prediction, mapNode = self.logic.sceneLogic.classify(p.inputVolume, classifier, method)
+            slicer.util.setSliceViewerLayers(foreground=mapNode, foregroundOpacity=0.5)
+            self.ui.classifyResultLabel.text = _(
+                "P({positive}) = {p:.2f}: {label} ({model}; labels: {source}). Research use, not a diagnosis.").format(
+                positive=classifier.settings.classes[1], p=prediction.probability, label=prediction.label,
+                model=classifier.model_id, source=classifier.settings.label_source)
 
     def onMeasure(self) -> None:
         p = self._parameterNode

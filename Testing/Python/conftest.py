@@ -34,3 +34,17 @@ def tiny_click_model(dataset_dir, tmp_path_factory) -> Path:
                          clicks=ClickTrainConfig(initial_model="median_nerve_unet_small", repeats=1, val_clicks=1))
     train(dataset_dir, out, config, log=lambda message: None)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_classifier(dataset_dir, tmp_path_factory) -> Path:
+    """An EfficientNet-B0 classifier trained for one epoch on 16 images' 64 x 64 crops, on the surrogate label:
+    for the plumbing, not for its numbers."""
+    from MedianNerveSegLib.train import ClassifierTrainConfig, TrainConfig, train
+
+    out = tmp_path_factory.mktemp("tiny_classifier") / "model"
+    config = TrainConfig(name="tiny_classifier", architecture="efficientnet_b0", input_size=(64, 64), epochs=1,
+                         batch_size=8, max_images=16, spacing_mm=SPACING,
+                         classifier=ClassifierTrainConfig(surrogate_csa_mm2=10.0, segmenter="median_nerve_unet_small"))
+    train(dataset_dir, out, config, log=lambda message: None)
+    return out

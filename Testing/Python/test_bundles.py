@@ -114,7 +114,10 @@ def test_metadata_follows_the_monai_bundle_spec(name):
         assert all(isinstance(v, (int, float)) for v in tensor["value_range"]), tensor["value_range"]
     assert formats["inputs"]["image"]["value_range"] == [0, 255]
     assert formats["outputs"]["pred"]["value_range"] == [0, 1]
-    assert formats["outputs"]["pred"]["channel_def"] == {"0": "background", "1": "median nerve"}
+    if MODEL_REGISTRY[name].kind == "classifier":  # class probabilities: the other class, the positive one
+        assert formats["outputs"]["pred"]["num_channels"] == 2 and formats["inputs"]["image"]["spatial_shape"] == [224, 224]
+    else:
+        assert formats["outputs"]["pred"]["channel_def"] == {"0": "background", "1": "median nerve"}
 
 
 @pytest.mark.parametrize("name", available_models())
@@ -215,3 +218,39 @@ def test_the_click_bundle_refines_and_benchmarks(tiny_click_model, dataset_dir, 
     assert result["n_images"] == 3 and result["click_model"] == "tiny_click@1.0.0"
     trained_on = json.loads((tiny_click_model / "model.json").read_text())["training"]["train_patients"]
     assert not set(result["patients"]) & set(trained_on)  # only patients neither model learnt from
+
+
+@pytest.mark.parametrize("name", available_models("classifier"))
+def test_classifier_bundles_train_on_labels_and_build_their_network(name):
+    from MedianNerveSegLib.models import build_model
+    from MedianNerveSegLib.train import ClassifierTrainConfig
+
+    bundle = TRAINING / name
+    for relative in BUNDLE_FILES:
+        assert (bundle / relative).is_file(), relative
+    parser = ConfigParser()
+    parser.read_config(str(bundle / "configs/train.json"))
+    config = parser.get_parsed_content("train_config")
+    assert config.architecture == name and isinstance(config.classifier, ClassifierTrainConfig)
+    assert config.classifier.surrogate_csa_mm2 == 10.0 and config.classifier.crop_mm == 15.0
+    assert (list(config.augment.gamma), config.augment.speckle_sd) == ([1.0, 1.0], 0.0)  # the paper's: geometry only
+    for config_file in ("train.json", "inference.json"):
+        parser = ConfigParser()
+        parser.read_config(str(bundle / "configs" / config_file))
+        built = parser.get_parsed_content("network_def")
+        assert type(built) is type(build_model(name))
+    assert "surrogate" in (bundle / "docs/README.md").read_text()
+
+
+def test_a_classifier_bundle_classifies_and_evaluates(tiny_classifier, dataset_dir, tmp_path):
+    bundle = TRAINING / "efficientnet_b0"
+    images = tmp_path / "images"
+    images.mkdir()
+    (images / "Pz001-001.png").symlink_to(dataset_dir / "images/Pz001-001.png")
+    assert _run(bundle / "configs/inference.json", bundle_root=str(tmp_path), model=str(tiny_classifier),
+                input_dir=str(images), explain=["gradcam"]) == 0
+    rows = (tmp_path / "eval/classify/classification.csv").read_text().splitlines()
+    assert len(rows) == 2 and "Pz001-001_gradcam.png" in rows[1]
+    assert _run(bundle / "configs/evaluate.json", bundle_root=str(tmp_path), model=str(tiny_classifier),
+                dataset_dir=str(dataset_dir)) == 0
+    assert json.loads((tmp_path / "eval/classifier/classifiers.json").read_text())["n_images"] > 0

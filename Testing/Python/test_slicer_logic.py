@@ -512,3 +512,23 @@ def test_clicks_in_a_view_refine_the_nerve_segment_and_the_saved_label_says_how(
     assert mrml.logic.segment_mask(drawn, volume)[200, 300] and mrml.logic.nerve_segment_id(drawn)
     mrml.scene.Clear(0)  # a closed scene's clicks are forgotten with its AI masks
     assert not mrml.logic._click_sessions
+
+
+def test_the_classifier_and_its_map_over_the_image(mrml, image_path, tiny_classifier):
+    from MedianNerveSegLib.classify import Classifier
+
+    volume = mrml.logic.load_image(image_path, spacing_mm=SPACING)
+    classifier = Classifier(tiny_classifier, segmenter="median_nerve_unet_small")
+    prediction, map_node = mrml.logic.classify(volume, classifier, "gradcam")
+    assert 0 <= prediction.probability <= 1 and prediction.label in classifier.settings.classes
+    heat = slicer.util.arrayFromVolume(map_node)[0]
+    assert heat.shape == slicer.util.arrayFromVolume(volume)[0].shape
+    box = prediction.crop_box
+    outside = np.ones(heat.shape, bool)
+    outside[max(box.top, 0):box.top + box.height, max(box.left, 0):box.left + box.width] = False
+    assert not heat[outside].any()  # nothing outside the 15 mm crop the classifier saw
+    assert map_node.GetSpacing() == pytest.approx(volume.GetSpacing())
+    assert map_node.GetDisplayNode().GetApplyThreshold()
+    unknown = mrml.logic.load_image(image_path)  # no spacing: no 15 mm crop
+    with pytest.raises(ValueError, match="needs the pixel spacing"):
+        mrml.logic.classify(unknown, classifier, "gradcam")

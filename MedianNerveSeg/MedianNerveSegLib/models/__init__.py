@@ -5,7 +5,8 @@ Every segmenter takes a (B, 1, H, W) grayscale batch and returns (B, 1, H, W) ne
 loss in train mode (``forward(x, masks)``) and needs an optional package (torchvision). A
 "click" network refines a mask: it takes (B, 4, H, W), the image, the current mask and the
 positive and negative click maps of a crop around the nerve (:mod:`..clicks`), and returns
-(B, 1, H, W) nerve logits of that crop.
+(B, 1, H, W) nerve logits of that crop. A "classifier" (the CTS classifiers of Shinohara et
+al. 2022) takes a (B, 1, H, W) crop around the nerve and returns (B, 2) class logits.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ NETWORK_MODULES = {
     "UNetPlusPlus": "monai_nets", "attention_unet": "monai_nets", "basic_unet": "monai_nets",
     "monai_unet": "monai_nets", "click_unet": "monai_nets", "MultiResUNet": "multiresunet",
     "ScaleAttentionalUNet": "sa_unet", "UNet": "unet",
+    "squeezenet1_1": "cts_classifiers", "mobilenet_v2": "cts_classifiers", "efficientnet_b0": "cts_classifiers",
 }
 
 
@@ -45,9 +47,10 @@ class ModelSpec:
     builder: str  # a name in NETWORK_MODULES
     defaults: Dict[str, Any] = field(default_factory=dict)
     reference: str = ""
-    kind: str = "semantic"  # semantic | detector | click
+    kind: str = "semantic"  # semantic | detector | click | classifier
     requires: Tuple[str, ...] = ()  # optional packages it imports
     parameters: Optional[int] = None  # with its defaults: `models` lists it without building it (tested)
+    explain_layer: str = ""  # the module whose activations Grad-CAM weighs ("" : none declared)
 
     @property
     def build(self) -> Callable[..., "torch.nn.Module"]:
@@ -60,7 +63,7 @@ MODEL_REGISTRY: Dict[str, ModelSpec] = {
         ModelSpec("monai_unet", "monai_unet",
                   {"channels": [24, 48, 96, 192, 384], "num_res_units": 2, "dropout": 0.0},
                   "MONAI UNet with residual units (Kerfoot et al., 2018)",
-                  parameters=3_657_798),
+                  parameters=3_657_798, explain_layer="model.1.submodule.1.submodule.2"),
         ModelSpec("basic_unet", "basic_unet",
                   {"features": [32, 32, 64, 128, 256, 32], "dropout": 0.0},
                   "MONAI BasicUNet: the classic U-Net of Ronneberger et al., 2015",
@@ -94,7 +97,17 @@ MODEL_REGISTRY: Dict[str, ModelSpec] = {
                   kind="detector", requires=("torchvision",)),
         ModelSpec("click_unet", "click_unet", {"channels": [16, 32, 64, 128, 256], "num_res_units": 2},
                   "Click-conditioned MONAI UNet for refinement with positive and negative clicks "
-                  "(RITM, Sofiiuk et al., 2021)", kind="click", parameters=1_628_142),
+                  "(RITM, Sofiiuk et al., 2021)", kind="click", parameters=1_628_142,
+                  explain_layer="model.1.submodule.1.submodule.2"),
+        ModelSpec("squeezenet1_1", "squeezenet1_1", {}, "SqueezeNet 1.1 (Iandola et al., 2016), torchvision; a CTS "
+                  "classifier of Shinohara et al. 2022", kind="classifier", requires=("torchvision",),
+                  parameters=723_522, explain_layer="network.features.12"),
+        ModelSpec("mobilenet_v2", "mobilenet_v2", {}, "MobileNetV2 (Sandler et al., 2018), torchvision; a CTS "
+                  "classifier of Shinohara et al. 2022", kind="classifier", requires=("torchvision",),
+                  parameters=2_226_434, explain_layer="network.features.18"),
+        ModelSpec("efficientnet_b0", "efficientnet_b0", {}, "EfficientNet-B0 (Tan & Le, 2019), MONAI EfficientNetBN; "
+                  "a CTS classifier of Shinohara et al. 2022", kind="classifier", parameters=4_010_110,
+                  explain_layer="network._bn1"),
     )
 }
 MISSING_PACKAGE_HINT = {"torchvision": "pip install 'median-nerve-seg[maskrcnn]' (torchvision matching your torch)"}
@@ -128,6 +141,13 @@ def is_click_model(name: str) -> bool:
     return MODEL_REGISTRY[name].kind == "click"
 
 
+def is_classifier(name: str) -> bool:
+    return MODEL_REGISTRY[name].kind == "classifier"
+
+
+KIND_COMMANDS = {"click": "refine", "classifier": "classify"}  # what runs the models that do not segment
+
+
 NERVE_PRIOR = 0.01  # fraction of an image that is nerve (about 1% in the Jesi dataset)
 
 
@@ -140,7 +160,7 @@ def build_model(name: str, **kwargs: Any) -> torch.nn.Module:
         if not package_works(package):
             raise ImportError(f"model '{name}' needs {package}: {MISSING_PACKAGE_HINT[package]}")
     model = spec.build(**{**spec.defaults, **kwargs})
-    return model if spec.kind == "detector" else init_output_bias(model)
+    return model if spec.kind in ("detector", "classifier") else init_output_bias(model)
 
 
 def init_output_bias(model: torch.nn.Module, prior: float = NERVE_PRIOR) -> torch.nn.Module:

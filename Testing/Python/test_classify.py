@@ -1,0 +1,158 @@
+"""CTS classification without CSA (Shinohara et al. 2022): the 15 mm crop, labels, the classify command,
+evaluate-classifiers, explanation maps and classifier training."""
+
+import csv
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from MedianNerveSegLib.classify import (ClassifierSettings, Classifier, crop_box, crop_pixels, nerve_centre,
+                                        read_labels, surrogate_labels)
+from MedianNerveSegLib.cli import main
+from MedianNerveSegLib.data import list_samples
+from MedianNerveSegLib.inference import Segmenter
+from MedianNerveSegLib.refine import Refiner
+from MedianNerveSegLib.zoo import ModelFolderError, load_info
+
+from conftest import SPACING
+
+IMAGE = "Pz001-001.png"
+
+
+def test_the_crop_is_15_mm_whatever_the_spacing():
+    assert crop_box((100.0, 200.0), (0.062, 0.062), 15.0, (224, 224)).height == round(15 / 0.062)
+    box = crop_box((100.0, 200.0), (0.05, 0.1), 15.0, (224, 224))
+    assert (box.height, box.width) == (300, 150)  # square in mm on a scanner with anisotropic pixels
+    assert abs(box.top + box.height / 2 - 100.5) <= 0.5 and abs(box.left + box.width / 2 - 200.5) <= 0.5
+    frame = np.zeros((400, 400), np.float32)
+    frame[150:250, 150:250] = 1.0  # a 5 mm square (0.05 mm/pixel) at the centre of a 15 mm crop
+    crop = crop_pixels(frame, crop_box((199.5, 199.5), (0.05, 0.05), 15.0, (90, 90)))
+    assert crop.shape == (90, 90) and (crop > 0.5).sum() == pytest.approx(30 * 30, rel=0.08)
+    assert nerve_centre(frame > 0.5) == (199.5, 199.5)
+
+
+def test_labels_from_a_csv_of_images_or_patients(dataset_dir, tmp_path):
+    samples = list_samples(dataset_dir)
+    by_image = tmp_path / "images.csv"
+    by_image.write_text("\ufeffimage,label\nPz001-001.png,CTS\nPz002-001,control\nPz004-001.png, 1 \n")
+    labels = read_labels(by_image, samples)
+    assert labels == {"Pz001-001": True, "Pz002-001": False, "Pz004-001": True}
+    by_patient = tmp_path / "patients.csv"
+    by_patient.write_text("patient,label\nPz001,cts\n")
+    assert {k for k, v in read_labels(by_patient, samples).items() if v} == \
+        {s.image.stem for s in samples if s.patient == "Pz001"}
+
+
+@pytest.mark.parametrize("text, message", [
+    ("image,label\nPz999-001.png,CTS\n", "line 2: image 'Pz999-001.png' is not in the dataset"),
+    ("image,label\nPz001-001.png,maybe\n", "line 2: label 'maybe' is neither CTS"),
+    ("image,label\nPz001-001.png,CTS\nPz001-001,control\n", "line 3: Pz001-001.png is labelled both CTS and control"),
+    ("patient,label\nPz999,CTS\n", "patient 'Pz999' has no image in the dataset"),
+    ("file,diagnosis\nPz001-001.png,CTS\n", "needs a 'label' column and an 'image' or 'patient' column"),
+])
+def test_bad_labels_are_refused_with_the_line(dataset_dir, tmp_path, text, message):
+    path = tmp_path / "labels.csv"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=message.replace("(", "\\(")):
+        read_labels(path, list_samples(dataset_dir))
+
+
+def test_the_surrogate_label_is_the_expert_csa_and_needs_the_spacing(dataset_dir):
+    samples = list_samples(dataset_dir)[:6]
+    labels = surrogate_labels(samples, (SPACING, SPACING), 10.0)
+    from MedianNerveSegLib.io import read_mask
+
+    for sample in samples:
+        assert labels[sample.image.stem] == (read_mask(sample.mask).sum() * SPACING ** 2 >= 10.0)
+    with pytest.raises(ValueError, match="needs the expert CSA in mm2: give --spacing"):
+        surrogate_labels(samples, None)
+
+
+@pytest.mark.parametrize("settings, problem", [({"classes": ["one"]}, "'classes' must be two names"),
+                                               ({"crop_mm": -1}, "'crop_mm' must be a positive number"),
+                                               ({"size": 3}, "unknown classifier setting")])
+def test_classifier_settings_are_checked(settings, problem):
+    with pytest.raises(ValueError, match=problem):
+        ClassifierSettings.from_dict(settings)
+
+
+def test_each_kind_of_model_is_refused_where_it_does_not_belong(tiny_classifier):
+    with pytest.raises(ModelFolderError, match="is a classifier model, it does not segment a frame: use it with "
+                                               "median-nerve-seg classify"):
+        Segmenter(tiny_classifier)
+    with pytest.raises(ModelFolderError, match="refine needs a click model"):
+        Refiner(tiny_classifier)
+    with pytest.raises(ModelFolderError, match="is not a classifier"):
+        Classifier("median_nerve_unet_small")
+    info = load_info(tiny_classifier)
+    assert info.classification["classes"] == ["nerve not enlarged", "enlarged nerve (expert CSA >= 10 mm2)"]
+    assert "surrogate, not a diagnosis" in info.classification["label_source"]
+
+
+def test_classify_writes_a_row_per_image_and_refuses_what_it_cannot_crop(tiny_classifier, dataset_dir, tmp_path,
+                                                                        capsys):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for name in (IMAGE, "Pz002-001.png"):
+        shutil.copy(dataset_dir / "images" / name, inputs / name)
+    (inputs / "broken.png").write_bytes(b"not a png")
+    out = tmp_path / "out"
+    assert main(["classify", str(inputs), "--out", str(out), "--model", str(tiny_classifier), "--spacing",
+                 str(SPACING), "--explain", "occlusion,gradcam"]) == 1
+    with open(out / "classification.csv", newline="") as handle:
+        rows = {row["image"].split("/")[-1]: row for row in csv.DictReader(handle)}
+    assert set(rows) == {IMAGE, "Pz002-001.png", "broken.png"}
+    good = rows[IMAGE]
+    assert 0 <= float(good["probability"]) <= 1 and good["label"] in load_info(tiny_classifier).classification["classes"]
+    assert good["model"] == "tiny_classifier@1.0.0" and good["spacing_mm"] == "0.062x0.062" and not good["error"]
+    assert good["maps"] == "Pz001-001_occlusion.png;Pz001-001_gradcam.png"
+    assert np.load(out / "Pz001-001_gradcam.npy").shape == (64, 64)
+    assert "not a valid or complete PNG" in rows["broken.png"]["error"]
+    # run again: the images done are skipped; the broken one is tried again
+    assert main(["classify", str(inputs), "--out", str(out), "--model", str(tiny_classifier), "--spacing",
+                 str(SPACING)]) == 1
+    assert "2 already done" in capsys.readouterr().out
+    no_spacing = tmp_path / "no_spacing"
+    assert main(["classify", str(inputs / IMAGE), "--out", str(no_spacing), "--model", str(tiny_classifier)]) == 1
+    assert "the 15 mm crop needs the pixel spacing" in capsys.readouterr().err
+    assert main(["classify", str(inputs / IMAGE), "--out", str(out), "--model", "median_nerve_unet_small"]) == 2
+
+
+def test_evaluate_classifiers_sets_the_classifier_next_to_the_csa_rule(tiny_classifier, dataset_dir, tmp_path):
+    out = tmp_path / "eval"
+    assert main(["evaluate-classifiers", "--dataset", str(dataset_dir), "--models", str(tiny_classifier), "--out",
+                 str(out), "--surrogate-csa", "10", "--spacing", str(SPACING), "--segmenter",
+                 "median_nerve_unet_small", "--resamples", "50"]) == 0
+    summary = json.loads((out / "classifiers.json").read_text())
+    trained_on = set(load_info(tiny_classifier).training["train_patients"])
+    assert summary["n_images"] > 0 and "surrogate, not a diagnosis" in summary["labels"]
+    model, rule = summary["results"]["model"], summary["results"]["CSA rule"]
+    assert rule["tp"] + rule["fp"] + rule["fn"] + rule["tn"] == summary["n_images"] == model["n"]
+    assert rule["auc"] > 0.8  # the segmenter's CSA tracks the expert's, which defines this label
+    assert 0 <= model["delong_vs_csa_rule"]["p_value"] <= 1
+    rows = list(csv.DictReader(open(out / "per_image.csv")))
+    assert not {r["patient"] for r in rows} & trained_on
+    table = (out / "classifiers.md").read_text()
+    assert "CSA rule" in table and "Shinohara et al. 2022: EfficientNet" in table and "bootstrap over patients" in table
+    assert (out / "roc.png").is_file()
+
+
+def test_a_segmenters_occlusion_map_lies_on_the_nerve(dataset_dir, tmp_path):
+    """Maps respond to the evidence: hiding the nerve lowers the shipped segmenter's nerve score far more than
+    hiding the rest of the image."""
+    out = tmp_path / "explain"
+    assert main(["explain", str(dataset_dir / "images" / IMAGE), "--out", str(out), "--model", "median_nerve_unet",
+                 "--explain", "occlusion,gradcam"]) == 0
+    from MedianNerveSegLib.io import read_mask
+    from MedianNerveSegLib.preprocess import resize_array
+
+    truth = resize_array(read_mask(dataset_dir / "masks" / IMAGE).astype(np.float32), (288, 384)) > 0.5
+    from scipy import ndimage
+
+    near = ndimage.binary_dilation(truth, iterations=15)
+    for method in ("occlusion", "gradcam"):
+        heat = np.clip(np.load(out / f"Pz001-001_{method}.npy"), 0, None)
+        assert heat.shape == (288, 384)
+        assert heat[near].mean() > 5 * heat[~near].mean(), method
