@@ -68,7 +68,7 @@ def evaluate_classifiers(dataset_dir: Path, out_dir: Path, models: Sequence[str]
     if not samples or truth.all() or not truth.any():
         raise ValueError(f"{dataset_dir}: the held-out patients none of the models learnt from need labelled images "
                          f"of both classes ({int(truth.sum())} positive of {len(samples)})")
-    rows = _score(samples, seg, classifiers, spacing_mm)
+    rows = _score(samples, truth, seg, classifiers, spacing_mm)
     groups = [r["patient"] for r in rows]
     names = [model_name(c.model_dir) for c in classifiers]
     scores = {name: np.array([r[name] for r in rows]) for name in names}
@@ -76,7 +76,8 @@ def evaluate_classifiers(dataset_dir: Path, out_dir: Path, models: Sequence[str]
     results: Dict[str, Any] = {}
     for name, classifier in zip(names, classifiers):
         results[name] = {**diagnostic_summary(truth, scores[name], classifier.info.threshold, groups, resamples),
-                         "model": classifier.model_id, "delong_vs_csa_rule": delong_test(truth, scores[name], csa)}
+                         "model": f"{classifier.model_id}, {classifier.info.architecture}",
+                         "delong_vs_csa_rule": delong_test(truth, scores[name], csa)}
     results[CSA_RULE] = {**diagnostic_summary(truth, csa, cutoff_mm2, groups, resamples),
                          "model": f"{seg.model_id}, CSA >= {cutoff_mm2:g} mm2"}
     summary = {"dataset": str(dataset_dir), "labels": source, "n_images": len(rows),
@@ -88,20 +89,26 @@ def evaluate_classifiers(dataset_dir: Path, out_dir: Path, models: Sequence[str]
     (out_dir / "classifiers.json").write_text(json.dumps(summary, indent=2, default=_plain) + "\n")
     _write_rows(rows, out_dir / "per_image.csv")
     (out_dir / "classifiers.md").write_text(markdown(summary))
-    plot_roc(truth, {**scores, f"{CSA_RULE} ({seg.model_id})": csa}, results, out_dir / "roc.png")
+    title = (f"{len(rows)} held-out images of {len(set(groups))} patients, {int(truth.sum())} positive\n"
+             f"positive: {source}")
+    plot_roc(truth, {**{f"{name} ({c.info.architecture})" if name != c.info.architecture else name: scores[name]
+                        for name, c in zip(names, classifiers)}, f"{CSA_RULE} ({seg.model_id})": csa},
+             results, out_dir / "roc.png", title)
     return summary
 
 
-def _score(samples, seg: Segmenter, classifiers: Sequence[Classifier], spacing_mm: Any) -> List[Dict[str, Any]]:
-    """Per held-out image: its patient, the segmenter's CSA and each classifier's probability."""
+def _score(samples, truth: np.ndarray, seg: Segmenter, classifiers: Sequence[Classifier],
+           spacing_mm: Any) -> List[Dict[str, Any]]:
+    """Per held-out image: its patient, its label (1: positive), the segmenter's CSA and each classifier's
+    probability."""
     rows = []
-    for index, sample in enumerate(samples):
+    for index, (sample, positive) in enumerate(zip(samples, truth)):
         report("evaluate-classifiers", index, len(samples), image=sample.image.name)
         image = read_image(sample.image, spacing_mm=sample_spacing(sample, spacing_mm))
         if image.spacing_mm is None:
             raise ValueError(f"{sample.image}: the CSA rule and the 15 mm crop need the pixel spacing: give --spacing")
         mask = seg.predict(image).mask
-        row = {"image": sample.image.name, "patient": sample.patient,
+        row = {"image": sample.image.name, "patient": sample.patient, "positive": int(positive),
                "csa_mm2": float(mask.sum() * image.spacing_mm[0] * image.spacing_mm[1])}
         for classifier in classifiers:
             row[model_name(classifier.model_dir)] = classifier.classify(image).probability
@@ -139,8 +146,9 @@ def markdown(summary: Dict[str, Any]) -> str:
         lines.append("| " + " | ".join([f"{name} ({r['model']})", str(r["n"]),
                                         f"{r['tp']} / {r['fp']} / {r['fn']} / {r['tn']}"]
                                        + [_with_ci(r[k], r[f"{k}_ci"]) for k in keys] + [cell]) + " |")
-    paper = ["| " + " | ".join(["Shinohara et al. 2022: " + name, "1000 images, 20 hands", "-"]
-                               + [f"{figures[k]:.3f}" for k in keys] + ["-"]) + " |"
+    test_set = "20 test hands (10 CTS, 10 control), 100 frames each"
+    paper = ["| " + " | ".join(["Shinohara et al. 2022: " + name, test_set, "-"] + [f"{figures[k]:.3f}" for k in keys]
+                               + ["-"]) + " |"
              for name, figures in summary["paper"].items()]
     return (f"Held-out patients: {summary['n_images']} images of {summary['n_patients']} patients that neither the "
             f"classifiers nor the segmenter ({summary['segmenter']}) learnt from; {summary['n_positive']} positive. "
@@ -155,8 +163,9 @@ def markdown(summary: Dict[str, Any]) -> str:
                "these images.\n"))
 
 
-def plot_roc(truth: np.ndarray, scores: Dict[str, np.ndarray], results: Dict[str, Any], path: Path) -> None:
-    """Each ROC curve with its AUC and 95 % CI, the chance diagonal, n in the title."""
+def plot_roc(truth: np.ndarray, scores: Dict[str, np.ndarray], results: Dict[str, Any], path: Path,
+             title: str) -> None:
+    """Each ROC curve with its AUC and 95 % CI, the chance diagonal; ``title`` says n and what positive means."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -172,7 +181,7 @@ def plot_roc(truth: np.ndarray, scores: Dict[str, np.ndarray], results: Dict[str
     axis.set_ylabel("sensitivity (true positive rate)")
     axis.set_xlim(0, 1)
     axis.set_ylim(0, 1.01)
-    axis.set_title(f"{truth.size} held-out images, {int(truth.sum())} positive", fontsize=10)
+    axis.set_title(title, fontsize=8)
     axis.legend(loc="lower right", fontsize=7)
     axis.grid(alpha=0.3)
     figure.tight_layout()

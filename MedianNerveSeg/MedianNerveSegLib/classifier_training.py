@@ -2,9 +2,10 @@
 ``train.SegmenterRecipe``.
 
 Crops of 15 x 15 mm centred on the expert's nerve (``classify`` centres them on the segmenter's), resampled to
-the input size once; the paper's augmentation (flips, rotation +-10 deg, scaling 0.8-1.2, translation, shear;
-no intensity change); cross-entropy over the two classes; validation on the held-out patients' crops by ROC AUC
-(which keeps the best weights when asked to) and accuracy. Labels come from a CSV of diagnoses, or from the
+the input size once; the paper's augmentation as the bundle sets it (flips, rotation +-10 deg, translation,
+shear; no intensity change; the bundles leave out the paper's scaling, which changes the surrogate's area);
+cross-entropy over the two classes; validation on the held-out patients' crops by ROC AUC (which keeps the best
+weights when asked to) and accuracy. Labels come from a CSV of diagnoses, or from the
 surrogate rule "expert CSA >= X mm^2", whose class names then say so.
 """
 

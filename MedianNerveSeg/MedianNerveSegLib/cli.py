@@ -315,7 +315,7 @@ def cmd_models(args: argparse.Namespace) -> int:
     from .zoo import installed_models, load_info, model_name
 
     print("architectures:")
-    usable = set(available_models()) | set(available_models("click"))
+    usable = set(available_models()) | set(available_models("click")) | set(available_models("classifier"))
     for name, spec in sorted(MODEL_REGISTRY.items()):
         if name in usable:
             parameters = spec.parameters or count_parameters(build_model(name))
@@ -326,10 +326,12 @@ def cmd_models(args: argparse.Namespace) -> int:
     print("installed models:")
     for folder in installed_models():
         info = load_info(folder)
-        dice, clicks = info.metrics.get("dice_mean"), info.metrics.get("clicks")
+        dice, clicks, auc = (info.metrics.get(key) for key in ("dice_mean", "clicks", "auc"))
         print(f"  {model_name(folder):<14} {info.architecture} v{info.version}"
               + (f"  val DSC {dice:.3f}" if dice is not None else "")
-              + (f" after {clicks} simulated clicks (refine)" if clicks is not None else "") + f"  ({folder})")
+              + (f" after {clicks} simulated clicks (refine)" if clicks is not None else "")
+              + (f"  val ROC AUC {auc:.3f} (classify)" if auc is not None and info.classification else "")
+              + f"  ({folder})")
     return 0
 
 
@@ -472,7 +474,8 @@ def build_parser() -> argparse.ArgumentParser:
     cla.add_argument("--model", default=None, help="classifier: installed name or folder (default: the shipped one)")
     cla.add_argument("--spacing", type=_spacing, default=None, metavar="MM", help=spacing_help)
     cla.add_argument("--explain", type=_explain, default=None, metavar="METHODS",
-                     help="comma-separated maps to write: occlusion, lime (needs captum: the explain extra), gradcam")
+                     help="comma-separated maps to write: occlusion, lime (needs captum and scikit-learn: the explain "
+                          "extra), gradcam")
     cla.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     cla.set_defaults(func=cmd_classify)
 

@@ -91,25 +91,33 @@ def gradcam_map(score: nn.Module, layer: str, x: torch.Tensor) -> np.ndarray:
 
 
 def lime_map(score: nn.Module, x: torch.Tensor, image: np.ndarray, segments: int = 60, samples: int = 300,
-             seed: int = 0) -> np.ndarray:
+             seed: int = 0, top: int = 5) -> np.ndarray:
     """LIME (Ribeiro et al. 2016, captum) over SLIC superpixels of ``image``: each superpixel's weight in a linear
-    model of the score from random subsets of superpixels kept (the others set to the image's mean)."""
+    model (least squares) of the score from random subsets of superpixels kept (the others set to the image's
+    mean); captum's SGD fit was too noisy to tell a superpixel the score reads from one it ignores. Only the
+    ``top`` superpixels with the most evidence keep theirs (LIME's explanation of k features): the weights of the
+    rest are mostly the fit's noise."""
     try:
-        from captum._utils.models.linear_model import SGDLinearRegression
+        from captum._utils.models.linear_model import SkLearnLinearRegression
         from captum.attr import Lime
+        import sklearn  # noqa: F401  (captum's least-squares fit)
     except ImportError:
-        raise ImportError("--explain lime needs captum: pip install 'median-nerve-seg[explain]'") from None
+        raise ImportError("--explain lime needs captum and scikit-learn: pip install 'median-nerve-seg[explain]'"
+                          ) from None
     from skimage.segmentation import slic
 
     low, high = float(image.min()), float(image.max())
     superpixels = slic((image - low) / (high - low if high > low else 1.0), n_segments=segments, compactness=0.1,
                        channel_axis=None, start_label=0)
     torch.manual_seed(seed)
-    lime = Lime(lambda batch: score(batch)[:, 0], interpretable_model=SGDLinearRegression())
+    lime = Lime(lambda batch: score(batch)[:, 0], interpretable_model=SkLearnLinearRegression())
     with torch.no_grad():
         attribution = lime.attribute(x, baselines=float(x.mean()), n_samples=samples, perturbations_per_eval=16,
                                      feature_mask=torch.from_numpy(superpixels)[None, None].to(x.device))
-    return attribution[0, 0].detach().cpu().numpy().astype(np.float32)
+    weights = attribution[0, 0].detach().cpu().numpy().astype(np.float32)
+    per_superpixel = np.array([weights[superpixels == label].mean() for label in range(superpixels.max() + 1)])
+    kept = [label for label in np.argsort(per_superpixel)[::-1][:top] if per_superpixel[label] > 0]
+    return np.where(np.isin(superpixels, kept), weights, 0.0).astype(np.float32)
 
 
 def explanation(method: str, score: nn.Module, x: torch.Tensor, image: np.ndarray, layer: str = "") -> np.ndarray:

@@ -115,7 +115,9 @@ def test_metadata_follows_the_monai_bundle_spec(name):
     assert formats["inputs"]["image"]["value_range"] == [0, 255]
     assert formats["outputs"]["pred"]["value_range"] == [0, 1]
     if MODEL_REGISTRY[name].kind == "classifier":  # class probabilities: the other class, the positive one
-        assert formats["outputs"]["pred"]["num_channels"] == 2 and formats["inputs"]["image"]["spatial_shape"] == [224, 224]
+        train = json.loads((TRAINING / name / "configs/train.json").read_text())
+        assert formats["outputs"]["pred"]["num_channels"] == 2
+        assert formats["inputs"]["image"]["spatial_shape"] == train["input_size"]  # the 15 mm crop, resampled
     else:
         assert formats["outputs"]["pred"]["channel_def"] == {"0": "background", "1": "median nerve"}
 

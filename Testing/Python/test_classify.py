@@ -134,6 +134,7 @@ def test_evaluate_classifiers_sets_the_classifier_next_to_the_csa_rule(tiny_clas
     assert 0 <= model["delong_vs_csa_rule"]["p_value"] <= 1
     rows = list(csv.DictReader(open(out / "per_image.csv")))
     assert not {r["patient"] for r in rows} & trained_on
+    assert sum(int(r["positive"]) for r in rows) == summary["n_positive"] == rule["tp"] + rule["fn"]
     table = (out / "classifiers.md").read_text()
     assert "CSA rule" in table and "Shinohara et al. 2022: EfficientNet" in table and "bootstrap over patients" in table
     assert (out / "roc.png").is_file()
@@ -156,3 +157,61 @@ def test_a_segmenters_occlusion_map_lies_on_the_nerve(dataset_dir, tmp_path):
         heat = np.clip(np.load(out / f"Pz001-001_{method}.npy"), 0, None)
         assert heat.shape == (288, 384)
         assert heat[near].mean() > 5 * heat[~near].mean(), method
+
+
+def test_a_new_efficientnet_starts_undecided_and_learns_what_eval_mode_then_shows():
+    """From random init a two-class EfficientNet must start near 50/50 (MONAI's head init, +-0.71 for two classes,
+    gave logits of tens and a loss that never settled), and what it learns in a few dozen steps must show in eval
+    mode (MONAI's batch-norm momentum, 0.01, left the running statistics at their start: one class for all)."""
+    import torch
+    import torch.nn.functional as F
+
+    from MedianNerveSegLib.diagnostic import roc_auc
+    from MedianNerveSegLib.models import efficientnet_b0
+
+    torch.manual_seed(0)
+    rows, columns = torch.meshgrid(torch.arange(64.0), torch.arange(64.0), indexing="ij")
+    labels = torch.tensor([0, 1] * 8)
+
+    def discs():  # small (label 0) or large (label 1) discs in noise, slightly off centre
+        centres = 32 + 6 * (torch.rand(len(labels), 2) - 0.5)
+        distance = ((rows - centres[:, :1, None]) ** 2 + (columns - centres[:, 1:, None]) ** 2).sqrt()
+        images = (distance < 8.0 + 6.0 * labels[:, None, None]).float() + 0.3 * torch.randn(len(labels), 64, 64)
+        return ((images - images.mean()) / images.std())[:, None]
+
+    network = efficientnet_b0()
+    optimizer = torch.optim.Adam(network.parameters(), lr=1e-3)
+    for step in range(40):
+        logits = network.train()(discs())
+        if step == 0:
+            assert logits.abs().max() < 1.0
+        loss = F.cross_entropy(logits, labels)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    with torch.no_grad():
+        probability = torch.softmax(network.eval()(discs()), dim=1)[:, 1].numpy()
+    assert roc_auc(labels.numpy().astype(bool), probability) >= 0.9
+
+
+def test_lime_finds_the_region_the_score_reads_and_keeps_its_top_superpixels():
+    """LIME (captum, SLIC superpixels) on a score that reads one square of the image: the superpixels it keeps lie
+    in that square, at most five of them."""
+    pytest.importorskip("captum")
+    import torch
+    from torch import nn
+
+    from MedianNerveSegLib.explain import lime_map
+
+    class SquareScore(nn.Module):
+        def forward(self, x):
+            return x[:, :, 16:40, 16:40].mean(dim=(1, 2, 3))[:, None]
+
+    rng = np.random.default_rng(0)
+    image = np.kron(rng.random((8, 8)), np.ones((8, 8))).astype(np.float32) + 1.0  # 64 x 64 blocks, all positive
+    heat = lime_map(SquareScore(), torch.from_numpy(image)[None, None], image)
+    assert heat.shape == (64, 64) and heat.max() > 0
+    inside = np.zeros((64, 64), bool)
+    inside[16:40, 16:40] = True  # whole blocks, which the superpixels follow
+    assert heat[~inside].clip(0).sum() < 0.1 * heat.clip(0).sum()
+    assert len(np.unique(heat[heat > 0])) <= 5 * 64  # five superpixels at most (a weight per superpixel)

@@ -160,6 +160,9 @@ def test_console_script_help_explains_every_command():
     listing = subprocess.run([sys.executable, "-m", "MedianNerveSegLib", "models"],
                              capture_output=True, text=True, check=True).stdout
     assert "monai_unet" in listing and "median_nerve_unet" in listing
+    efficientnet = next(line for line in listing.splitlines() if line.strip().startswith("efficientnet_b0"))
+    assert "params" in efficientnet and "not available" not in efficientnet  # MONAI's: no extra needed
+    assert "val ROC AUC" in next(line for line in listing.splitlines() if "median_nerve_classifier" in line)
 
 
 def test_cine_dicom_frames_with_scanner_spacing_and_slicer_masks(dataset_dir, tmp_path):

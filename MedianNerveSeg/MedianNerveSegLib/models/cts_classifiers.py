@@ -51,6 +51,11 @@ def efficientnet_b0(dropout: float = 0.2) -> GreyClassifier:
     # and from random init the cross-entropy then never settles. A small head, as torchvision's MobileNetV2 has.
     nn.init.normal_(network._fc.weight, std=0.01)
     nn.init.zeros_(network._fc.bias)
+    # MONAI's batch-norm momentum is 0.01 (TensorFlow's 0.99): on a few hundred steps from scratch the running
+    # statistics stay near their initial values and the network in eval mode calls one class for every crop.
+    for module in network.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.momentum = 0.1
     return GreyClassifier(network)
 
 
