@@ -194,6 +194,18 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return EXIT_SOME_FAILED if failures else EXIT_OK
 
 
+def cmd_export_nnunet(args: argparse.Namespace) -> int:
+    from .nnunet_export import export_nnunet
+
+    done = export_nnunet(Path(args.dataset), Path(args.out), args.id, args.name, args.folds, args.seed)
+    folder = Path(done["folder"])
+    print(f"wrote {done['cases']} cases of {done['patients']} patients to {folder}; validation cases per fold: "
+          f"{done['folds']}")
+    print(f"next: nnUNet_raw={folder.parent} nnUNetv2_plan_and_preprocess -d {args.id} -c 2d; copy "
+          f"{folder / 'splits_final.json'} into $nnUNet_preprocessed/{folder.name}/; nnUNetv2_train {args.id} 2d FOLD")
+    return EXIT_OK
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from .report import load_cutoffs, write_report
 
@@ -514,6 +526,19 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--spacing", type=_spacing, default=None, metavar="MM", help=spacing_help)
     exp.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     exp.set_defaults(func=cmd_explain)
+
+    nnu = sub.add_parser("export-nnunet", help="a dataset as nnU-Net v2 raw data with this project's patient folds",
+                         description="Writes OUT/Dataset<ID>_<NAME>/ (imagesTr, labelsTr with 0/1 labels, "
+                                     "dataset.json) and splits_final.json: patient-level folds, fold 0 of seed 0 "
+                                     "being the shipped models' validation patients, so nnU-Net trains and "
+                                     "validates on the same patients as the models here.")
+    nnu.add_argument("--dataset", required=True, help="images/ + masks/ folder")
+    nnu.add_argument("--out", required=True, help="folder to hold Dataset<ID>_<NAME>/ (nnUNet_raw)")
+    nnu.add_argument("--id", type=int, default=501, help="nnU-Net dataset id, 1-999 (default 501)")
+    nnu.add_argument("--name", default="MedianNerve", help="dataset name (default MedianNerve)")
+    nnu.add_argument("--folds", type=int, default=5, help="patient folds (default 5)")
+    nnu.add_argument("--seed", type=int, default=0, help="the patient order's seed (default 0)")
+    nnu.set_defaults(func=cmd_export_nnunet)
 
     mea = sub.add_parser("measure", help="measure masks drawn elsewhere (CSA, perimeter, shape)")
     mea.add_argument("masks", nargs="+", metavar="MASK", help="mask files: PNG/BMP (nonzero = nerve), NRRD, .seg.nrrd")

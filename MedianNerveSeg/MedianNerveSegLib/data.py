@@ -81,8 +81,15 @@ def assign_patients(patients: Iterable[str], assigned: Mapping[str, str], val_fr
     return assignment
 
 
+def _shuffled(patients: Iterable[str], seed: int) -> List[str]:
+    """The sorted patients in the seeded order from which splits and folds are cut."""
+    order = sorted(set(patients))
+    random.Random(seed).shuffle(order)
+    return order
+
+
 def _first_assignment(patients: List[str], val_fraction: float, test_fraction: float, seed: int) -> Dict[str, str]:
-    random.Random(seed).shuffle(patients)
+    patients = _shuffled(patients, seed)
     n_val = max(1, round(len(patients) * val_fraction)) if len(patients) > 1 and val_fraction > 0 else 0
     n_test = round(len(patients) * test_fraction) if len(patients) > 2 else 0
     splits = ["validation"] * n_val + ["test"] * n_test
@@ -97,3 +104,16 @@ def split_by_patient(samples: Sequence[Sample], val_fraction: float = 0.2,
     train = [s for s in samples if assignment[s.patient] == "training"]
     val = [s for s in samples if assignment[s.patient] == "validation"]
     return train, val
+
+
+def patient_folds(samples: Sequence[Sample], folds: int = 5, seed: int = 0) -> List[Tuple[List[Sample], List[Sample]]]:
+    """Patient-level k-fold cross-validation: (training, validation) samples of each fold, every patient validated
+    in exactly one. The folds are consecutive blocks of :func:`split_by_patient`'s seeded patient order, so with
+    seed 0 and 5 folds fold 0 holds the shipped models' validation patients."""
+    patients = _shuffled((s.patient for s in samples), seed)
+    if not 2 <= folds <= len(patients):
+        raise ValueError(f"{folds} folds need between 2 and {len(patients)} (the number of patients)")
+    bounds = [round(i * len(patients) / folds) for i in range(folds + 1)]
+    fold_of = {p: f for f in range(folds) for p in patients[bounds[f]:bounds[f + 1]]}
+    return [([s for s in samples if fold_of[s.patient] != f], [s for s in samples if fold_of[s.patient] == f])
+            for f in range(folds)]

@@ -215,3 +215,26 @@ def test_lime_finds_the_region_the_score_reads_and_keeps_its_top_superpixels():
     inside[16:40, 16:40] = True  # whole blocks, which the superpixels follow
     assert heat[~inside].clip(0).sum() < 0.1 * heat.clip(0).sum()
     assert len(np.unique(heat[heat > 0])) <= 5 * 64  # five superpixels at most (a weight per superpixel)
+
+
+def test_a_user_trains_the_bundle_on_diagnoses_and_classifies_with_it(dataset_dir, tmp_path, capsys):
+    """The issue's route: a CSV of diagnosed patients, one train command with the EfficientNet bundle (a 1-epoch
+    smoke run), then classify with the model: its classes and label source are the diagnoses', not the surrogate."""
+    from pathlib import Path
+
+    bundle = Path(__file__).resolve().parents[2] / "training" / "efficientnet_b0"
+    labels = tmp_path / "diagnoses.csv"
+    patients = sorted({sample.patient for sample in list_samples(dataset_dir)[:24]})  # the --max-images 24
+    labels.write_text("patient,label\n" + "".join(f"{p},{'CTS' if i % 2 else 'control'}\n"
+                                                  for i, p in enumerate(patients)))
+    model = tmp_path / "model"
+    assert main(["train", "--bundle", str(bundle), "--dataset", str(dataset_dir), "--out", str(model), "--labels",
+                 str(labels), "--epochs", "1", "--max-images", "24", "--input-size", "64", "64"]) in (0, 1)
+    info = load_info(model)
+    assert info.classification["classes"] == ["control", "CTS"] and str(labels) in info.classification["label_source"]
+    assert "surrogate" not in info.classification["label_source"]
+    out = tmp_path / "out"
+    assert main(["classify", str(dataset_dir / "images" / IMAGE), "--out", str(out), "--model", str(model),
+                 "--spacing", str(SPACING)]) == 0
+    row = next(csv.DictReader(open(out / "classification.csv", newline="")))
+    assert row["label"] in ("control", "CTS") and 0 <= float(row["probability"]) <= 1

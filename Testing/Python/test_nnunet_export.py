@@ -1,0 +1,61 @@
+"""Patient-level folds and the nnU-Net v2 export (issue 17): the peer trains and validates on our patients."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from MedianNerveSegLib.cli import main
+from MedianNerveSegLib.data import list_samples, patient_folds, split_by_patient
+from MedianNerveSegLib.io import read_mask
+
+
+def test_folds_validate_every_patient_once_and_fold_0_is_the_shipped_split(dataset_dir):
+    samples = list_samples(dataset_dir)
+    folds = patient_folds(samples, 5, 0)
+    validated = [s.stem for _, val in folds for s in val]
+    assert sorted(validated) == sorted(s.stem for s in samples)  # each image validated exactly once
+    for train, val in folds:
+        assert not {s.patient for s in train} & {s.patient for s in val} and len(train) + len(val) == len(samples)
+    assert {s.stem for s in folds[0][1]} == {s.stem for s in split_by_patient(samples, 0.2, 0)[1]}
+    assert {s.stem for s in patient_folds(samples, 5, 1)[0][1]} != {s.stem for s in folds[0][1]}
+    with pytest.raises(ValueError, match="folds need between 2 and"):
+        patient_folds(samples[:3], 5)
+
+
+def test_export_nnunet_writes_cases_labels_and_our_folds(dataset_dir, tmp_path, capsys):
+    assert main(["export-nnunet", "--dataset", str(dataset_dir), "--out", str(tmp_path), "--id", "7"]) == 0
+    folder = tmp_path / "Dataset007_MedianNerve"
+    dataset = json.loads((folder / "dataset.json").read_text())
+    samples = list_samples(dataset_dir)
+    assert dataset["numTraining"] == len(samples) == len(list((folder / "imagesTr").glob("*_0000.png")))
+    assert dataset["labels"] == {"background": 0, "median_nerve": 1} and dataset["file_ending"] == ".png"
+    sample = samples[0]
+    label = np.asarray(Image.open(folder / "labelsTr" / f"{sample.stem}.png"))
+    assert label.dtype == np.uint8 and set(np.unique(label)) == {0, 1}
+    assert np.array_equal(label == 1, read_mask(sample.mask))
+    image = Image.open(folder / "imagesTr" / f"{sample.stem}_0000.png")
+    luma = np.asarray(Image.open(sample.image).convert("L")).astype(int)  # the RGB export's grey, as PIL rounds it
+    assert image.mode == "L" and np.abs(np.asarray(image).astype(int) - luma).max() <= 1
+    splits = json.loads((folder / "splits_final.json").read_text())
+    assert [sorted(split["val"]) for split in splits] == [sorted(s.stem for s in val)
+                                                         for _, val in patient_folds(samples, 5, 0)]
+    assert "nnUNetv2_train 7 2d FOLD" in capsys.readouterr().out
+    assert main(["export-nnunet", "--dataset", str(dataset_dir), "--out", str(tmp_path), "--id", "7"]) == 2
+    assert "exists" in capsys.readouterr().err  # nothing written over
+
+
+def test_a_mask_of_another_size_is_refused_and_nothing_is_left(dataset_dir, tmp_path, capsys):
+    source = tmp_path / "data"
+    for kind in ("images", "masks"):
+        (source / kind).mkdir(parents=True)
+    for sample in list_samples(dataset_dir)[:4]:
+        (source / "images" / sample.image.name).write_bytes(sample.image.read_bytes())
+        (source / "masks" / sample.mask.name).write_bytes(sample.mask.read_bytes())
+    bad = sorted((source / "masks").iterdir())[2]
+    Image.open(bad).resize((100, 80)).save(bad)
+    out = tmp_path / "out"
+    assert main(["export-nnunet", "--dataset", str(source), "--out", str(out), "--folds", "2"]) == 2
+    assert bad.name in capsys.readouterr().err
+    assert not out.exists() or not any(out.iterdir())
