@@ -57,6 +57,13 @@ def evaluate_classifiers(dataset_dir: Path, out_dir: Path, models: Sequence[str]
         raise ValueError("give --labels CSV (image or patient, label: CTS or control) or --surrogate-csa MM2")
     seg = Segmenter(segmenter or DEFAULT_MODEL, device)
     classifiers = [Classifier(m, device, seg.model_dir) for m in models]
+    names = [model_name(c.model_dir) for c in classifiers]
+    if len(set(names)) < len(names):
+        raise ValueError(f"--models: two models are named {', '.join(sorted({n for n in names if names.count(n) > 1}))}"
+                         "; give each a folder of its own name")
+    if (Path(out_dir) / "classifiers.json").exists():
+        raise FileExistsError(f"{out_dir} holds an evaluation (classifiers.json): give another --out (nothing is "
+                              "written over)")
     patients = {s.patient for s in everything}
     excluded, known = set(), True
     for folder in [seg.model_dir] + [c.model_dir for c in classifiers]:
@@ -70,7 +77,6 @@ def evaluate_classifiers(dataset_dir: Path, out_dir: Path, models: Sequence[str]
                          f"of both classes ({int(truth.sum())} positive of {len(samples)})")
     rows = _score(samples, truth, seg, classifiers, spacing_mm)
     groups = [r["patient"] for r in rows]
-    names = [model_name(c.model_dir) for c in classifiers]
     scores = {name: np.array([r[name] for r in rows]) for name in names}
     csa = np.array([r["csa_mm2"] for r in rows])
     results: Dict[str, Any] = {}
@@ -110,8 +116,11 @@ def _score(samples, truth: np.ndarray, seg: Segmenter, classifiers: Sequence[Cla
         mask = seg.predict(image).mask
         row = {"image": sample.image.name, "patient": sample.patient, "positive": int(positive),
                "csa_mm2": float(mask.sum() * image.spacing_mm[0] * image.spacing_mm[1])}
-        for classifier in classifiers:
-            row[model_name(classifier.model_dir)] = classifier.classify(image).probability
+        try:
+            for classifier in classifiers:
+                row[model_name(classifier.model_dir)] = classifier.classify(image).probability
+        except ValueError as error:  # no nerve to crop around: the held-out set cannot be scored as it is
+            raise ValueError(f"{sample.image}: {error}") from None
         rows.append(row)
     report("evaluate-classifiers", len(samples), len(samples))
     return rows
@@ -152,7 +161,8 @@ def markdown(summary: Dict[str, Any]) -> str:
              for name, figures in summary["paper"].items()]
     return (f"Held-out patients: {summary['n_images']} images of {summary['n_patients']} patients that neither the "
             f"classifiers nor the segmenter ({summary['segmenter']}) learnt from; {summary['n_positive']} positive. "
-            f"Labels: {summary['labels']}. Calls at probability >= 0.5 (classifiers) and CSA >= "
+            f"Labels: {summary['labels']}. Calls at each classifier's threshold (probability >= 0.5 unless its "
+            f"model.json says otherwise) and CSA >= "
             f"{summary['cutoff_mm2']:g} mm2 measured by the segmenter (the CSA rule, whose ROC curve is that of the "
             f"CSA). 95 % CIs: percentile bootstrap over patients ({summary['resamples']} resamples); DeLong's test "
             "of each classifier's ROC AUC against the CSA's, on the same images.\n\n"

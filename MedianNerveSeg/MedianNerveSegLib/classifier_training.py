@@ -50,7 +50,10 @@ def expert_crops(samples: Sequence[Sample], size: Sequence[int], crop_mm: float,
         image = read_image(sample.image, spacing_mm=sample_spacing(sample, spacing_mm))
         if image.spacing_mm is None:
             raise ValueError(f"{sample.image}: the {crop_mm:g} mm crop needs the pixel spacing: give --spacing")
-        box = crop_box(nerve_centre(read_mask(sample.mask)), image.spacing_mm, crop_mm, size)
+        mask = read_mask(sample.mask)
+        if not mask.any():
+            raise ValueError(f"{sample.mask}: no nerve in this mask to centre the {crop_mm:g} mm crop on")
+        box = crop_box(nerve_centre(mask), image.spacing_mm, crop_mm, size)
         crop = crop_pixels(image.frame(0), box)
         low, high = float(crop.min()), float(crop.max())
         crops.append((crop - low) / (high - low if high > low else 1.0))

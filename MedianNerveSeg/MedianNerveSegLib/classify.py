@@ -11,6 +11,7 @@ were made (:class:`ClassifierSettings`): a model trained on the shared dataset's
 from __future__ import annotations
 
 import csv
+import io
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -91,6 +92,12 @@ def crop_box(centre: Tuple[float, float], spacing_mm: Tuple[float, float], crop_
                 tuple(size))
 
 
+def outside_fraction(crop: Crop, shape: Tuple[int, int]) -> float:
+    """The share of a crop that lies past the frame's edges (filled, not image): a crop the classifier never saw
+    whole in training when it is large."""
+    return 1.0 - float(crop.region(shape).sum()) / (crop.height * crop.width)
+
+
 def crop_pixels(frame: np.ndarray, crop: Crop) -> np.ndarray:
     """The crop resampled to its network size (raw values; the frame's darkest value past its edges)."""
     return resize_array(crop.cut(np.asarray(frame, np.float32), fill=float(np.min(frame))), crop.size)
@@ -108,8 +115,10 @@ def label_value(text: str, where: str) -> bool:
 
 def read_labels(path: PathLike, samples: Sequence["Sample"]) -> Dict[str, bool]:
     """Each sample's label (by image stem) from a CSV with a ``label`` column (CTS or control; 1/0, yes/no) and an
-    ``image`` (file name, with or without extension) or ``patient`` column. An image or patient the dataset does
-    not hold, a bad value or two labels for one image are refused with the line; images without one are left out."""
+    ``image`` (file name, with or without extension) and/or ``patient`` column (headers in any case); a row with
+    an image labels that image, a row with only a patient all that patient's images. An image or patient the
+    dataset does not hold, a bad value or two labels for one image are refused with the line; images without one
+    are left out."""
     path = Path(path)
     by_stem = {s.image.stem: s for s in samples}
     by_name = {s.image.name: s for s in samples}
@@ -118,28 +127,35 @@ def read_labels(path: PathLike, samples: Sequence["Sample"]) -> Dict[str, bool]:
         patients.setdefault(sample.patient, []).append(sample)
     try:
         with open(path, newline="", encoding="utf-8-sig") as handle:
-            rows = list(csv.DictReader(handle))
-            header = rows[0].keys() if rows else []
+            reader = csv.reader(handle)
+            header = [cell.strip().lower() for cell in next(reader, [])]
+            rows = [dict(zip(header, cells)) for cells in reader if any(cell.strip() for cell in cells)]
     except (OSError, UnicodeDecodeError, csv.Error) as error:
         raise ValueError(f"{path}: cannot be read as a CSV ({error})") from None
-    key = "image" if "image" in header else "patient" if "patient" in header else None
-    if "label" not in header or key is None:
-        raise ValueError(f"{path}: needs a 'label' column and an 'image' or 'patient' column "
-                         f"(has: {', '.join(header) or 'nothing'})")
+    repeated = sorted({name for name in header if header.count(name) > 1})
+    if "label" not in header or not {"image", "patient"} & set(header) or repeated:
+        raise ValueError(f"{path}: needs one 'label' column and an 'image' and/or 'patient' column "
+                         f"(has: {', '.join(header) or 'no header'})")
+    if not rows:
+        raise ValueError(f"{path}: no labelled row")
     labels: Dict[str, bool] = {}
     for number, row in enumerate(rows, start=2):
         where = f"{path}, line {number}"
-        name = (row.get(key) or "").strip()
+        image, patient = (row.get(key, "").strip() for key in ("image", "patient"))
         value = label_value(row.get("label") or "", where)
-        if key == "image":
-            sample = by_name.get(Path(name).name) or by_stem.get(Path(name).stem if Path(name).suffix else name)
+        if image:  # an image row; a patient row labels all of that patient's images
+            sample = by_name.get(Path(image).name) or by_stem.get(Path(image).stem if Path(image).suffix else image)
             if sample is None:
-                raise ValueError(f"{where}: image {name!r} is not in the dataset")
+                raise ValueError(f"{where}: image {image!r} is not in the dataset")
+            if patient and patient != sample.patient:
+                raise ValueError(f"{where}: image {image!r} belongs to patient {sample.patient}, not {patient!r}")
             targets = [sample]
+        elif patient:
+            if patient not in patients:
+                raise ValueError(f"{where}: patient {patient!r} has no image in the dataset")
+            targets = patients[patient]
         else:
-            if name not in patients:
-                raise ValueError(f"{where}: patient {name!r} has no image in the dataset")
-            targets = patients[name]
+            raise ValueError(f"{where}: neither an image nor a patient")
         for sample in targets:
             if labels.get(sample.image.stem, value) != value:
                 raise ValueError(f"{where}: {sample.image.name} is labelled both CTS and control")
@@ -188,6 +204,9 @@ class Classifier:
         if not is_classifier(info.architecture):
             raise ModelFolderError(f"{self.model_dir}: '{info.name}' is not a classifier ({info.architecture}); "
                                    f"classify needs one, such as {DEFAULT_CLASSIFIER}")
+        if not info.classification:
+            raise ModelFolderError(f"{self.model_dir}: model.json has no 'classification' settings (its classes, crop "
+                                   "and label source): without them its calls cannot be named")
         self._use(load_network(self.model_dir, self.device)[0], info)
         self.segmenter = Segmenter(segmenter or self.settings.segmenter, self.device)
 
@@ -247,7 +266,7 @@ class Classifier:
 
 CLASSIFICATION_FILE = "classification.csv"
 CLASSIFICATION_COLUMNS = ("image", "frame", "probability", "label", "model", "segmenter", "nerve_x", "nerve_y",
-                          "spacing_mm", "ms", "maps", "error")
+                          "crop_outside", "spacing_mm", "ms", "maps", "error")
 
 
 @dataclass
@@ -262,14 +281,24 @@ class ClassificationSummary:
 
 
 def _earlier_rows(path: Path, model_id: str) -> List[Dict[str, str]]:
-    """The rows of a classification table to continue; refused when it is another table or another model's."""
+    """The rows of a classification table to continue; refused when it is another table or another model's, or
+    has a short or long row. The last row of an interrupted run (no line end) is dropped, so its image is redone."""
+    from .io import atomic_write
+
     if not path.is_file() or path.stat().st_size == 0:
         return []
-    with open(path, newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        if tuple(reader.fieldnames or ()) != CLASSIFICATION_COLUMNS:
-            raise ValueError(f"{path}: not a classification table of this version; give another --out")
-        rows = list(reader)
+    text = path.read_text(encoding="utf-8")
+    if not text.endswith("\n"):
+        text = text[: text.rfind("\n") + 1]
+        atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    if tuple(reader.fieldnames or ()) != CLASSIFICATION_COLUMNS:
+        raise ValueError(f"{path}: not a classification table of this version; give another --out")
+    rows = list(reader)
+    for number, row in enumerate(rows, start=2):
+        if None in row or None in row.values():
+            raise ValueError(f"{path}, line {number}: {len(CLASSIFICATION_COLUMNS)} cells expected; the table is "
+                             "damaged: give another --out")
     others = sorted({row["model"] for row in rows if row["model"] and row["model"] != model_id})
     if others:
         raise ValueError(f"{path} holds classifications by {', '.join(others)}, not {model_id}; give another --out")
@@ -310,6 +339,7 @@ def classify_files(paths: Sequence[PathLike], out_dir: PathLike, classifier: Cla
     with ``explain``, each frame's maps as ``<stem>_<method>.png`` and ``.npy``. A file or frame that cannot be
     classified (no spacing, no nerve found, unreadable) is a row with its error, and the batch goes on; a rerun
     into the same folder skips the files already classified. ``on_row`` sees each row."""
+    from .explain import map_stems
     from .io import read_image
     from .pipeline import output_stems
 
@@ -317,12 +347,10 @@ def classify_files(paths: Sequence[PathLike], out_dir: PathLike, classifier: Cla
     out_dir.mkdir(parents=True, exist_ok=True)
     table = out_dir / CLASSIFICATION_FILE
     earlier = _earlier_rows(table, classifier.model_id)
-    done = {row["image"] for row in earlier if not row["error"]}
-    paths = [Path(p) for p in paths]
-    todo = [p for p in paths if str(p) not in done]
-    taken = {p.name[: -len(f"_{m}.png")] for p in out_dir.glob("*.png") for m in ("occlusion", "lime", "gradcam")
-             if p.name.endswith(f"_{m}.png")}
-    stems = output_stems(todo, taken)
+    done = {Path(row["image"]).resolve() for row in earlier if not row["error"]}
+    paths = list(dict.fromkeys(Path(p).resolve() for p in paths))  # a file named twice is classified once
+    todo = [p for p in paths if p not in done]
+    stems = output_stems(todo, map_stems(out_dir))
     n_rows, failed = 0, set()
     with open(table, "a", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=CLASSIFICATION_COLUMNS)
@@ -344,8 +372,8 @@ def _file_rows(classifier: Classifier, path: Path, stem: str, out_dir: Path, spa
                read_image) -> List[Dict[str, Any]]:
     """The rows of one file: one per frame, or one error row when the file cannot be read."""
     base = {"image": str(path), "frame": 0, "probability": "", "label": "", "model": classifier.model_id,
-            "segmenter": classifier.segmenter.model_id, "nerve_x": "", "nerve_y": "", "spacing_mm": "", "ms": "",
-            "maps": "", "error": ""}
+            "segmenter": classifier.segmenter.model_id, "nerve_x": "", "nerve_y": "", "crop_outside": "",
+            "spacing_mm": "", "ms": "", "maps": "", "error": ""}
     try:
         image = read_image(path, spacing_mm)
     except Exception as error:  # one bad file is a row, never the end of the batch
@@ -360,6 +388,7 @@ def _file_rows(classifier: Classifier, path: Path, stem: str, out_dir: Path, spa
             maps = _map_rows(classifier, prediction, explain, out_dir, frame_stem) if explain else []
             row.update(probability=f"{prediction.probability:.4f}", label=prediction.label,
                        nerve_x=f"{prediction.centre[1]:.1f}", nerve_y=f"{prediction.centre[0]:.1f}",
+                       crop_outside=f"{outside_fraction(prediction.crop_box, image.frame(frame).shape):.2f}",
                        ms=f"{prediction.milliseconds:.1f}", maps=";".join(maps))
         except (ValueError, ImportError) as error:
             row["error"] = str(error)

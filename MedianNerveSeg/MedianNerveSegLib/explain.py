@@ -10,6 +10,7 @@ float arrays (.npy) and as pictures over the image (.png).
 
 from __future__ import annotations
 
+import re
 import warnings
 from pathlib import Path
 from typing import Sequence
@@ -122,7 +123,10 @@ def lime_map(score: nn.Module, x: torch.Tensor, image: np.ndarray, segments: int
 
 def explanation(method: str, score: nn.Module, x: torch.Tensor, image: np.ndarray, layer: str = "") -> np.ndarray:
     """One map of ``method`` for ``score`` (a :class:`ClassScore` or :class:`NerveScore`) at input ``x``
-    (1, C, h, w); ``image`` is x's picture (h, w), ``layer`` the registry's explain_layer of the wrapped network."""
+    (1, C, h, w); ``image`` is x's picture (h, w), ``layer`` the registry's explain_layer of the wrapped network.
+    Runs in eval mode, and leaves the network there: a new wrapper starts in training mode, and MONAI's maps
+    restore the mode they found, which would leave dropout on for every later prediction."""
+    score.eval()
     if method == "occlusion":
         return occlusion_map(score, x, patch=max(8, x.shape[-1] // 8))
     if method == "gradcam":
@@ -130,6 +134,14 @@ def explanation(method: str, score: nn.Module, x: torch.Tensor, image: np.ndarra
     if method == "lime":
         return lime_map(score, x, image)
     raise ValueError(f"unknown explanation method {method!r}; choose from {', '.join(METHODS)}")
+
+
+_MAP_FILE = re.compile(r"^(?P<stem>.+?)(_f\d{4})?_(" + "|".join(METHODS) + r")\.(png|npy)$")
+
+
+def map_stems(out_dir: Path) -> set:
+    """The input stems whose maps a folder already holds (a clip's frames count for its stem): not given again."""
+    return {m["stem"] for m in map(_MAP_FILE.match, (p.name for p in Path(out_dir).glob("*"))) if m}
 
 
 def write_map_png(path: Path, image: np.ndarray, heat: np.ndarray, title: Sequence[str], evidence: str) -> None:
@@ -183,8 +195,7 @@ def explain_segmentation_files(paths: Sequence[Path], out_dir: Path, model, meth
         raise ValueError(f"{segmenter.model_id}: explain does not support detectors (Mask R-CNN)")
     layer = MODEL_REGISTRY[segmenter.info.architecture].explain_layer
     out_dir.mkdir(parents=True, exist_ok=True)
-    taken = {p.name[: -len(f"_{m}.png")] for p in out_dir.glob("*.png") for m in METHODS if p.name.endswith(f"_{m}.png")}
-    stems, failures = output_stems(list(paths), taken), []
+    stems, failures = output_stems(list(dict.fromkeys(paths)), map_stems(out_dir)), []
     for path in paths:
         try:
             image = read_image(path, spacing_mm)

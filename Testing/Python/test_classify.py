@@ -43,6 +43,9 @@ def test_labels_from_a_csv_of_images_or_patients(dataset_dir, tmp_path):
     by_patient.write_text("patient,label\nPz001,cts\n")
     assert {k for k, v in read_labels(by_patient, samples).items() if v} == \
         {s.image.stem for s in samples if s.patient == "Pz001"}
+    both = tmp_path / "both.csv"  # a spreadsheet's export: capitals, spaces, a row per patient or per image
+    both.write_text("Patient, Image ,Label\nPz001,,CTS\nPz002,Pz002-001.png,control\n,,\n")
+    assert read_labels(both, samples) == {"Pz001-001": True, "Pz002-001": False}
 
 
 @pytest.mark.parametrize("text, message", [
@@ -50,7 +53,10 @@ def test_labels_from_a_csv_of_images_or_patients(dataset_dir, tmp_path):
     ("image,label\nPz001-001.png,maybe\n", "line 2: label 'maybe' is neither CTS"),
     ("image,label\nPz001-001.png,CTS\nPz001-001,control\n", "line 3: Pz001-001.png is labelled both CTS and control"),
     ("patient,label\nPz999,CTS\n", "patient 'Pz999' has no image in the dataset"),
-    ("file,diagnosis\nPz001-001.png,CTS\n", "needs a 'label' column and an 'image' or 'patient' column"),
+    ("file,diagnosis\nPz001-001.png,CTS\n", "needs one 'label' column and an 'image' and/or 'patient' column"),
+    ("image,label,label\nPz001-001.png,CTS,control\n", "needs one 'label' column"),
+    ("image,label\n", "no labelled row"),
+    ("image,patient,label\nPz001-001.png,Pz002,CTS\n", "belongs to patient Pz001, not 'Pz002'"),
 ])
 def test_bad_labels_are_refused_with_the_line(dataset_dir, tmp_path, text, message):
     path = tmp_path / "labels.csv"
@@ -238,3 +244,89 @@ def test_a_user_trains_the_bundle_on_diagnoses_and_classifies_with_it(dataset_di
                  "--spacing", str(SPACING)]) == 0
     row = next(csv.DictReader(open(out / "classification.csv", newline="")))
     assert row["label"] in ("control", "CTS") and 0 <= float(row["probability"]) <= 1
+
+
+def test_a_map_leaves_the_classifier_predicting_as_before(tiny_classifier, dataset_dir):
+    """Explaining must not switch the network to training mode (dropout on): the same crop, the same probability,
+    before and after every kind of map."""
+    from MedianNerveSegLib.classify import explanation_map
+    from MedianNerveSegLib.io import read_image
+
+    classifier = Classifier(tiny_classifier, segmenter="median_nerve_unet_small")
+    prediction = classifier.classify(read_image(dataset_dir / "images" / IMAGE, spacing_mm=SPACING))
+    for method in ("gradcam", "occlusion"):
+        explanation_map(classifier, prediction, method)
+        assert not classifier.network.training, method
+        assert classifier.probabilities([prediction.crop])[0] == pytest.approx(prediction.probability, abs=1e-6)
+
+
+def test_classify_keeps_every_map_and_row_it_made(tiny_classifier, dataset_dir, tmp_path):
+    """Nothing overwrites anything: a second clip of the same name gets maps of its own name, a file named twice is
+    classified once, an interrupted run's cut-off row is dropped and its image redone, and the share of a crop
+    past the image's edge is in the row."""
+    from PIL import Image
+
+    frames = [Image.open(dataset_dir / "images" / f"Pz002-00{k}.png").convert("L") for k in (1, 2)]
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        frames[0].save(tmp_path / folder / "clip.tif", save_all=True, append_images=frames[1:])
+    out = tmp_path / "out"
+    command = ["--out", str(out), "--model", str(tiny_classifier), "--spacing", str(SPACING), "--explain", "gradcam"]
+    assert main(["classify", str(tmp_path / "a" / "clip.tif"), *command]) == 0
+    first = (out / "clip_f0001_gradcam.npy").read_bytes()
+    single = dataset_dir / "images" / IMAGE
+    assert main(["classify", str(tmp_path / "b" / "clip.tif"), str(single), str(single), *command]) == 0
+    assert (out / "clip_f0001_gradcam.npy").read_bytes() == first
+    rows = list(csv.DictReader(open(out / "classification.csv", newline="")))
+    assert len(rows) == 5 and len({row["maps"] for row in rows}) == 5  # 2 + 2 clip frames, the image once
+    assert all(0 <= float(row["crop_outside"]) < 0.4 for row in rows)
+    whole = float(rows[-1]["crop_outside"])
+    table = out / "classification.csv"
+    table.write_text(table.read_text()[:-20])  # the last row cut off by an interrupted run
+    assert main(["classify", str(single), *command[:-2]]) == 0
+    rows = list(csv.DictReader(open(table, newline="")))
+    assert len(rows) == 5 and rows[-1]["image"].endswith(IMAGE) and rows[-1]["probability"]
+    from MedianNerveSegLib.io import read_mask
+
+    nerve_x = int(np.nonzero(read_mask(dataset_dir / "masks" / IMAGE))[1].mean())
+    edge = tmp_path / "edge.png"
+    Image.open(single).crop((nerve_x - 30, 0, 606, 468)).save(edge)  # the nerve 30 pixels from the left edge
+    assert main(["classify", str(edge), *command[:-2]]) == 0
+    assert float(list(csv.DictReader(open(table, newline="")))[-1]["crop_outside"]) > whole + 0.15
+
+
+def test_a_classifier_without_its_classification_settings_is_refused(tiny_classifier, tmp_path):
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_classifier, broken)
+    info = json.loads((broken / "model.json").read_text())
+    del info["classification"]
+    (broken / "model.json").write_text(json.dumps(info))
+    with pytest.raises(ModelFolderError, match="no 'classification' settings"):
+        Classifier(broken)
+
+
+def test_evaluate_classifiers_refuses_to_write_over_or_to_mix_two_models_of_one_name(tiny_classifier, dataset_dir,
+                                                                                     tmp_path, capsys):
+    out = tmp_path / "eval"
+    out.mkdir()
+    (out / "classifiers.json").write_text("{}")
+    command = ["evaluate-classifiers", "--dataset", str(dataset_dir), "--surrogate-csa", "10", "--spacing",
+               str(SPACING), "--segmenter", "median_nerve_unet_small", "--resamples", "10"]
+    assert main([*command, "--models", str(tiny_classifier), "--out", str(out)]) == 2
+    assert "nothing is written over" in capsys.readouterr().err and (out / "classifiers.json").read_text() == "{}"
+    twin = tmp_path / "twin" / tiny_classifier.name
+    shutil.copytree(tiny_classifier, twin)
+    assert main([*command, "--models", str(tiny_classifier), str(twin), "--out", str(tmp_path / "e2")]) == 2
+    assert "two models are named" in capsys.readouterr().err
+
+
+def test_training_names_a_mask_without_a_nerve(dataset_dir, tmp_path):
+    from PIL import Image
+
+    from MedianNerveSegLib.classifier_training import expert_crops
+
+    empty = tmp_path / "empty.png"
+    Image.new("L", (606, 468)).save(empty)
+    sample = list_samples(dataset_dir)[0]
+    with pytest.raises(ValueError, match="empty.png: no nerve in this mask"):
+        expert_crops([type(sample)(sample.image, empty, sample.patient)], (32, 32), 15.0, SPACING)
