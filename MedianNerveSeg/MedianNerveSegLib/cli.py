@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import signal
 import sys
@@ -105,13 +106,17 @@ def cmd_segment(args: argparse.Namespace) -> int:
     return EXIT_SOME_FAILED if summary.n_failed else EXIT_OK
 
 
-def _click(text: str):
-    from .clicks import parse_click
+def _parsed_by(module: str, function: str):
+    """An argparse type: ``function`` of ``module`` (imported when an argument is parsed, so that --help stays
+    fast), its ValueError shown as argparse's one-line error."""
+    def convert(text: str):
+        parse = getattr(importlib.import_module(f".{module}", __package__), function)
+        try:
+            return parse(text)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error))
 
-    try:
-        return parse_click(text)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error))
+    return convert
 
 
 def cmd_refine(args: argparse.Namespace) -> int:
@@ -135,15 +140,6 @@ def cmd_refine(args: argparse.Namespace) -> int:
     print(f"wrote {outcome.mask_path} ({outcome.step_mask_path.name}), {outcome.overlay_path.name}, "
           f"a row of {Path(args.out) / 'measurements.csv'}")
     return EXIT_OK
-
-
-def _explain(text: str):
-    from .explain import parse_methods
-
-    try:
-        return parse_methods(text)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error))
 
 
 def cmd_classify(args: argparse.Namespace) -> int:
@@ -457,7 +453,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      "given the clicks that made it).")
     ref.add_argument("image", metavar="IMAGE", help="the ultrasound image (any format segment reads)")
     ref.add_argument("--mask", required=True, help="the current mask of IMAGE, same size (0 background, nonzero nerve)")
-    ref.add_argument("--click", dest="clicks", action="append", type=_click, metavar="+X,Y|-X,Y",
+    ref.add_argument("--click", dest="clicks", action="append", type=_parsed_by("clicks", "parse_click"),
+                     metavar="+X,Y|-X,Y",
                      help="a click, X = column and Y = row in 0-based pixels of IMAGE: +X,Y marks nerve, -X,Y "
                           "background; repeat it for more clicks, applied in order")
     ref.add_argument("--out", required=True, help="output folder (created if missing; not a segment output folder)")
@@ -485,7 +482,7 @@ def build_parser() -> argparse.ArgumentParser:
     cla.add_argument("--out", required=True, help="output folder (created if missing)")
     cla.add_argument("--model", default=None, help="classifier: installed name or folder (default: the shipped one)")
     cla.add_argument("--spacing", type=_spacing, default=None, metavar="MM", help=spacing_help)
-    cla.add_argument("--explain", type=_explain, default=None, metavar="METHODS",
+    cla.add_argument("--explain", type=_parsed_by("explain", "parse_methods"), default=None, metavar="METHODS",
                      help="comma-separated maps to write: occlusion, lime (needs captum and scikit-learn: the explain "
                           "extra), gradcam")
     cla.add_argument("--device", default="cpu", help="cpu (default) or cuda")
@@ -521,7 +518,8 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR")
     exp.add_argument("--out", required=True, help="output folder")
     exp.add_argument("--model", default=None, help="segmenter: installed name or folder (default: the shipped one)")
-    exp.add_argument("--explain", type=_explain, default=["occlusion", "gradcam"], metavar="METHODS",
+    exp.add_argument("--explain", type=_parsed_by("explain", "parse_methods"), default=["occlusion", "gradcam"],
+                     metavar="METHODS",
                      help="comma-separated: occlusion, gradcam, lime (default occlusion,gradcam)")
     exp.add_argument("--spacing", type=_spacing, default=None, metavar="MM", help=spacing_help)
     exp.add_argument("--device", default="cpu", help="cpu (default) or cuda")
