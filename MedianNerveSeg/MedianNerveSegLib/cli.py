@@ -287,7 +287,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                      learning_rate=args.lr, device=args.device,
                      input_size=list(args.input_size) if args.input_size else None, max_images=args.max_images,
                      init_weights=args.init_weights, name=args.name, seed=args.seed, spacing_mm=args.spacing,
-                     time_budget_s=args.time_budget)
+                     time_budget_s=args.time_budget, folds=args.folds, fold=args.fold)
     stop = (lambda: Path(args.stop_file).exists()) if args.stop_file else None
     if args.bundle:
         out = Path(args.out or Path(args.bundle) / "models")
@@ -586,6 +586,10 @@ def build_parser() -> argparse.ArgumentParser:
                           "recipe's lr unless --lr)")
     tra.add_argument("--name", default=None, help="model name written to model.json")
     tra.add_argument("--seed", type=int, default=None, help="seed of the patient split and training")
+    tra.add_argument("--folds", type=int, default=None, metavar="N",
+                     help="patient-level cross-validation: validate on --fold K of N patient folds (the folds of "
+                          "export-nnunet; fold 0 of 5 is the default split's validation patients)")
+    tra.add_argument("--fold", type=int, default=None, metavar="K", help="the fold validated on, 0 to N-1")
     tra.add_argument("--spacing", type=_spacing, default=None, metavar="MM",
                      help="pixel spacing in mm (or ROW,COL) of every image, for the validation's CSA "
                           "(default: each image's own; CSA left out where unknown)")

@@ -24,7 +24,7 @@ from torch.optim.swa_utils import AveragedModel
 
 from . import __version__
 from .augment import AugmentConfig, augment, zscore
-from .data import Sample, list_samples, split_by_patient
+from .data import Sample, list_samples, patient_folds, split_by_patient
 from .evaluate import csa_agreement, segmentation_metrics
 from .progress import report
 from .inference import Segmenter, resolve_device
@@ -80,6 +80,8 @@ class TrainConfig:
     keep_best: bool = False  # save the best-validation-Dice weights instead of the last
     val_fraction: float = 0.2
     seed: int = 0
+    folds: int = 0  # patient-level cross-validation: with N > 0, validate on fold ``fold`` of N (data.patient_folds)
+    fold: int = 0
     val_every: int = 10
     spacing_mm: Optional[Any] = None  # mm (a number or (row, col)) for every sample; None: each sample's own
     max_images: Optional[int] = None
@@ -186,11 +188,19 @@ def _loss_function(cfg: TrainConfig) -> Callable[[torch.Tensor, torch.Tensor], t
 
 
 def split_samples(dataset_dir: Path, cfg: TrainConfig) -> Tuple[List[Sample], List[Sample]]:
-    """Training and validation samples: a dataset store's own split, or a patient split of images/ + masks/."""
+    """Training and validation samples: with ``cfg.folds``, fold ``cfg.fold`` of the patient folds (of a store's
+    training and validation samples); else a dataset store's own split, or a patient split of images/ + masks/."""
+    store = None
     if (Path(dataset_dir) / "datalist.json").is_file():
         from .dataset import LabelledDataset
 
         store = LabelledDataset(dataset_dir)
+    if cfg.folds:
+        if not 0 <= cfg.fold < cfg.folds:
+            raise ValueError(f"--fold {cfg.fold}: folds are numbered 0 to {cfg.folds - 1}")
+        samples = (store.samples("training") + store.samples("validation")) if store else list_samples(dataset_dir)
+        return patient_folds(samples[: cfg.max_images], cfg.folds, cfg.seed)[cfg.fold]
+    if store:
         return store.samples("training")[: cfg.max_images], store.samples("validation")
     return split_by_patient(list_samples(dataset_dir)[: cfg.max_images], cfg.val_fraction, cfg.seed)
 

@@ -59,3 +59,18 @@ def test_a_mask_of_another_size_is_refused_and_nothing_is_left(dataset_dir, tmp_
     assert main(["export-nnunet", "--dataset", str(source), "--out", str(out), "--folds", "2"]) == 2
     assert bad.name in capsys.readouterr().err
     assert not out.exists() or not any(out.iterdir())
+
+
+def test_train_validates_on_the_fold_it_is_given(dataset_dir, tmp_path, capsys):
+    """`train --folds N --fold K` trains on the other folds' patients and validates on fold K's: one command per
+    fold, the same folds as export-nnunet's, so a cross-validation can run every fold in parallel."""
+    out = tmp_path / "fold1"
+    assert main(["train", "--dataset", str(dataset_dir), "--out", str(out), "--epochs", "1", "--max-images", "24",
+                 "--input-size", "64", "64", "--folds", "3", "--fold", "1"]) in (0, 1)
+    training = json.loads((out / "model.json").read_text())["training"]
+    train, val = patient_folds(list_samples(dataset_dir)[:24], 3, 0)[1]
+    assert training["val_patients"] == sorted({s.patient for s in val})
+    assert training["train_patients"] == sorted({s.patient for s in train})
+    assert main(["train", "--dataset", str(dataset_dir), "--out", str(tmp_path / "x"), "--epochs", "1",
+                 "--folds", "3", "--fold", "3"]) == 2
+    assert "folds are numbered 0 to 2" in capsys.readouterr().err
