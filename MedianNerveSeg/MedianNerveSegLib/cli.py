@@ -190,6 +190,17 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return EXIT_SOME_FAILED if failures else EXIT_OK
 
 
+def cmd_cross_validate(args: argparse.Namespace) -> int:
+    from .cross_validation import cross_validate
+
+    result = cross_validate(Path(args.dataset), args.models, Path(args.out), args.spacing, args.device)
+    pooled = result["pooled"]
+    print(f"{result['n_images']} images over {len(result['folds'])} folds: DSC {pooled['dice_mean']:.3f}"
+          + (f", CSA MAE {pooled['csa_mae_mm2']:.2f} mm^2" if pooled.get("csa_mae_mm2") is not None else "")
+          + f"; wrote {Path(args.out) / 'cross_validation.md'}")
+    return EXIT_OK
+
+
 def cmd_export_nnunet(args: argparse.Namespace) -> int:
     from .nnunet_export import export_nnunet
 
@@ -524,6 +535,18 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--spacing", type=_spacing, default=None, metavar="MM", help=spacing_help)
     exp.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     exp.set_defaults(func=cmd_explain)
+
+    cvs = sub.add_parser("cross-validate", help="fold models (train --folds N --fold K) scored on their folds, and "
+                                                "over all images together",
+                         description="Each model segments the validation patients its model.json names; writes "
+                                     "the pooled figures over every validated image, each fold's, their spread, "
+                                     "and the masks, to --out (cross_validation.md/.json, pooled/, fold_<k>/).")
+    cvs.add_argument("--dataset", required=True, help="images/ + masks/ folder")
+    cvs.add_argument("--models", nargs="+", required=True, help="one model folder (or name) per fold")
+    cvs.add_argument("--out", required=True, help="output folder")
+    cvs.add_argument("--spacing", type=_spacing, default=None, metavar="MM", help=spacing_help)
+    cvs.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    cvs.set_defaults(func=cmd_cross_validate)
 
     nnu = sub.add_parser("export-nnunet", help="a dataset as nnU-Net v2 raw data with this project's patient folds",
                          description="Writes OUT/Dataset<ID>_<NAME>/ (imagesTr, labelsTr with 0/1 labels, "

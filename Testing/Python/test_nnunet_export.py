@@ -74,3 +74,31 @@ def test_train_validates_on_the_fold_it_is_given(dataset_dir, tmp_path, capsys):
     assert main(["train", "--dataset", str(dataset_dir), "--out", str(tmp_path / "x"), "--epochs", "1",
                  "--folds", "3", "--fold", "3"]) == 2
     assert "folds are numbered 0 to 2" in capsys.readouterr().err
+
+
+def test_cross_validate_scores_every_image_once_by_the_model_that_did_not_see_its_patient(dataset_dir, tmp_path,
+                                                                                           capsys):
+    from MedianNerveSegLib.evaluate import evaluate_folders
+
+    models = []
+    for fold in (0, 1):
+        models.append(tmp_path / f"fold{fold}")
+        assert main(["train", "--dataset", str(dataset_dir), "--out", str(models[-1]), "--epochs", "1",
+                     "--max-images", "16", "--input-size", "64", "64", "--folds", "2", "--fold", str(fold)]) in (0, 1)
+    out = tmp_path / "cv"
+    assert main(["cross-validate", "--dataset", str(dataset_dir), "--models", *map(str, models), "--out", str(out),
+                 "--spacing", "0.062"]) == 0
+    result = json.loads((out / "cross_validation.json").read_text())
+    everything = list_samples(dataset_dir)
+    validated = [{s.patient for s in val} for _, val in patient_folds(everything[:16], 2, 0)]
+    counts = [sum(s.patient in patients for s in everything) for patients in validated]  # all their images
+    assert [row["n_images"] for row in result["folds"]] == counts
+    assert result["n_images"] == sum(counts) and len(result["not_validated"]) == len(everything) - sum(counts)
+    pooled = evaluate_folders(out / "predictions", out / "truth", tmp_path / "again", 0.062)
+    assert result["pooled"]["dice_mean"] == pytest.approx(pooled["dice_mean"])  # over all images, not fold means
+    assert "all folds, pooled" in (out / "cross_validation.md").read_text()
+    assert main(["cross-validate", "--dataset", str(dataset_dir), "--models", str(models[0]), str(models[0]),
+                 "--out", str(tmp_path / "cv2")]) == 2
+    assert "both validate patient" in capsys.readouterr().err
+    assert main(["cross-validate", "--dataset", str(dataset_dir), "--models", *map(str, models), "--out",
+                 str(out)]) == 2  # nothing written over
