@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Patient-level 5-fold cross-validation of a recipe (issue 17): every fold trained in parallel (one process per fold:
+# on one GPU they share it), then each scored on its own patients and pooled over all images.
+#   bash benchmarks/cross_validation.sh                     # the shipped default's recipe (training/monai_unet), GPU
+#   DEVICE=cpu EPOCHS=1 MAX_IMAGES=16 FOLDS=2 bash benchmarks/cross_validation.sh   # a smoke run of the plumbing
+# Writes $OUT/fold_<k>/ (the models, their logs) and $OUT/cv/ (cross_validation.md/.json, pooled/, fold_<k>/).
+# nnU-Net v2 on the same folds: median-nerve-seg export-nnunet --dataset $DATA --out nnUNet_raw, then the commands
+# it prints.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BUNDLE=${BUNDLE:-training/monai_unet}
+DATA=${DATA:-../shared/data/median-nerve-us}
+OUT=${OUT:-benchmarks/results/cross_validation/$(basename "$BUNDLE")}
+FOLDS=${FOLDS:-5}
+DEVICE=${DEVICE:-cuda}
+SPACING=${SPACING:-0.062}
+extra=()
+[[ -n "${EPOCHS:-}" ]] && extra+=(--epochs "$EPOCHS")
+[[ -n "${MAX_IMAGES:-}" ]] && extra+=(--max-images "$MAX_IMAGES")
+[[ -n "${INPUT_SIZE:-}" ]] && extra+=(--input-size $INPUT_SIZE)
+if [[ -e "$OUT" ]]; then echo "error: $OUT exists: give another OUT (nothing is written over)" >&2; exit 2; fi
+mkdir -p "$OUT"
+pids=()
+for ((k = 0; k < FOLDS; k++)); do
+  .venv/bin/median-nerve-seg train --bundle "$BUNDLE" --dataset "$DATA" --out "$OUT/fold_$k" --device "$DEVICE" \
+      --folds "$FOLDS" --fold "$k" --spacing "$SPACING" "${extra[@]}" > "$OUT/fold_$k.log" 2>&1 &
+  pids+=($!)
+done
+failed=0
+for k in "${!pids[@]}"; do
+  wait "${pids[$k]}" || { echo "fold $k: training exited $? (see $OUT/fold_$k.log)" >&2; failed=1; }
+done
+models=()
+for ((k = 0; k < FOLDS; k++)); do [[ -f "$OUT/fold_$k/model.json" ]] && models+=("$OUT/fold_$k"); done
+.venv/bin/median-nerve-seg cross-validate --dataset "$DATA" --models "${models[@]}" --out "$OUT/cv" --spacing "$SPACING"
+exit $failed
