@@ -195,7 +195,8 @@ def explain_segmentation_files(paths: Sequence[Path], out_dir: Path, model, meth
         raise ValueError(f"{segmenter.model_id}: explain does not support detectors (Mask R-CNN)")
     layer = MODEL_REGISTRY[segmenter.info.architecture].explain_layer
     out_dir.mkdir(parents=True, exist_ok=True)
-    stems, failures = output_stems(list(dict.fromkeys(paths)), map_stems(out_dir)), []
+    paths = list(dict.fromkeys(Path(p).resolve() for p in paths))  # a file named twice is explained once
+    stems, failures = output_stems(paths, map_stems(out_dir)), []
     for path in paths:
         try:
             image = read_image(path, spacing_mm)

@@ -146,12 +146,14 @@ def test_evaluate_classifiers_sets_the_classifier_next_to_the_csa_rule(tiny_clas
     assert (out / "roc.png").is_file()
 
 
-def test_a_segmenters_occlusion_map_lies_on_the_nerve(dataset_dir, tmp_path):
+def test_a_segmenters_occlusion_map_lies_on_the_nerve(dataset_dir, tmp_path, capsys):
     """Maps respond to the evidence: hiding the nerve lowers the shipped segmenter's nerve score far more than
-    hiding the rest of the image."""
+    hiding the rest of the image. An image named twice is explained once."""
     out = tmp_path / "explain"
-    assert main(["explain", str(dataset_dir / "images" / IMAGE), "--out", str(out), "--model", "median_nerve_unet",
-                 "--explain", "occlusion,gradcam"]) == 0
+    image = dataset_dir / "images" / IMAGE
+    assert main(["explain", str(image), str(image.parent / ".." / "images" / IMAGE), "--out", str(out), "--model",
+                 "median_nerve_unet", "--explain", "occlusion,gradcam"]) == 0
+    assert capsys.readouterr().out.count("frame 0:") == 1 and len(list(out.iterdir())) == 4
     from MedianNerveSegLib.io import read_mask
     from MedianNerveSegLib.preprocess import resize_array
 
