@@ -308,6 +308,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise ValueError("--out is required without --bundle")
         out = Path(args.out)
         config = config_from_json(args.config, **overrides)
+    if args.labels and args.surrogate_csa is not None:
+        raise ValueError("give --labels (diagnoses) or --surrogate-csa (the surrogate), not both")
     labels = {"labels": args.labels, "surrogate_csa_mm2": args.surrogate_csa, "weights": args.weights}
     config.classifier = replace(config.classifier, **{k: v for k, v in labels.items() if v is not None})
     info = train(Path(args.dataset), out, config, stop=stop)

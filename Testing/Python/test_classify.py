@@ -237,6 +237,9 @@ def test_a_user_trains_the_bundle_on_diagnoses_and_classifies_with_it(dataset_di
                                                   for i, p in enumerate(patients)))
     model = tmp_path / "model"
     assert main(["train", "--bundle", str(bundle), "--dataset", str(dataset_dir), "--out", str(model), "--labels",
+                 str(labels), "--surrogate-csa", "10"]) == 2 and not model.exists()
+    assert "not both" in capsys.readouterr().err
+    assert main(["train", "--bundle", str(bundle), "--dataset", str(dataset_dir), "--out", str(model), "--labels",
                  str(labels), "--epochs", "1", "--max-images", "24", "--input-size", "64", "64"]) in (0, 1)
     info = load_info(model)
     assert info.classification["classes"] == ["control", "CTS"] and str(labels) in info.classification["label_source"]
