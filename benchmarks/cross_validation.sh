@@ -32,5 +32,6 @@ for k in "${!pids[@]}"; do
 done
 models=()
 for ((k = 0; k < FOLDS; k++)); do [[ -f "$OUT/fold_$k/model.json" ]] && models+=("$OUT/fold_$k"); done
+if (( ${#models[@]} == 0 )); then echo "error: no fold trained (see $OUT/fold_*.log)" >&2; exit 1; fi
 .venv/bin/median-nerve-seg cross-validate --dataset "$DATA" --models "${models[@]}" --out "$OUT/cv" --spacing "$SPACING"
 exit $failed

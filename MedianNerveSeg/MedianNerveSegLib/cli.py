@@ -196,9 +196,12 @@ def cmd_cross_validate(args: argparse.Namespace) -> int:
     result = cross_validate(Path(args.dataset), args.models, Path(args.out), args.spacing, args.device)
     pooled = result["pooled"]
     print(f"{result['n_images']} images over {len(result['folds'])} folds: DSC {pooled['dice_mean']:.3f}"
-          + (f", CSA MAE {pooled['csa_mae_mm2']:.2f} mm^2" if pooled.get("csa_mae_mm2") is not None else "")
+          + (f", CSA MAE {pooled['csa_mae_mm2']:.2f} mm^2" if pooled.get("csa_mae_mm2") is not None else
+             " (no CSA figure: give --spacing)")
           + f"; wrote {Path(args.out) / 'cross_validation.md'}")
-    return EXIT_OK
+    for error in result["errors"]:
+        print(f"error: {error}", file=sys.stderr)
+    return EXIT_SOME_FAILED if result["n_errors"] else EXIT_OK
 
 
 def cmd_export_nnunet(args: argparse.Namespace) -> int:

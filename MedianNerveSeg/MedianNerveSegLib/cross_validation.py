@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, List, Sequence, Tuple
 
 import numpy as np
 
@@ -23,28 +23,33 @@ from .train import sample_spacing
 from .zoo import load_info, model_name, resolve_model
 
 
-def _fold_samples(models: Sequence[Path], samples) -> List[list]:
-    """Each model's validation samples (its model.json's ``val_patients``); refused when a model records none, was
-    trained on a patient it validates, or validates a patient another model validates too."""
-    folds, owner = [], {}
-    for folder in models:
+def _fold_models(folders: Sequence[Path], samples) -> List[Tuple[int, Path, list]]:
+    """(fold number, model, validation samples) of each model, by fold number. Refused unless every model was
+    trained with ``--folds N --fold K`` on the same N folds of the same seed, each fold once, none trained on a
+    patient it validates and none validating a patient that is not in this dataset."""
+    folds, kinds = [], set()
+    for folder in folders:
         training = load_info(folder).training or {}
+        config = training.get("config") or {}
+        if int(config.get("folds") or 0) < 2:
+            raise ValueError(f"{folder}: not a fold model (train it with --folds N --fold K)")
+        kinds.add((int(config["folds"]), int(config.get("seed") or 0)))
         validated = set(training.get("val_patients") or ())
-        if not validated:
-            raise ValueError(f"{folder}: model.json names no validation patients: train it with --folds N --fold K")
         both = validated & set(training.get("train_patients") or ())
         if both:
             raise ValueError(f"{folder}: trained on patients it validates ({', '.join(sorted(both)[:3])})")
-        for patient in validated:
-            if patient in owner:
-                raise ValueError(f"{folder} and {owner[patient]} both validate patient {patient}: give one model "
-                                 "per fold of the same folds")
-            owner[patient] = folder
         fold = [s for s in samples if s.patient in validated]
         if not fold:
             raise ValueError(f"{folder}: none of its validation patients is in this dataset")
-        folds.append(fold)
-    return folds
+        folds.append((int(config.get("fold") or 0), Path(folder), fold))
+    if len(kinds) > 1:
+        raise ValueError("--models come from different folds (folds, seed: "
+                         f"{'; '.join(f'{n}, {seed}' for n, seed in sorted(kinds))}): give the models of one set")
+    numbers = [number for number, _, _ in folds]
+    repeated = sorted({n for n in numbers if numbers.count(n) > 1})
+    if repeated:
+        raise ValueError(f"fold {repeated[0]} is given twice: give one model per fold")
+    return sorted(folds, key=lambda item: item[0])
 
 
 def cross_validate(dataset_dir: Path, models: Sequence[str], out_dir: Path, spacing_mm: Any = None,
@@ -53,11 +58,13 @@ def cross_validate(dataset_dir: Path, models: Sequence[str], out_dir: Path, spac
     evaluations (metrics.csv, summary.json, report.md, plots) and cross_validation.json/.md to ``out_dir``, which
     must not hold a cross-validation already."""
     out_dir = Path(out_dir)
-    if (out_dir / "cross_validation.json").exists():
-        raise FileExistsError(f"{out_dir} holds a cross-validation: give another --out (nothing is written over)")
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        raise FileExistsError(f"{out_dir} is not an empty folder: give a new --out (nothing is written over)")
     samples = list_samples(Path(dataset_dir))
-    folders = [resolve_model(model) for model in models]
-    folds = _fold_samples(folders, samples)
+    fold_models = _fold_models([resolve_model(model) for model in models], samples)
+    numbers = [number for number, _, _ in fold_models]
+    folders = [folder for _, folder, _ in fold_models]
+    folds = [fold for _, _, fold in fold_models]
     predictions, truth = out_dir / "predictions", out_dir / "truth"
     for folder in (predictions, truth):
         folder.mkdir(parents=True, exist_ok=True)
@@ -72,31 +79,39 @@ def cross_validate(dataset_dir: Path, models: Sequence[str], out_dir: Path, spac
             prediction = segmenter.predict(image)
             write_mask_png(predictions / f"{sample.stem}_mask.png", prediction.mask)
             np.save(predictions / f"{sample.stem}_prob.npy", prediction.probability.astype(np.float16))
-            link = truth / f"{sample.stem}.png"
-            if not link.exists():
-                link.symlink_to(Path(sample.mask).resolve())
+            (truth / f"{sample.stem}.png").symlink_to(Path(sample.mask).resolve())
             confidences[sample.stem] = prediction.confidence
             done += 1
     report("cross-validate", total, total)
     spacing = next(iter(spacings)) if len(spacings) == 1 else None
     rows = []
-    for index, (folder, fold) in enumerate(zip(folders, folds)):
+    for index, folder, fold in zip(numbers, folders, folds):
         fold_truth = out_dir / f"fold_{index}" / "truth"
         fold_truth.mkdir(parents=True, exist_ok=True)
         for sample in fold:
             (fold_truth / f"{sample.stem}.png").symlink_to(Path(sample.mask).resolve())
         summary = evaluate_folders(predictions, fold_truth, out_dir / f"fold_{index}", spacing, confidences=confidences)
-        rows.append({"model": model_name(folder), "version": load_info(folder).version, "n_images": len(fold),
-                     **{key: summary.get(key) for key in COMPARISON_KEYS}})
+        rows.append({"fold": index, "model": model_name(folder), "version": load_info(folder).version,
+                     "n_images": len(fold) - int(summary.get("n_errors") or 0),
+                     "n_errors": int(summary.get("n_errors") or 0), **_figures(summary, spacing)})
     pooled = evaluate_folders(predictions, truth, out_dir / "pooled", spacing, confidences=confidences)
     validated = {s.stem for fold in folds for s in fold}
-    result = {"dataset": str(dataset_dir), "n_images": len(validated), "n_images_in_dataset": len(samples),
+    result = {"dataset": str(dataset_dir), "n_images": len(validated) - int(pooled.get("n_errors") or 0),
+              "n_images_in_dataset": len(samples), "n_errors": int(pooled.get("n_errors") or 0),
+              "errors": pooled.get("errors") or [], "spacing_mm": spacing,
               "not_validated": sorted(s.stem for s in samples if s.stem not in validated),
-              "folds": rows, "pooled": {key: pooled.get(key) for key in COMPARISON_KEYS},
+              "folds": rows, "pooled": _figures(pooled, spacing),
               "spread": {key: _spread([row[key] for row in rows]) for key in COMPARISON_KEYS}}
     (out_dir / "cross_validation.json").write_text(json.dumps(result, indent=2) + "\n")
     (out_dir / "cross_validation.md").write_text(markdown(result))
     return result
+
+
+def _figures(summary: Dict[str, Any], spacing: Any) -> Dict[str, Any]:
+    """The comparison figures of an evaluation; the millimetre ones None without one known spacing for all images
+    (they would be pixels)."""
+    return {key: None if spacing is None and ("_mm" in key or key.startswith("csa_")) else summary.get(key)
+            for key in COMPARISON_KEYS}
 
 
 def _spread(values: Sequence[Any]) -> Dict[str, Any]:
@@ -109,14 +124,18 @@ def _spread(values: Sequence[Any]) -> Dict[str, Any]:
 
 
 def markdown(result: Dict[str, Any]) -> str:
-    rows = [dict(row, model=f"fold {index}: {row['model']}") for index, row in enumerate(result["folds"])]
+    rows = [dict(row, model=f"fold {row['fold']}: {row['model']}") for row in result["folds"]]
     rows.append({"model": "all folds, pooled", "version": "", "n_images": result["n_images"], **result["pooled"]})
     table = markdown_table(rows, ("n_images",) + COMPARISON_KEYS)
-    spread = ", ".join(f"{key} {s['mean']:.3f} +- {s['sd']:.3f} ({s['min']:.3f}-{s['max']:.3f})"
+    spread = ", ".join(f"{key} {s['mean']:.3f} +- {s['sd']:.3f} ({s['min']:.3f} to {s['max']:.3f})"
                        for key, s in result["spread"].items() if s["sd"] is not None)
     missing = result["not_validated"]
     return (f"Patient-level cross-validation on {result['dataset']}: {result['n_images']} of "
             f"{result['n_images_in_dataset']} images validated, each by the one model that did not train on its "
             f"patient.\n\n{table}\nAcross folds (mean +- SD, range): {spread or 'one fold only'}.\n"
+            + ("" if result["spacing_mm"] else "\nNo single known pixel spacing (give --spacing): no millimetre "
+               "or CSA figure.\n")
+            + (f"\n{result['n_errors']} image(s) could not be scored: {'; '.join(result['errors'][:3])}.\n"
+               if result["n_errors"] else "")
             + (f"\nNot validated by any fold: {len(missing)} image(s) ({', '.join(missing[:5])}"
                f"{', ...' if len(missing) > 5 else ''}).\n" if missing else ""))

@@ -49,6 +49,12 @@ def list_samples(dataset_dir: Path, pattern: str = DEFAULT_PATIENT_PATTERN) -> L
     samples, _ = list_pairs(dataset_dir, pattern)
     if not samples:
         raise FileNotFoundError(f"{dataset_dir}: no image with a mask of the same name")
+    seen: Dict[str, Path] = {}
+    for sample in samples:
+        if sample.stem in seen:
+            raise ValueError(f"{seen[sample.stem]} and {sample.image.name} share the name {sample.stem!r} and one "
+                             "mask: keep one of them (an image is known by its name)")
+        seen[sample.stem] = sample.image
     return samples
 
 

@@ -30,9 +30,9 @@ def dataset_folder_name(dataset_id: int, name: str) -> str:
 
 
 def _grey_uint8(frame: np.ndarray) -> np.ndarray:
-    """A frame as 8-bit grey: its values rounded when they lie in 0-255 (8-bit grey, or an RGB export's luma),
-    else scaled from its own range."""
-    if frame.min() >= 0 and frame.max() <= 255:
+    """A frame as 8-bit grey: its values rounded when they are 8-bit ones (0-255, beyond 0-1: grey, or an RGB
+    export's luma), else scaled from its own range (a 0-1 float image, 16-bit data)."""
+    if frame.min() >= 0 and 1 < frame.max() <= 255:
         return np.round(frame).astype(np.uint8)
     low, high = float(frame.min()), float(frame.max())
     return np.round(255.0 * (frame - low) / (high - low if high > low else 1.0)).astype(np.uint8)
@@ -64,8 +64,10 @@ def export_nnunet(dataset_dir: Path, out_dir: Path, dataset_id: int = 501, name:
     export leaves at most a hidden ``.Dataset....partial-*`` folder)."""
     samples = list_samples(Path(dataset_dir))
     folder = Path(out_dir) / dataset_folder_name(dataset_id, name)
-    if folder.exists():
-        raise FileExistsError(f"{folder} exists: give another --out or --id (nothing is written over)")
+    taken = sorted(p.name for p in Path(out_dir).glob(f"Dataset{dataset_id:03d}_*")) if Path(out_dir).is_dir() else []
+    if taken:
+        raise FileExistsError(f"{Path(out_dir) / taken[0]} exists: nnU-Net needs one dataset per id; give another "
+                              "--id or --out (nothing is written over)")
     splits: List[Dict[str, List[str]]] = [{"train": sorted(s.stem for s in train), "val": sorted(s.stem for s in val)}
                                           for train, val in patient_folds(samples, folds, seed)]
     dataset = {"channel_names": {"0": "US"}, "labels": {"background": 0, "median_nerve": 1},

@@ -195,6 +195,8 @@ def split_samples(dataset_dir: Path, cfg: TrainConfig) -> Tuple[List[Sample], Li
         from .dataset import LabelledDataset
 
         store = LabelledDataset(dataset_dir)
+    if cfg.fold and not cfg.folds:
+        raise ValueError(f"--fold {cfg.fold} needs --folds N (the number of patient folds)")
     if cfg.folds:
         if not 0 <= cfg.fold < cfg.folds:
             raise ValueError(f"--fold {cfg.fold}: folds are numbered 0 to {cfg.folds - 1}")

@@ -74,6 +74,9 @@ def test_train_validates_on_the_fold_it_is_given(dataset_dir, tmp_path, capsys):
     assert main(["train", "--dataset", str(dataset_dir), "--out", str(tmp_path / "x"), "--epochs", "1",
                  "--folds", "3", "--fold", "3"]) == 2
     assert "folds are numbered 0 to 2" in capsys.readouterr().err
+    assert main(["train", "--dataset", str(dataset_dir), "--out", str(tmp_path / "x"), "--epochs", "1",
+                 "--fold", "1"]) == 2
+    assert "--fold 1 needs --folds N" in capsys.readouterr().err
 
 
 def test_cross_validate_scores_every_image_once_by_the_model_that_did_not_see_its_patient(dataset_dir, tmp_path,
@@ -97,8 +100,40 @@ def test_cross_validate_scores_every_image_once_by_the_model_that_did_not_see_it
     pooled = evaluate_folders(out / "predictions", out / "truth", tmp_path / "again", 0.062)
     assert result["pooled"]["dice_mean"] == pytest.approx(pooled["dice_mean"])  # over all images, not fold means
     assert "all folds, pooled" in (out / "cross_validation.md").read_text()
-    assert main(["cross-validate", "--dataset", str(dataset_dir), "--models", str(models[0]), str(models[0]),
-                 "--out", str(tmp_path / "cv2")]) == 2
-    assert "both validate patient" in capsys.readouterr().err
+    for given, problem in (([models[0], models[0]], "fold 0 is given twice"),
+                           (["median_nerve_unet_small", models[1]], "not a fold model")):
+        assert main(["cross-validate", "--dataset", str(dataset_dir), "--models", *map(str, given),
+                     "--out", str(tmp_path / "cv2")]) == 2
+        assert problem in capsys.readouterr().err
     assert main(["cross-validate", "--dataset", str(dataset_dir), "--models", *map(str, models), "--out",
                  str(out)]) == 2  # nothing written over
+    reversed_out = tmp_path / "cv3"  # models in any order, each under its own fold; no spacing: no mm figures
+    assert main(["cross-validate", "--dataset", str(dataset_dir), "--models", str(models[1]), str(models[0]),
+                 "--out", str(reversed_out)]) == 0
+    again = json.loads((reversed_out / "cross_validation.json").read_text())
+    assert [row["fold"] for row in again["folds"]] == [0, 1] and again["folds"][0]["model"] == "fold0"
+    assert again["pooled"]["csa_mae_mm2"] is None and again["pooled"]["dice_mean"] == result["pooled"]["dice_mean"]
+    assert "no millimetre or CSA figure" in (reversed_out / "cross_validation.md").read_text()
+
+
+def test_export_refuses_what_nnunet_would_misread(dataset_dir, tmp_path, capsys):
+    """Two images of one name (one mask), a second dataset of the same id; a 0-1 float image keeps its grey levels."""
+    source = tmp_path / "data"
+    for kind in ("images", "masks"):
+        (source / kind).mkdir(parents=True)
+    samples = list_samples(dataset_dir)[:3]
+    for sample in samples:
+        (source / "masks" / sample.mask.name).write_bytes(sample.mask.read_bytes())
+    for sample in samples[1:]:
+        (source / "images" / sample.image.name).write_bytes(sample.image.read_bytes())
+    grey = np.asarray(Image.open(samples[0].image).convert("L"), np.float32) / 255.0
+    Image.fromarray(grey, mode="F").save(source / "images" / f"{samples[0].stem}.tif")  # a 0-1 float export
+    out = tmp_path / "out"
+    assert main(["export-nnunet", "--dataset", str(source), "--out", str(out), "--folds", "2"]) == 0
+    exported = np.asarray(Image.open(out / "Dataset501_MedianNerve" / "imagesTr" / f"{samples[0].stem}_0000.png"))
+    assert len(np.unique(exported)) > 100  # not rounded to 0 and 1
+    assert main(["export-nnunet", "--dataset", str(source), "--out", str(out), "--name", "Other", "--folds", "2"]) == 2
+    assert "one dataset per id" in capsys.readouterr().err
+    Image.open(samples[1].image).save(source / "images" / f"{samples[1].stem}.bmp")
+    assert main(["export-nnunet", "--dataset", str(source), "--out", str(tmp_path / "o2"), "--folds", "2"]) == 2
+    assert f"share the name '{samples[1].stem}'" in capsys.readouterr().err
