@@ -38,27 +38,41 @@ def evaluate_model(model_dir: Path, samples, spacing_mm: Any = None, device: str
 
     Each sample is segmented at its own spacing (``spacing_mm``, when given, for all); unless all
     share one known spacing, the millimetre and CSA figures are None (the rest is unchanged)."""
-    segmenter = Segmenter(model_dir, device)
-    spacings = set()
     with tempfile.TemporaryDirectory() as tmp:
         pred, gt, probability = (Path(tmp, name) for name in ("pred", "gt", "prob"))
         for folder in (pred, gt, probability):
             folder.mkdir()
-        confidences = {}
-        for sample in samples:
-            image = read_image(sample.image, sample_spacing(sample, spacing_mm))
-            spacings.add(image.spacing_mm)
-            prediction = segmenter.predict(image)
-            write_mask_png(pred / f"{sample.stem}_mask.png", prediction.mask)
-            np.save(probability / f"{sample.stem}_prob.npy", prediction.probability.astype(np.float16))
-            (gt / f"{sample.stem}.png").symlink_to(Path(sample.mask).resolve())
-            confidences[sample.stem] = prediction.confidence
+        spacings, confidences = predict_samples(Segmenter(model_dir, device), samples, pred, probability, gt,
+                                                spacing_mm)
         spacing = next(iter(spacings)) if len(spacings) == 1 else None
         summary = evaluate_folders(pred, gt, out_dir or Path(model_dir) / "evaluation", spacing,
                                    probability_dir=probability, confidences=confidences)
-    if spacing is None:  # pixels, or a mix of spacings: no millimetre figure is right for all
-        summary.update({key: None for key in summary if key.startswith("csa_") or "_mm" in key})
-    return summary
+    return summary if spacing is not None else without_millimetres(summary)
+
+
+def predict_samples(segmenter: Segmenter, samples, pred_dir: Path, probability_dir: Path, gt_dir: Path,
+                    spacing_mm: Any = None, on_sample=None) -> Tuple[Set[Any], Dict[str, float]]:
+    """Segment each sample into ``pred_dir`` (<stem>_mask.png) and ``probability_dir`` (<stem>_prob.npy), with a
+    link to its expert mask in ``gt_dir``: the folders evaluate_folders reads. Returns the spacings met and each
+    stem's confidence; ``on_sample`` sees each sample before it is segmented."""
+    spacings, confidences = set(), {}
+    for sample in samples:
+        if on_sample:
+            on_sample(sample)
+        image = read_image(sample.image, sample_spacing(sample, spacing_mm))
+        spacings.add(image.spacing_mm)
+        prediction = segmenter.predict(image)
+        write_mask_png(pred_dir / f"{sample.stem}_mask.png", prediction.mask)
+        np.save(probability_dir / f"{sample.stem}_prob.npy", prediction.probability.astype(np.float16))
+        (gt_dir / f"{sample.stem}.png").symlink_to(Path(sample.mask).resolve())
+        confidences[sample.stem] = prediction.confidence
+    return spacings, confidences
+
+
+def without_millimetres(summary: Dict[str, Any]) -> Dict[str, Any]:
+    """A summary with its millimetre and CSA figures None: without one known spacing for all images they would be
+    pixels, or a mix of scales, and no millimetre figure is right for all."""
+    return {key: None if key.startswith("csa_") or "_mm" in key else value for key, value in summary.items()}
 
 
 def _timing_segmenter(model_dir: Path) -> Segmenter:

@@ -12,14 +12,12 @@ from typing import Any, Dict, List, Sequence, Tuple
 
 import numpy as np
 
-from .benchmark import COMPARISON_KEYS
+from .benchmark import COMPARISON_KEYS, predict_samples, without_millimetres
 from .data import list_samples
 from .evaluate import evaluate_folders
 from .inference import Segmenter
-from .io import read_image, write_mask_png
 from .metrics import markdown_table
 from .progress import report
-from .train import sample_spacing
 from .zoo import load_info, model_name, resolve_model
 
 
@@ -69,19 +67,17 @@ def cross_validate(dataset_dir: Path, models: Sequence[str], out_dir: Path, spac
     for folder in (predictions, truth):
         folder.mkdir(parents=True, exist_ok=True)
     spacings, confidences = set(), {}
-    total, done = sum(map(len, folds)), 0
+    total, done = sum(map(len, folds)), []
+
+    def progress(sample) -> None:
+        report("cross-validate", len(done), total, image=sample.image.name)
+        done.append(sample)
+
     for folder, fold in zip(folders, folds):
-        segmenter = Segmenter(folder, device)
-        for sample in fold:
-            report("cross-validate", done, total, image=sample.image.name)
-            image = read_image(sample.image, sample_spacing(sample, spacing_mm))
-            spacings.add(image.spacing_mm)
-            prediction = segmenter.predict(image)
-            write_mask_png(predictions / f"{sample.stem}_mask.png", prediction.mask)
-            np.save(predictions / f"{sample.stem}_prob.npy", prediction.probability.astype(np.float16))
-            (truth / f"{sample.stem}.png").symlink_to(Path(sample.mask).resolve())
-            confidences[sample.stem] = prediction.confidence
-            done += 1
+        met, known = predict_samples(Segmenter(folder, device), fold, predictions, predictions, truth, spacing_mm,
+                                     on_sample=progress)
+        spacings |= met
+        confidences.update(known)
     report("cross-validate", total, total)
     spacing = next(iter(spacings)) if len(spacings) == 1 else None
     rows = []
@@ -108,10 +104,9 @@ def cross_validate(dataset_dir: Path, models: Sequence[str], out_dir: Path, spac
 
 
 def _figures(summary: Dict[str, Any], spacing: Any) -> Dict[str, Any]:
-    """The comparison figures of an evaluation; the millimetre ones None without one known spacing for all images
-    (they would be pixels)."""
-    return {key: None if spacing is None and ("_mm" in key or key.startswith("csa_")) else summary.get(key)
-            for key in COMPARISON_KEYS}
+    """The comparison figures of an evaluation, without millimetre ones unless one spacing is known for all."""
+    summary = summary if spacing is not None else without_millimetres(summary)
+    return {key: summary.get(key) for key in COMPARISON_KEYS}
 
 
 def _spread(values: Sequence[Any]) -> Dict[str, Any]:
