@@ -3,18 +3,25 @@
 # on one GPU they share it), then each scored on its own patients and pooled over all images.
 #   bash benchmarks/cross_validation.sh                     # the shipped default's recipe (training/monai_unet), GPU
 #   DEVICE=cpu EPOCHS=1 MAX_IMAGES=16 FOLDS=2 bash benchmarks/cross_validation.sh   # a smoke run of the plumbing
+#   CONFIG=benchmarks/configs/unet_small.json DEVICE=cpu EPOCHS=100 bash benchmarks/cross_validation.sh
+#       # the small model's recipe (a TrainConfig JSON instead of a bundle) on 2 CPU cores: one thread per fold
 # Writes $OUT/fold_<k>/ (the models, their logs) and $OUT/cv/ (cross_validation.md/.json, pooled/, fold_<k>/).
 # nnU-Net v2 on the same folds: median-nerve-seg export-nnunet --dataset $DATA --out nnUNet_raw, then the commands
 # it prints.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUNDLE=${BUNDLE:-training/monai_unet}
+CONFIG=${CONFIG:-}
 DATA=${DATA:-../shared/data/median-nerve-us}
-OUT=${OUT:-benchmarks/results/cross_validation/$(basename "$BUNDLE")}
+RECIPE=(--bundle "$BUNDLE")
+[[ -n "$CONFIG" ]] && RECIPE=(--config "$CONFIG")
+OUT=${OUT:-benchmarks/results/cross_validation/$(basename "${CONFIG:-$BUNDLE}" .json)}
 FOLDS=${FOLDS:-5}
 DEVICE=${DEVICE:-cuda}
 SPACING=${SPACING:-0.062}
 extra=()
+# on the CPU the folds share the cores: one thread each (more would only contend)
+[[ "$DEVICE" == cpu ]] && export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 [[ -n "${EPOCHS:-}" ]] && extra+=(--epochs "$EPOCHS")
 [[ -n "${MAX_IMAGES:-}" ]] && extra+=(--max-images "$MAX_IMAGES")
 [[ -n "${INPUT_SIZE:-}" ]] && extra+=(--input-size $INPUT_SIZE)
@@ -22,7 +29,7 @@ if [[ -e "$OUT" ]]; then echo "error: $OUT exists: give another OUT (nothing is 
 mkdir -p "$OUT"
 pids=()
 for ((k = 0; k < FOLDS; k++)); do
-  .venv/bin/median-nerve-seg train --bundle "$BUNDLE" --dataset "$DATA" --out "$OUT/fold_$k" --device "$DEVICE" \
+  .venv/bin/median-nerve-seg train "${RECIPE[@]}" --dataset "$DATA" --out "$OUT/fold_$k" --device "$DEVICE" \
       --folds "$FOLDS" --fold "$k" --spacing "$SPACING" "${extra[@]}" > "$OUT/fold_$k.log" 2>&1 &
   pids+=($!)
 done

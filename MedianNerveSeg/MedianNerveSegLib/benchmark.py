@@ -26,6 +26,7 @@ from .progress import report
 from .models import MODEL_REGISTRY, available_models, build_model, is_click_model
 from .train import TrainConfig, sample_spacing, split_samples, train
 from .zoo import MODEL_JSON, WEIGHTS, ModelInfo, load_info, model_name, resolve_model
+from .uncertainty import CsaInterval, csa_interval
 
 TABLE_KEYS = ("dice_mean", "dice_sd", "iou_mean", "precision_mean", "recall_mean", "hd95_mean_mm", "auc_mean",
               "found_rate", "csa_mae_mm2", "csa_icc", "parameters", "cpu_ms", "training_seconds", "epochs")
@@ -42,8 +43,8 @@ def evaluate_model(model_dir: Path, samples, spacing_mm: Any = None, device: str
         pred, gt, probability = (Path(tmp, name) for name in ("pred", "gt", "prob"))
         for folder in (pred, gt, probability):
             folder.mkdir()
-        spacings, confidences = predict_samples(Segmenter(model_dir, device), samples, pred, probability, gt,
-                                                spacing_mm)
+        spacings, confidences, _ = predict_samples(Segmenter(model_dir, device), samples, pred, probability, gt,
+                                                   spacing_mm)
         spacing = next(iter(spacings)) if len(spacings) == 1 else None
         summary = evaluate_folders(pred, gt, out_dir or Path(model_dir) / "evaluation", spacing,
                                    probability_dir=probability, confidences=confidences)
@@ -51,11 +52,13 @@ def evaluate_model(model_dir: Path, samples, spacing_mm: Any = None, device: str
 
 
 def predict_samples(segmenter: Segmenter, samples, pred_dir: Path, probability_dir: Path, gt_dir: Path,
-                    spacing_mm: Any = None, on_sample=None) -> Tuple[Set[Any], Dict[str, float]]:
+                    spacing_mm: Any = None, on_sample=None
+                    ) -> Tuple[Set[Any], Dict[str, float], Dict[str, Optional[CsaInterval]]]:
     """Segment each sample into ``pred_dir`` (<stem>_mask.png) and ``probability_dir`` (<stem>_prob.npy), with a
-    link to its expert mask in ``gt_dir``: the folders evaluate_folders reads. Returns the spacings met and each
-    stem's confidence; ``on_sample`` sees each sample before it is segmented."""
-    spacings, confidences = set(), {}
+    link to its expert mask in ``gt_dir``: the folders evaluate_folders reads. Returns the spacings met, each
+    stem's confidence and its CSA interval (uncertainty.py); ``on_sample`` sees each sample before it is
+    segmented."""
+    spacings, confidences, intervals = set(), {}, {}
     for sample in samples:
         if on_sample:
             on_sample(sample)
@@ -66,7 +69,8 @@ def predict_samples(segmenter: Segmenter, samples, pred_dir: Path, probability_d
         np.save(probability_dir / f"{sample.stem}_prob.npy", prediction.probability.astype(np.float16))
         (gt_dir / f"{sample.stem}.png").symlink_to(Path(sample.mask).resolve())
         confidences[sample.stem] = prediction.confidence
-    return spacings, confidences
+        intervals[sample.stem] = csa_interval(prediction.band_px, int(prediction.mask.sum()), image.spacing_mm)
+    return spacings, confidences, intervals
 
 
 def without_millimetres(summary: Dict[str, Any]) -> Dict[str, Any]:

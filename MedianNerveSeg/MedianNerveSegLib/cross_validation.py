@@ -5,10 +5,11 @@ a benchmark over all images instead of one 41-image split, and the spread that t
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 from pathlib import Path
-from typing import Any, Dict, List, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -18,6 +19,7 @@ from .evaluate import evaluate_folders
 from .inference import Segmenter
 from .metrics import markdown_table
 from .progress import report
+from .uncertainty import BAND, ERROR_LIMIT_MM2, CsaInterval, flag_performance, width_catching
 from .zoo import load_info, model_name, resolve_model
 
 
@@ -66,7 +68,7 @@ def cross_validate(dataset_dir: Path, models: Sequence[str], out_dir: Path, spac
     predictions, truth = out_dir / "predictions", out_dir / "truth"
     for folder in (predictions, truth):
         folder.mkdir(parents=True, exist_ok=True)
-    spacings, confidences = set(), {}
+    spacings, confidences, intervals = set(), {}, {}
     total, done = sum(map(len, folds)), []
 
     def progress(sample) -> None:
@@ -74,10 +76,11 @@ def cross_validate(dataset_dir: Path, models: Sequence[str], out_dir: Path, spac
         done.append(sample)
 
     for folder, fold in zip(folders, folds):
-        met, known = predict_samples(Segmenter(folder, device), fold, predictions, predictions, truth, spacing_mm,
-                                     on_sample=progress)
+        met, known, bands = predict_samples(Segmenter(folder, device), fold, predictions, predictions, truth,
+                                            spacing_mm, on_sample=progress)
         spacings |= met
         confidences.update(known)
+        intervals.update(bands)
     report("cross-validate", total, total)
     spacing = next(iter(spacings)) if len(spacings) == 1 else None
     rows = []
@@ -97,7 +100,9 @@ def cross_validate(dataset_dir: Path, models: Sequence[str], out_dir: Path, spac
               "errors": pooled.get("errors") or [], "spacing_mm": spacing,
               "not_validated": sorted(s.stem for s in samples if s.stem not in validated),
               "folds": rows, "pooled": _figures(pooled, spacing),
-              "spread": {key: _spread([row[key] for row in rows]) for key in COMPARISON_KEYS}}
+              "spread": {key: _spread([row[key] for row in rows]) for key in COMPARISON_KEYS},
+              "review": _review(out_dir / "pooled" / "metrics.csv", intervals, {s.stem: n for n, _, fold in fold_models
+                                                                                for s in fold}) if spacing else None}
     (out_dir / "cross_validation.json").write_text(json.dumps(result, indent=2) + "\n")
     (out_dir / "cross_validation.md").write_text(markdown(result))
     return result
@@ -109,6 +114,37 @@ def _figures(summary: Dict[str, Any], spacing: Any) -> Dict[str, Any]:
     return {key: summary.get(key) for key in COMPARISON_KEYS}
 
 
+def _review(metrics_csv: Path, intervals: Dict[str, Optional[CsaInterval]], fold_of: Dict[str, int]
+            ) -> Dict[str, Any]:
+    """How the interval and the "review" flag do on the validated images where the nerve was found: how often the
+    expert's CSA lies in the interval, and how the flag sorts the images by CSA error, at the shipped width and at
+    the width that catches 90% of the large errors chosen on the other folds only (no fold's flag saw its own)."""
+    with open(metrics_csv, newline="") as handle:
+        scored = [row for row in csv.DictReader(handle)
+                  if row["csa_error_mm2"] and intervals.get(row["image"]) is not None]
+    truth = {row["image"]: float(row["csa_gt_mm2"]) for row in scored}
+    errors = {row["image"]: float(row["csa_error_mm2"]) for row in scored}
+    stems = sorted(truth)
+    error_list, widths = [errors[s] for s in stems], [intervals[s].width_mm2 for s in stems]
+    chosen = {}
+    for fold in sorted({fold_of[stem] for stem in stems}):
+        others = [i for i, stem in enumerate(stems) if fold_of[stem] != fold]
+        chosen[fold] = width_catching([error_list[i] for i in others], [widths[i] for i in others])
+    flagged = [chosen[fold_of[s]] is not None and w >= chosen[fold_of[s]] for s, w in zip(stems, widths)]
+    large = [abs(e) > ERROR_LIMIT_MM2 for e in error_list]
+    n_large, n_others = sum(large), len(stems) - sum(large)
+    return {"n_images": len(stems),
+            "truth_in_interval": float(np.mean([intervals[s].low_mm2 <= truth[s] <= intervals[s].high_mm2
+                                                for s in stems])) if stems else None,
+            "mean_width_mm2": float(np.mean(widths)) if widths else None,
+            "shipped": flag_performance(error_list, widths),
+            "chosen_on_other_folds": {
+                "n_large_errors": n_large, "n_others": n_others,
+                "caught": sum(f and l for f, l in zip(flagged, large)) / n_large if n_large else None,
+                "others_flagged": sum(f and not l for f, l in zip(flagged, large)) / n_others if n_others else None,
+                "widths_mm2": {str(fold): width for fold, width in chosen.items()}}}
+
+
 def _spread(values: Sequence[Any]) -> Dict[str, Any]:
     """The mean, SD, lowest and highest of a figure across folds (None where a fold has none)."""
     known = [float(v) for v in values if v is not None and not math.isnan(float(v))]
@@ -116,6 +152,24 @@ def _spread(values: Sequence[Any]) -> Dict[str, Any]:
         return {"mean": None, "sd": None, "min": None, "max": None}
     return {"mean": float(np.mean(known)), "sd": float(np.std(known, ddof=1)) if len(known) > 1 else None,
             "min": min(known), "max": max(known)}
+
+
+def _percent(share: Optional[float]) -> str:
+    return "n/a" if share is None else f"{100 * share:.0f}%"
+
+
+def _review_markdown(review: Optional[Dict[str, Any]]) -> str:
+    if not review or not review["n_images"]:
+        return ""
+    shipped, chosen = review["shipped"], review["chosen_on_other_folds"]
+    widths = ", ".join(f"{w:.2f}" for w in chosen["widths_mm2"].values() if w is not None) or "n/a"
+    return (f"\nCSA interval (the CSA at probability thresholds {BAND[1]:g} and {BAND[0]:g}) on the {review['n_images']} "
+            f"images with a nerve found: mean width {review['mean_width_mm2']:.2f} mm^2; the expert's CSA lies in it "
+            f"for {_percent(review['truth_in_interval'])}. The \"review\" flag (width >= {shipped['width_mm2']:g} "
+            f"mm^2) catches {_percent(shipped['caught'])} of the {shipped['n_large_errors']} images with a CSA error "
+            f"> {shipped['limit_mm2']:g} mm^2 and flags {_percent(shipped['others_flagged'])} of the other "
+            f"{shipped['n_others']}. With the width chosen on the other folds to catch 90% ({widths} mm^2): catches "
+            f"{_percent(chosen['caught'])}, flags {_percent(chosen['others_flagged'])} of the others.\n")
 
 
 def markdown(result: Dict[str, Any]) -> str:
@@ -130,6 +184,7 @@ def markdown(result: Dict[str, Any]) -> str:
             f"patient.\n\n{table}\nAcross folds (mean +- SD, range): {spread or 'one fold only'}.\n"
             + ("" if result["spacing_mm"] else "\nNo single known pixel spacing (give --spacing): no millimetre "
                "or CSA figure.\n")
+            + _review_markdown(result.get("review"))
             + (f"\n{result['n_errors']} image(s) could not be scored: {'; '.join(result['errors'][:3])}.\n"
                if result["n_errors"] else "")
             + (f"\nNot validated by any fold: {len(missing)} image(s) ({', '.join(missing[:5])}"

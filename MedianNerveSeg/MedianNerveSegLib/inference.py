@@ -16,6 +16,7 @@ from .models import KIND_COMMANDS, MODEL_REGISTRY, is_detector
 from .postprocess import clean_mask, min_component_pixels
 from .preprocess import network_array, resize, resize_array, to_network_input
 from .runtime import INT8_FOLDER, OpenVinoNetwork, choose_runtime, version_label
+from .uncertainty import band_pixels
 from .zoo import MODEL_JSON, WEIGHTS, ModelFolderError, ModelInfo, load_info, load_network, resolve_model
 
 if TYPE_CHECKING:  # torch is imported only when PyTorch runs the network (runtime.py)
@@ -32,6 +33,7 @@ class Prediction:
     found: bool
     milliseconds: float
     flags: Tuple[str, ...] = ()  # e.g. "constant-frame": nothing to segment in it
+    band_px: Optional[Tuple[int, int]] = None  # nerve pixels at uncertainty.BAND's strict and loose threshold
 
 
 def resolve_device(device: Optional[str]) -> str:
@@ -116,12 +118,13 @@ class Segmenter:
         min_px = min_component_pixels(self.info.min_component_mm2, image.spacing_mm, frame.shape)
         mask = clean_mask(probability, self.info.threshold, min_px, self.info.min_branch_fraction)
         found = bool(mask.any())
+        band = band_pixels(probability, min_px, self.info.min_branch_fraction) if found else None
         detections = getattr(self.network, "last_detections", None)  # a detector's box scores, best first
         if detections is not None:
             confidence = float(detections[0]["scores"][0]) if len(detections[0]["scores"]) else 0.0
         else:
             confidence = float(probability[mask].mean()) if found else float(probability.max())
-        return Prediction(probability, mask, confidence, found, 1000.0 * (time.perf_counter() - start))
+        return Prediction(probability, mask, confidence, found, 1000.0 * (time.perf_counter() - start), band_px=band)
 
 
 def openvino_network(model_dir: Path, info: ModelInfo, asked: bool, int8: Optional[Path] = None,

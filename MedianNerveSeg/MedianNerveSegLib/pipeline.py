@@ -21,6 +21,7 @@ import numpy as np
 
 from .data import DEFAULT_PATIENT_PATTERN
 from .results import RESULTS_FILE, FrameResult, ResultsWriter, read_results
+from .uncertainty import REVIEW_FLAG, csa_interval
 
 PathLike = Union[str, Path]
 Progress = Callable[[Iterable], Iterable]
@@ -173,12 +174,15 @@ def frame_result(segmenter, image, index: int, path: Path, prediction, labels: L
     from .measure import measure_mask
 
     columns = measurement_columns(measure_mask(prediction.mask, image.spacing_mm))
+    interval = csa_interval(prediction.band_px, columns["area_px"], image.spacing_mm) if prediction.found else None
+    flags = columns["flags"] + list(prediction.flags) + ([REVIEW_FLAG] if interval and interval.needs_review else [])
     return FrameResult(
         image=str(path), frame=index, patient=labels.patient or patient_of(image, path),
         side=side_of(image, labels), level=labels.level, acquired=image.acquired, time_s=image.frame_time_s(index),
         confidence=round(float(prediction.confidence), 4), spacing_source=image.spacing_source,
         model=segmenter.model_id, ms=round(prediction.milliseconds, 1),
-        **{**columns, "found": prediction.found, "flags": columns["flags"] + list(prediction.flags)})
+        csa_low_mm2=interval.low_mm2 if interval else None, csa_high_mm2=interval.high_mm2 if interval else None,
+        **{**columns, "found": prediction.found, "flags": flags})
 
 
 def overlay_caption(result: FrameResult) -> List[str]:
@@ -188,7 +192,10 @@ def overlay_caption(result: FrameResult) -> List[str]:
     elif result.area_mm2 is None:
         csa = f"CSA {result.area_px} px (spacing unknown)"
     else:
-        csa = f"CSA {result.area_mm2:.2f} mm\u00b2" + ("  IMPLAUSIBLE" if "implausible-csa" in result.flags else "")
+        csa = f"CSA {result.area_mm2:.2f} mm\u00b2" + (
+            f" (range {result.csa_low_mm2:.1f}-{result.csa_high_mm2:.1f})" if result.csa_low_mm2 is not None else "") + (
+            "  IMPLAUSIBLE" if "implausible-csa" in result.flags else "") + (
+            "  REVIEW" if REVIEW_FLAG in result.flags else "")
     where = " ".join(part for part in (result.side or "side unknown", result.level) if part)
     frame = f", frame {result.frame}" + (f" ({result.time_s:.2f} s)" if result.time_s is not None else "")
     return [csa, where + (frame if result.frame or result.time_s else ""), result.model.replace("@", " ")]

@@ -19,6 +19,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 from .io import atomic_write
 from .results import RESULTS_FILE, FrameResult, read_results, standing_rows
+from .uncertainty import REVIEW_FLAG
 
 PathLike = Union[str, Path]
 DISCLAIMER = ("Research use only, not a diagnosis: carpal tunnel syndrome is diagnosed clinically, with nerve "
@@ -87,6 +88,15 @@ class ImageCSA:
     csa_mm2: float
     overlay: str = ""  # the overlay copied into the report folder ('' when none was written)
     acquired: str = ""  # ISO date and time of the acquisition, when the file gave it
+    low_mm2: Optional[float] = None  # the CSA interval (uncertainty.py), when the row has one
+    high_mm2: Optional[float] = None
+    review: bool = False  # the interval is wide: check the contour
+
+    def text(self) -> str:
+        """'10.21' or '10.21 (range 9.6-10.9, REVIEW)'."""
+        extra = ([f"range {self.low_mm2:.1f}-{self.high_mm2:.1f}"] if self.low_mm2 is not None else []) + (
+            ["REVIEW"] if self.review else [])
+        return f"{self.csa_mm2:.2f}" + (f" ({', '.join(extra)})" if extra else "")
 
 
 @dataclass
@@ -137,7 +147,8 @@ def _exclusion(row: FrameResult) -> str:
 def _level(rows: List[Tuple[FrameResult, str]]) -> LevelSummary:
     values = [row.area_mm2 for row, _ in rows]
     return LevelSummary(len(values), statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None,
-                        [ImageCSA(row.image, row.frame, row.area_mm2, overlay, row.acquired) for row, overlay in rows])
+                        [ImageCSA(row.image, row.frame, row.area_mm2, overlay, row.acquired, row.csa_low_mm2,
+                                  row.csa_high_mm2, REVIEW_FLAG in row.flags) for row, overlay in rows])
 
 
 def summarise(rows: Sequence[Tuple[FrameResult, str]], cutoffs: Sequence[Cutoff] = DEFAULT_CUTOFFS) -> Report:
@@ -211,6 +222,13 @@ def _verdict_text(verdict: Verdict, cutoff: Cutoff) -> str:
     return f"{cutoff.label}: {verdict.value:.2f}{unit}, {side} the cut-off {cutoff.threshold:g}{unit}"
 
 
+def _review_text(side: SideSummary) -> str:
+    flagged = [i for level in side.levels.values() for i in level.images if i.review]
+    n = sum(level.n for level in side.levels.values())
+    return (f"{len(flagged)} of {n} images flagged REVIEW (wide CSA range): check their contours before "
+            f"relying on the mean" if flagged else "")
+
+
 def report_markdown(report: Report) -> str:
     cutoffs = {c.key: c for c in report.cutoffs}
     lines = ["# Median nerve CSA report", "", f"*{report.disclaimer}*", ""]
@@ -219,9 +237,10 @@ def report_markdown(report: Report) -> str:
                   "|---|---|---|---|---|"]
         for level, summary in side.levels.items():
             images = ", ".join(f"{Path(i.image).name}{f' f{i.frame}' if i.frame else ''}"
-                               f"{f' ({i.acquired})' if i.acquired else ''}: {i.csa_mm2:.2f}" for i in summary.images)
+                               f"{f' ({i.acquired})' if i.acquired else ''}: {i.text()}" for i in summary.images)
             lines.append(f"| {level} | {summary.n} | {summary.mean_mm2:.2f} | {_number(summary.sd_mm2)} | {images} |")
-        lines += [""] + [f"- {_verdict_text(v, cutoffs[v.key])}" for v in side.verdicts] + [""]
+        lines += [""] + [f"- {_verdict_text(v, cutoffs[v.key])}" for v in side.verdicts] + [
+            f"- {text}" for text in [_review_text(side)] if text] + [""]
     if report.excluded:
         lines += ["## Not in any figure", ""] + [f"- {e['image']} frame {e['frame']}: {e['reason']}"
                                                   for e in report.excluded] + [""]
@@ -256,11 +275,12 @@ def report_html(report: Report, plot: str) -> str:
             css = " class='above'" if verdict.at_or_above else ""
             text = _verdict_text(verdict, cutoffs[verdict.key]).replace("mm^2", "mm²")
             parts.append(f"<li{css}>{esc(text)}</li>")
-        parts.append("</ul>")
+        review = _review_text(side)
+        parts.append((f"<li class='above'>{esc(review)}</li>" if review else "") + "</ul>")
         for level, summary in side.levels.items():
             for image in summary.images:
                 caption = f"{Path(image.image).name}{f' frame {image.frame}' if image.frame else ''}, {level}: " \
-                          f"{image.csa_mm2:.2f} mm²" + (f", {image.acquired}" if image.acquired else "")
+                          f"{image.text()} mm²" + (f", {image.acquired}" if image.acquired else "")
                 img = f"<img src='images/{esc(image.overlay)}' alt='{esc(caption)}'>" if image.overlay else ""
                 parts.append(f"<figure>{img}<figcaption>{esc(caption)}</figcaption></figure>")
     if report.excluded:

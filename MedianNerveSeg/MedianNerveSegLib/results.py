@@ -25,7 +25,8 @@ class FrameResult:
 
     ``image`` is the input path as given; ``mask`` and ``probability`` are the names of the
     files written next to the results file. ``spacing_mm`` is (row, col) in mm, None when
-    unknown: then ``area_mm2`` and ``perimeter_mm`` are None and ``flags`` says so. ``side`` is
+    unknown: then ``area_mm2`` and ``perimeter_mm`` are None and ``flags`` says so. ``csa_low_mm2`` and
+    ``csa_high_mm2`` are the CSA interval of a segmented frame (uncertainty.py), "review" in ``flags`` when wide. ``side`` is
     "left", "right" or "" (unknown), ``level`` "inlet", "forearm" or "outlet", ``acquired`` an ISO
     8601 date and time, ``time_s`` the frame's time in its clip (None when the file has none).
     """
@@ -40,6 +41,8 @@ class FrameResult:
     found: Optional[bool] = None
     confidence: Optional[float] = None
     area_mm2: Optional[float] = None
+    csa_low_mm2: Optional[float] = None
+    csa_high_mm2: Optional[float] = None
     area_px: Optional[int] = None
     perimeter_mm: Optional[float] = None
     circularity: Optional[float] = None
@@ -62,8 +65,8 @@ class FrameResult:
 
 COLUMNS = [f.name for f in fields(FrameResult)]
 # Columns added after the first version: an older file without them is read (empty), never continued.
-ADDED_COLUMNS = ("side", "level", "acquired", "time_s", "ellipse_ratio")
-_DIGITS = {"confidence": 4, "area_mm2": 6, "perimeter_mm": 4, "circularity": 4, "flattening_ratio": 4,
+ADDED_COLUMNS = ("side", "level", "acquired", "time_s", "ellipse_ratio", "csa_low_mm2", "csa_high_mm2")
+_DIGITS = {"confidence": 4, "area_mm2": 6, "csa_low_mm2": 6, "csa_high_mm2": 6, "perimeter_mm": 4, "circularity": 4, "flattening_ratio": 4,
            "ellipse_ratio": 4, "time_s": 3, "ms": 1}
 
 
@@ -99,6 +102,7 @@ def _spacing(text: str) -> Tuple[float, float]:
 
 _PARSE: Dict[str, Callable[[str], Any]] = {
     "frame": int, "found": _optional(_bool), "confidence": _optional(float), "area_mm2": _optional(float),
+    "csa_low_mm2": _optional(float), "csa_high_mm2": _optional(float),
     "area_px": _optional(int), "perimeter_mm": _optional(float), "circularity": _optional(float),
     "flattening_ratio": _optional(float), "ellipse_ratio": _optional(float), "time_s": _optional(float),
     "n_components": _optional(int), "spacing_mm": _optional(_spacing),

@@ -43,6 +43,7 @@ from MedianNerveSegLib.measure import NerveMeasurement, as_spacing, measure_mask
 from MedianNerveSegLib.pipeline import measurement_columns, measurement_flags
 from MedianNerveSegLib.results import RESULTS_FILE, FrameResult, read_results
 from MedianNerveSegLib.runtime import version_label
+from MedianNerveSegLib.uncertainty import REVIEW_FLAG, CsaInterval, csa_interval
 
 PathLike = Union[str, Path]
 
@@ -57,7 +58,8 @@ ATTR_MILLISECONDS = "MedianNerveSeg.Milliseconds"
 
 NERVE_COLOR = tuple(c / 255.0 for c in codes.NERVE_COLOR)
 LPS_2D_DIRECTIONS = ((-1.0, 0.0, 0.0), (0.0, -1.0, 0.0), (0.0, 0.0, 1.0))
-TABLE_UNITS = {"area_px": "px", "area_mm2": "mm2", "perimeter_px": "px", "perimeter_mm": "mm"}
+TABLE_UNITS = {"area_px": "px", "area_mm2": "mm2", "perimeter_px": "px", "perimeter_mm": "mm", "csa_low_mm2": "mm2",
+               "csa_high_mm2": "mm2"}
 
 
 def _terminology_entry() -> str:
@@ -82,6 +84,7 @@ class NerveSceneLogic:
         self.segmentations_logic = segmentations_logic
         self.sequences_logic = sequences_logic
         self._ai_masks: Dict[Tuple[str, int], np.ndarray] = {}  # (segmentation node ID, frame) -> the AI's mask
+        self._ai_bands: Dict[Tuple[str, int], Tuple[int, int]] = {}  # ... -> its uncertainty band in pixels
         self._click_sessions: Dict[Tuple[str, int], Any] = {}  # (segmentation node ID, frame) -> refine.ClickSession
         self._observations: Dict[int, Tuple[Any, List[int]]] = {}
         self._next_handle = 1
@@ -90,6 +93,7 @@ class NerveSceneLogic:
 
     def _on_scene_closed(self, caller=None, event=None) -> None:
         self._ai_masks.clear()
+        self._ai_bands.clear()
         self._click_sessions.clear()
         for handle in list(self._observations):
             self.remove_observer(handle)
@@ -224,6 +228,7 @@ class NerveSceneLogic:
                            (ATTR_MILLISECONDS, f"{prediction.milliseconds:.1f}")):
             segmentation_node.SetAttribute(key, value)
         self._ai_masks[(segmentation_node.GetID(), frame)] = prediction.mask.copy()
+        self._set_band((segmentation_node.GetID(), frame), prediction.band_px)
         self._place_under(segmentation_node, volume_node)
         return segmentation_node, prediction
 
@@ -287,10 +292,30 @@ class NerveSceneLogic:
         self._place_under(proxy, volume_node)
         spacing, _ = self._spacing(volume_node)
         table = self.measurement_table(f"{name} CSA per frame")
-        for frame, mask in enumerate(masks):
+        for frame, (row, mask) in enumerate(zip(rows, masks)):
             self._ai_masks[(proxy.GetID(), frame)] = mask
-            self.update_table(table, measure_mask(mask, spacing), f"{name} frame {frame}", frame)
+            self._set_band((proxy.GetID(), frame), _band_of(row))
+            measurement = measure_mask(mask, spacing)
+            self.update_table(table, measurement, f"{name} frame {frame}", frame,
+                              interval=csa_interval(_band_of(row), measurement.area_px, spacing))
         return proxy, table
+
+    def _set_band(self, key: Tuple[str, int], band_px: Optional[Tuple[int, int]]) -> None:
+        if band_px is None:
+            self._ai_bands.pop(key, None)
+        else:
+            self._ai_bands[key] = band_px
+
+    def ai_interval(self, segmentation_node, volume_node) -> Optional[CsaInterval]:
+        """The CSA interval (uncertainty.py) of the shown frame's AI mask at the volume's spacing now, while the
+        segment is that mask: an edited contour, or an unknown spacing, has none."""
+        key = (segmentation_node.GetID(), self.frame_of(segmentation_node, volume_node))
+        band, ai_mask = self._ai_bands.get(key), self._ai_masks.get(key)
+        if band is None or ai_mask is None:
+            return None
+        mask = self.segment_mask(segmentation_node, volume_node)
+        return csa_interval(band, int(mask.sum()), self._spacing(volume_node)[0]) if np.array_equal(mask, ai_mask) \
+            else None
 
     def csa_chart(self, table_node, title: str):
         """A plot chart of CSA (mm², or px when uncalibrated) against frame, from a per-frame table."""
@@ -409,12 +434,16 @@ class NerveSceneLogic:
         return self.scene.AddNewNodeByClass("vtkMRMLTableNode", self.scene.GenerateUniqueName(name))
 
     def update_table(self, table_node, measurement: NerveMeasurement, image_name: str,
-                     frame: Optional[int] = None, side: str = "", level: str = "inlet") -> int:
+                     frame: Optional[int] = None, side: str = "", level: str = "inlet",
+                     interval: Optional[CsaInterval] = None) -> int:
         """Write the measurement as the row of ``image_name`` (added, or replaced if present); returns the row.
         ``frame`` (a clip's frame index) goes in a "frame" column, the x axis of ``csa_chart``; ``side``
-        ("left", "right" or "") and ``level`` in their columns, for the report."""
+        ("left", "right" or "") and ``level`` in their columns, for the report; the AI's CSA interval
+        (``ai_interval``; empty for an edited contour) and its review flag."""
         values = dict(image=image_name, **({} if frame is None else {"frame": frame}), side=side, level=level,
-                      **measurement.as_row())
+                      **measurement.as_row(), csa_low_mm2=interval.low_mm2 if interval else None,
+                      csa_high_mm2=interval.high_mm2 if interval else None,
+                      review=interval.needs_review if interval else "")
         table = table_node.GetTable()
         for key, value in values.items():
             if table.GetColumnByName(key) is None:
@@ -665,13 +694,15 @@ class NerveSceneLogic:
         for row in range(table.GetNumberOfRows()):
             name = value("image", row) or ""
             found, area_mm2 = value("found", row) == "true", value("area_mm2", row)
+            review = [REVIEW_FLAG] if value("review", row) == "true" else []
             results.append(FrameResult(
                 image=name, frame=int(value("frame", row) or 0), patient=patient_id(name.split(" frame ")[0]),
                 side=value("side", row) or "", level=value("level", row) or "inlet", found=found,
                 area_mm2=area_mm2, area_px=value("area_px", row), perimeter_mm=value("perimeter_mm", row),
                 circularity=value("circularity", row), flattening_ratio=value("flattening_ratio", row),
                 ellipse_ratio=value("ellipse_ratio", row), n_components=value("n_components", row),
-                flags=measurement_flags(found, area_mm2)))
+                csa_low_mm2=value("csa_low_mm2", row), csa_high_mm2=value("csa_high_mm2", row),
+                flags=measurement_flags(found, area_mm2) + review))
         return results
 
     def export_dicom(self, segmentation_node, volume_node, folder: PathLike, source_path: Optional[PathLike] = None,
@@ -718,6 +749,14 @@ def _frame_results(results_dir: Path, frame_paths: List[Path]) -> List[Optional[
         raise FileNotFoundError(f"{results_dir}: no {RESULTS_FILE} (did the segmentation job finish?)")
     by_input = {Path(r.image).resolve(): r for r in read_results(path)}
     return [by_input.get(Path(p).resolve()) for p in frame_paths]
+
+
+def _band_of(row: Optional[FrameResult]) -> Optional[Tuple[int, int]]:
+    """The uncertainty band in pixels of a ``segment`` job's row (its interval over its pixel area)."""
+    if row is None or row.csa_low_mm2 is None or row.csa_high_mm2 is None or not row.spacing_mm:
+        return None
+    pixel_mm2 = row.spacing_mm[0] * row.spacing_mm[1]
+    return round(row.csa_low_mm2 / pixel_mm2), round(row.csa_high_mm2 / pixel_mm2)
 
 
 def _cell_text(value: Any) -> str:

@@ -581,18 +581,24 @@ class MedianNerveSegPanel(VTKObservationMixin):
         unit = "mm²" if measurement.spacing_known else "px"
         area = measurement.area_mm2 if measurement.spacing_known else measurement.area_px
         perimeter = measurement.perimeter_mm if measurement.spacing_known else measurement.perimeter_px
-        self.ui.areaLabel.text = f"{area:.2f} {unit}" + ("" if measurement.spacing_known else _(" (spacing unknown)"))
         self.ui.perimeterLabel.text = f"{perimeter:.2f} {'mm' if measurement.spacing_known else 'px'}"
         self.ui.circularityLabel.text = "-" if measurement.circularity is None else f"{measurement.circularity:.3f}"
         self.ui.flatteningLabel.text = "-" if measurement.flattening_ratio is None else f"{measurement.flattening_ratio:.2f}"
         self.ui.componentsLabel.text = str(measurement.n_components)
         p = self._parameterNode
+        interval = self.logic.sceneLogic.ai_interval(p.segmentation, p.inputVolume)
+        note = "" if measurement.spacing_known else _(" (spacing unknown)")
+        if interval is not None:  # the AI's contour, unedited: how sure the network was of it
+            note += _(" (range {low:.1f}-{high:.1f})").format(low=interval.low_mm2, high=interval.high_mm2)
+            note += _("  REVIEW: the network is unsure of this contour, check it") if interval.needs_review else ""
+        self.ui.areaLabel.text = f"{area:.2f} {unit}{note}"
         if not p.table:
             p.table = self.logic.sceneLogic.measurement_table()
         frame = self.logic.sceneLogic.frame_of(p.segmentation, p.inputVolume)
         isClip = self.logic.sceneLogic.n_frames(p.inputVolume) > 1
         name = p.inputVolume.GetName() + (f" frame {frame}" if isClip else "")
-        self.logic.sceneLogic.update_table(p.table, measurement, name, frame if isClip else None, self._side(), p.level)
+        self.logic.sceneLogic.update_table(p.table, measurement, name, frame if isClip else None, self._side(), p.level,
+                                           interval)
 
     def _updateLiveMeasurement(self) -> None:
         """Observe the selected segmentation so that every edit re-measures (when enabled)."""

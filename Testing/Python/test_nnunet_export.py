@@ -100,6 +100,8 @@ def test_cross_validate_scores_every_image_once_by_the_model_that_did_not_see_it
     pooled = evaluate_folders(out / "predictions", out / "truth", tmp_path / "again", 0.062)
     assert result["pooled"]["dice_mean"] == pytest.approx(pooled["dice_mean"])  # over all images, not fold means
     assert "all folds, pooled" in (out / "cross_validation.md").read_text()
+    found = sum(row["found_rate"] * row["n_images"] for row in result["folds"])
+    assert result["review"]["n_images"] == pytest.approx(found)  # the interval and flag, where a nerve was found
     for given, problem in (([models[0], models[0]], "fold 0 is given twice"),
                            (["median_nerve_unet_small", models[1]], "not a fold model")):
         assert main(["cross-validate", "--dataset", str(dataset_dir), "--models", *map(str, given),
@@ -113,6 +115,7 @@ def test_cross_validate_scores_every_image_once_by_the_model_that_did_not_see_it
     again = json.loads((reversed_out / "cross_validation.json").read_text())
     assert [row["fold"] for row in again["folds"]] == [0, 1] and again["folds"][0]["model"] == "fold0"
     assert again["pooled"]["csa_mae_mm2"] is None and again["pooled"]["dice_mean"] == result["pooled"]["dice_mean"]
+    assert again["review"] is None  # no mm^2 without a spacing
     assert "no millimetre or CSA figure" in (reversed_out / "cross_validation.md").read_text()
 
 

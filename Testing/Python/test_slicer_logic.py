@@ -532,3 +532,44 @@ def test_the_classifier_and_its_map_over_the_image(mrml, image_path, tiny_classi
     unknown = mrml.logic.load_image(image_path)  # no spacing: no 15 mm crop
     with pytest.raises(ValueError, match="needs the pixel spacing"):
         mrml.logic.classify(unknown, classifier, "gradcam")
+
+
+def test_the_ai_interval_is_in_the_table_until_the_contour_is_edited(mrml, image_path, segmenter, cine_path,
+                                                                     tmp_path):
+    from MedianNerveSegLib.cli import main as cli_main
+    from MedianNerveSegLib.results import read_results
+    from MedianNerveSegLib.uncertainty import csa_interval
+
+    volume = mrml.logic.load_image(image_path, spacing_mm=SPACING)
+    segmentation, prediction = mrml.logic.segment(volume, segmenter)
+    interval = mrml.logic.ai_interval(segmentation, volume)
+    assert interval == csa_interval(prediction.band_px, int(prediction.mask.sum()), (SPACING, SPACING))
+    assert interval.low_mm2 <= mrml.logic.measure(segmentation, volume).area_mm2 <= interval.high_mm2
+    table = mrml.logic.measurement_table()
+    mrml.logic.update_table(table, mrml.logic.measure(segmentation, volume), volume.GetName(), interval=interval)
+    assert table.GetTable().GetColumnByName("csa_low_mm2").GetValue(0) == pytest.approx(interval.low_mm2)
+    assert table.GetColumnUnitLabel("csa_high_mm2") == "mm2"
+    row = mrml.logic.table_results(table)[0]
+    assert (row.csa_low_mm2, row.csa_high_mm2) == pytest.approx((interval.low_mm2, interval.high_mm2))
+    assert ("review" in row.flags) == interval.needs_review
+
+    edited = prediction.mask.copy()
+    edited[np.nonzero(edited)[0].min(), :] = False
+    mrml.logic.set_segment_mask(segmentation, volume, edited)
+    assert mrml.logic.ai_interval(segmentation, volume) is None  # the network's range says nothing of an edit
+    mrml.logic.update_table(table, mrml.logic.measure(segmentation, volume), volume.GetName(), interval=None)
+    assert np.isnan(table.GetTable().GetColumnByName("csa_low_mm2").GetValue(0))
+    assert "review" not in mrml.logic.table_results(table)[0].flags
+
+    clip = Mrml()  # a clip's frames segmented by the job carry their rows' intervals
+    clip_volume = clip.logic.load_image(cine_path, spacing_mm=SPACING)
+    frames = clip.logic.export_frames(clip_volume, tmp_path / "frames")
+    assert cli_main(["segment", *map(str, frames), "--out", str(tmp_path / "results")]) == 0
+    clip_segmentation, clip_table = clip.logic.import_frame_results(clip_volume, tmp_path / "results", frames)
+    rows = sorted(read_results(tmp_path / "results"), key=lambda r: r.image)
+    lows = clip_table.GetTable().GetColumnByName("csa_low_mm2")
+    assert [lows.GetValue(k) for k in range(3)] == pytest.approx([r.csa_low_mm2 for r in rows], abs=1e-5)
+    browser = clip.sequences.GetFirstBrowserNodeForProxyNode(clip_volume)
+    browser.SetSelectedItemNumber(2)
+    assert clip.logic.ai_interval(clip_segmentation, clip_volume).high_mm2 == pytest.approx(rows[2].csa_high_mm2,
+                                                                                           abs=1e-5)

@@ -1,0 +1,125 @@
+"""The CSA interval and the "review" flag (issue 17): known answers, and every output that shows them."""
+
+import csv
+import math
+
+import numpy as np
+import pytest
+
+from MedianNerveSegLib import uncertainty
+from MedianNerveSegLib.cli import main
+from MedianNerveSegLib.cross_validation import _review
+from MedianNerveSegLib.pipeline import overlay_caption
+from MedianNerveSegLib.report import summarise
+from MedianNerveSegLib.results import FrameResult, read_results
+from MedianNerveSegLib.uncertainty import (CsaInterval, band_pixels, csa_interval, flag_performance,
+                                           width_catching)
+
+
+def _soft_disk(radius: float, edge: float, shape=(200, 200)) -> np.ndarray:
+    """A nerve whose probability falls off logistically across its edge: p = 1 / (1 + exp((r - R) / edge))."""
+    rows, cols = np.indices(shape)
+    r = np.hypot(rows - shape[0] / 2, cols - shape[1] / 2)
+    return 1.0 / (1.0 + np.exp((r - radius) / edge))
+
+
+def test_the_band_is_the_area_at_the_stricter_and_the_looser_threshold():
+    # p >= 0.75 where r <= R - edge*ln 3, p >= 0.25 where r <= R + edge*ln 3
+    for edge in (1.0, 4.0):
+        strict, loose = band_pixels(_soft_disk(40.0, edge), min_component_px=10, min_branch_fraction=0.2)
+        assert strict == pytest.approx(math.pi * (40 - edge * math.log(3)) ** 2, rel=0.02)
+        assert loose == pytest.approx(math.pi * (40 + edge * math.log(3)) ** 2, rel=0.02)
+
+
+def test_a_wide_band_needs_review_and_no_spacing_gives_no_interval():
+    # the band of a soft disk is about 4 pi R edge ln 3 pixels wide: edges a third and three times the review width's
+    at_review = uncertainty.REVIEW_WIDTH_MM2 / 0.062 ** 2 / (4 * math.pi * 30.0 * math.log(3))
+    area = int((_soft_disk(30.0, at_review) >= 0.5).sum())
+    sharp = csa_interval(band_pixels(_soft_disk(30.0, at_review / 3), 10, 0.2), area, (0.062, 0.062))
+    blurred = csa_interval(band_pixels(_soft_disk(30.0, at_review * 3), 10, 0.2), area, (0.062, 0.062))
+    assert sharp.low_mm2 < area * 0.062 ** 2 < sharp.high_mm2
+    assert not sharp.needs_review and blurred.needs_review
+    assert blurred.width_mm2 >= uncertainty.REVIEW_WIDTH_MM2 > sharp.width_mm2
+    assert csa_interval((100, 200), 150, None) is None and csa_interval(None, 150, (0.1, 0.1)) is None
+    held = csa_interval((100, 120), 150, (0.1, 0.1))  # the reported CSA always lies in its interval
+    assert (held.low_mm2, held.high_mm2) == pytest.approx((1.0, 1.5))
+
+
+def test_flag_performance_and_the_width_that_catches_nine_in_ten_known_answers():
+    errors = [2.0, -3.0, 1.6, 0.1, 0.2, -0.4, 0.3, 1.0, 0.0, 0.5]
+    widths = [1.5, 2.0, 0.8, 0.2, 1.2, 0.3, 0.1, 0.4, 0.2, 0.3]
+    result = flag_performance(errors, widths, width_mm2=1.0)
+    assert (result["n_large_errors"], result["n_others"]) == (3, 7)
+    assert result["caught"] == pytest.approx(2 / 3) and result["others_flagged"] == pytest.approx(1 / 7)
+    assert width_catching(errors, widths, share=0.9) == 0.8  # all three large errors have a width >= 0.8
+    assert width_catching(errors, widths, share=0.6) == 1.5  # two of three
+    assert width_catching([0.1], [3.0]) is None
+
+
+def test_cross_validation_scores_the_flag_with_widths_chosen_on_the_other_folds(tmp_path):
+    metrics = tmp_path / "metrics.csv"
+    rows = [("a", 10.0, 2.0), ("b", 9.0, 0.1), ("c", 12.0, -2.5), ("d", 8.0, 0.2), ("e", 11.0, 0.0)]
+    with open(metrics, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["image", "csa_gt_mm2", "csa_error_mm2"])
+        writer.writerows(rows)
+    pred = {stem: truth + error for stem, truth, error in rows}
+    widths = {"a": 2.0, "b": 0.1, "c": 1.5, "d": 1.6, "e": 0.2}
+    intervals = {stem: CsaInterval(pred[stem] - widths[stem] / 2, pred[stem] + widths[stem] / 2) for stem in pred}
+    intervals["f"] = None  # nerve not found: not scored
+    review = _review(metrics, intervals, {"a": 0, "b": 0, "c": 1, "d": 1, "e": 1, "f": 1})
+    assert review["n_images"] == 5
+    # fold 0 uses the width of fold 1's one large error (c: 1.5), fold 1 that of fold 0's (a: 2.0)
+    assert review["chosen_on_other_folds"]["widths_mm2"] == {"0": 1.5, "1": 2.0}
+    assert review["chosen_on_other_folds"]["caught"] == pytest.approx(0.5)  # a caught, c (1.5 < 2.0) missed
+    assert review["chosen_on_other_folds"]["others_flagged"] == 0.0
+    stems = sorted(widths)
+    assert review["shipped"] == flag_performance([pred[s] - t for s, t, _ in rows], [widths[s] for s in stems])
+    assert review["truth_in_interval"] == pytest.approx(0.4)  # a, b and c miss by more than half their width
+
+
+def _row(image, area, low, high, flags=()):
+    return FrameResult(image=image, patient="P1", side="right", level="inlet", found=True, area_mm2=area,
+                       csa_low_mm2=low, csa_high_mm2=high, area_px=int(area * 100), spacing_mm=(0.1, 0.1),
+                       model="m@1", flags=list(flags))
+
+
+def test_the_overlay_and_the_report_show_the_range_and_the_review_flag():
+    flagged = _row("a.png", 10.2, 9.0, 11.6, ["review"])
+    calm = _row("b.png", 9.8, 9.6, 10.0)
+    assert overlay_caption(flagged)[0] == "CSA 10.20 mm\u00b2 (range 9.0-11.6)  REVIEW"
+    assert overlay_caption(calm)[0] == "CSA 9.80 mm\u00b2 (range 9.6-10.0)"
+    report = summarise([(flagged, ""), (calm, "")])
+    images = report.sides[0].levels["inlet"].images
+    assert [i.text() for i in images] == ["10.20 (range 9.0-11.6, REVIEW)", "9.80 (range 9.6-10.0)"]
+    from MedianNerveSegLib.report import report_markdown
+
+    assert "1 of 2 images flagged REVIEW" in report_markdown(report)
+
+
+def test_segment_writes_the_interval_and_the_flag_it_reads(dataset_dir, tmp_path):
+    images = sorted((dataset_dir / "images").glob("*.png"))[:3]
+    out = tmp_path / "out"
+    assert main(["segment", *map(str, images), "--out", str(out), "--spacing", "0.062"]) == 0
+    rows = read_results(out)
+    assert len(rows) == 3
+    for row in rows:
+        assert row.csa_low_mm2 <= row.area_mm2 <= row.csa_high_mm2
+        assert ("review" in row.flags) == (row.csa_high_mm2 - row.csa_low_mm2 >= uncertainty.REVIEW_WIDTH_MM2)
+    header = (out / "measurements.csv").read_text().splitlines()[0].split(",")
+    assert {"csa_low_mm2", "csa_high_mm2"} <= set(header)
+    uncalibrated = tmp_path / "px"  # a PNG without spacing: pixels only, no interval in mm^2
+    assert main(["segment", str(images[0]), "--out", str(uncalibrated)]) == 0
+    row = read_results(uncalibrated)[0]
+    assert row.area_mm2 is None and row.csa_low_mm2 is None and row.csa_high_mm2 is None
+
+
+def test_a_results_file_from_before_the_interval_is_still_read(tmp_path):
+    path = tmp_path / "measurements.csv"
+    columns = [c for c in FrameResult.__dataclass_fields__ if c not in ("csa_low_mm2", "csa_high_mm2")]
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        writer.writerow({c: "" for c in columns} | {"image": "x.png", "frame": "0", "area_mm2": "10.5"})
+    row = read_results(path)[0]
+    assert row.area_mm2 == 10.5 and row.csa_low_mm2 is None
