@@ -1,11 +1,11 @@
 """Peak memory of `segment` on long cine clips: docs/benchmarks/clip_memory.{json,md}.
 
-Builds multi-frame DICOM clips of N frames (the dataset's 606 x 468 images in turn, grey, US region
-spacing 0.062 mm) in a scratch folder, runs ``median-nerve-seg segment CLIP --no-overlay`` on each as a
-new process and records its peak resident memory (ru_maxrss) and wall time per frame. Run from the
-repository root, the dataset beside it:
+Builds clips of N frames (the dataset's 606 x 468 images in turn, grey, 0.062 mm pixels) in a scratch
+folder: a multi-frame DICOM (US region spacing), or a gzip NRRD or NIfTI (.nii.gz) with time as the last
+axis; runs ``median-nerve-seg segment CLIP --no-overlay`` on each as a new process and records its peak
+resident memory (ru_maxrss) and wall time per frame. Run from the repository root, the dataset beside it:
 
-    .venv/bin/python benchmarks/clip_memory.py [--frames 500 5000] [--model median_nerve_unet_small]
+    .venv/bin/python benchmarks/clip_memory.py [--frames 500 5000] [--format dicom|nrrd|nifti]
 
 ``--command`` times another checkout's CLI instead (the "before" figures: a worktree of an older commit).
 """
@@ -67,6 +67,31 @@ def write_clip(path: Path, n_frames: int, images: Path = IMAGES) -> Path:
     return path
 
 
+def write_volume_clip(path: Path, n_frames: int, images: Path = IMAGES) -> Path:
+    """The same frames as a gzip NRRD (.nrrd) or NIfTI (.nii.gz), time the slowest axis."""
+    sources = sorted(images.glob("*.png"))[:40]
+    frames = [np.asarray(Image.open(p).convert("L")) for p in sources]
+    frames = [f for f in frames if f.shape == frames[0].shape]
+    clip = np.empty((n_frames, *frames[0].shape), np.uint8)
+    for index in range(n_frames):
+        clip[index] = frames[index % len(frames)]
+    if path.suffix == ".nrrd":
+        import nrrd
+
+        nrrd.write(str(path), clip, {"encoding": "gzip", "kinds": ["domain", "domain", "time"],
+                                     "spacings": [0.062, 0.062, 0.0333]}, index_order="C")
+    else:
+        import nibabel
+
+        image = nibabel.Nifti1Image(clip.transpose(2, 1, 0), np.diag([0.062, 0.062, 1.0, 1.0]))
+        image.header.set_xyzt_units("mm", "sec")
+        nibabel.save(image, str(path))
+    return path
+
+
+SUFFIXES = {"dicom": ".dcm", "nrrd": ".nrrd", "nifti": ".nii.gz"}
+
+
 def measured(command: list) -> dict:
     """Exit code, peak resident memory (MB) and wall time of ``command`` run as a new process."""
     start = time.perf_counter()
@@ -79,8 +104,8 @@ def measured(command: list) -> dict:
             "wall_s": round(wall, 1), "stderr": err[-2000:]}
 
 
-def run(frames: int, scratch: Path, cli: list, model: str) -> dict:
-    clip = scratch / f"clip{frames}.dcm"
+def run(frames: int, scratch: Path, cli: list, model: str, fmt: str = "dicom") -> dict:
+    clip = scratch / f"clip{frames}{SUFFIXES[fmt]}"
     # Built in a process of its own: a forked child's ru_maxrss starts from its parent's high-water mark
     # (Linux keeps it across exec), so a clip built here would count as the measured command's memory.
     subprocess.run([sys.executable, __file__, "--write-clip", str(clip), str(frames)], check=True)
@@ -93,7 +118,7 @@ def run(frames: int, scratch: Path, cli: list, model: str) -> dict:
     rows = (out / "measurements.csv").read_text().count("\n") - 1
     return {"frames": frames, "clip_mb_uint8": round(frames * 606 * 468 / 1e6, 1), "peak_rss_mb": result["peak_rss_mb"],
             "rows": rows, "wall_s": result["wall_s"], "ms_per_frame": round(1000 * result["wall_s"] / frames, 1),
-            "overlays": overlays}
+            "overlays": overlays, "format": fmt}
 
 
 def main() -> None:
@@ -102,19 +127,21 @@ def main() -> None:
     parser.add_argument("--model", default="median_nerve_unet_small")
     parser.add_argument("--command", default=str(REPO / ".venv" / "bin" / "median-nerve-seg"),
                         help="the median-nerve-seg CLI to measure (default: this checkout's)")
+    parser.add_argument("--format", choices=sorted(SUFFIXES), default="dicom", help="the clip's file format")
     parser.add_argument("--label", default="streamed")
     parser.add_argument("--out", default=str(REPO / "docs" / "benchmarks" / "clip_memory.json"))
     parser.add_argument("--write-clip", nargs=2, metavar=("PATH", "FRAMES"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.write_clip:
-        write_clip(Path(args.write_clip[0]), int(args.write_clip[1]))
+        path, n_frames = Path(args.write_clip[0]), int(args.write_clip[1])
+        (write_clip if path.suffix == ".dcm" else write_volume_clip)(path, n_frames)
         return
     out = Path(args.out)
     results = json.loads(out.read_text()) if out.is_file() else {}
     rows = []
     for frames in args.frames:
         with tempfile.TemporaryDirectory(dir=os.environ.get("CLIP_SCRATCH")) as scratch:
-            rows.append(run(frames, Path(scratch), args.command.split(), args.model))
+            rows.append(run(frames, Path(scratch), args.command.split(), args.model, args.format))
             print(rows[-1], flush=True)
     import platform
 

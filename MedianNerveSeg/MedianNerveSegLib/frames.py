@@ -1,6 +1,7 @@
 """Clips read a frame at a time: memory flat in the clip's length.
 
-:func:`io.open_image` gives a multi-frame DICOM or multi-page TIFF an :class:`UltrasoundImage`
+:func:`io.open_image` gives a multi-frame DICOM, a multi-page TIFF, or a 2D+time NRRD or NIfTI whose
+frames follow one another in the file an :class:`UltrasoundImage`
 whose ``pixels`` is a :class:`LazyFrames`: each frame is decoded when asked for, converted to
 grey float32 as :func:`io.read_image` converts a whole clip, and checked for NaN/Inf then (a bad
 frame is refused naming its index; the frames before it stand). Any other file, or a clip
@@ -10,6 +11,7 @@ so that its errors stay the ones ``read_image`` gives.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional, Tuple
 
@@ -119,3 +121,97 @@ def open_tiff_clip(path: Path, grey: Callable[[np.ndarray], np.ndarray]) -> Opti
         frames.close()
         return None  # pages of another size: the whole read refuses the file
     return frames
+
+
+def _frames_of_stream(path: Path, open_stream: Callable[[], Any], offset: int, n_frames: int, frame_bytes: int,
+                      decode: Callable[[bytes], np.ndarray]) -> RawFrames:
+    """The frames of a file whose frames lie one after another from ``offset`` of the (decompressed) stream."""
+
+    def frames_from(start: int) -> Iterator[np.ndarray]:
+        with open_stream() as stream:
+            stream.seek(offset + start * frame_bytes)  # a compressed stream decompresses up to there
+            for index in range(start, n_frames):
+                data = stream.read(frame_bytes)
+                if len(data) < frame_bytes:
+                    raise ValueError(f"the file ends before frame {index}")
+                yield decode(data)
+
+    return frames_from
+
+
+NRRD_COLOUR_KINDS = ("RGB-color", "RGBA-color", "3-color", "4-color")
+
+
+def open_nrrd_clip(path: Path, grey: Callable[[np.ndarray], np.ndarray]) -> Optional[Tuple[int, LazyFrames]]:
+    """(colour components, LazyFrames) of a 2D+time NRRD whose frames are stored one after another (raw or gzip
+    data in the file, time the slowest axis), or None to read the file whole."""
+    import gzip
+
+    import nrrd
+    from nrrd.reader import _determine_datatype
+
+    try:
+        with open(path, "rb") as handle:
+            header = nrrd.read_header(handle)
+            offset = handle.tell()
+        sizes = [int(size) for size in header["sizes"]]
+        kinds = list(header.get("kinds") or [])
+        components = sizes[0] if len(sizes) == 4 and kinds and kinds[0] in NRRD_COLOUR_KINDS else 1
+        encoding = header.get("encoding")
+        skips = ("data file", "datafile", "line skip", "lineskip", "byte skip", "byteskip")
+        if len(sizes) != 3 + (components > 1) or min(sizes) < 2 or encoding not in ("raw", "gzip", "gz") \
+                or any(header.get(key) for key in skips):
+            return None
+        dtype, n_frames = _determine_datatype(header), sizes[-1]
+        frame_shape = tuple(reversed(sizes[:-1]))  # NRRD lists the fastest axis first: (H, W) or (H, W, C)
+        frame_bytes = dtype.itemsize * int(np.prod(sizes[:-1]))
+        if encoding == "raw" and path.stat().st_size - offset < n_frames * frame_bytes:
+            return None  # truncated: the whole read says so
+        compressed = encoding != "raw"
+
+        @contextlib.contextmanager
+        def open_stream() -> Iterator[Any]:
+            with open(path, "rb") as handle:
+                if not compressed:
+                    yield handle
+                    return
+                handle.seek(offset)  # the gzip data follows the header
+                with gzip.GzipFile(fileobj=handle, mode="rb") as stream:
+                    yield stream
+
+        raw = _frames_of_stream(path, open_stream, 0 if compressed else offset, n_frames, frame_bytes,
+                                lambda data: np.frombuffer(data, dtype).reshape(frame_shape))
+        return components, LazyFrames(path, n_frames, raw, grey)
+    except Exception:  # anything odd: the whole read gives its own, established error
+        return None
+
+
+def open_nifti_clip(path: Path, grey: Callable[[np.ndarray], np.ndarray]) -> Optional[Tuple[Any, LazyFrames]]:
+    """(header, LazyFrames) of a 2D+time NIfTI (.nii or .nii.gz) whose time axis is its last, or None to read the
+    file whole. Frames are scaled as nibabel scales the whole array (scl_slope, scl_inter)."""
+    import nibabel
+    from nibabel.openers import ImageOpener
+    from nibabel.volumeutils import apply_read_scaling
+
+    try:
+        image = nibabel.load(str(path))
+        shape = image.shape
+        plane = [size for size in shape[:-1] if size > 1]
+        if len(shape) < 3 or len(plane) != 2 or shape[-1] < 2 or min(shape[:2]) < 2:
+            return None
+        header, proxy = image.header, image.dataobj
+        dtype, n_frames = header.get_data_dtype(), shape[-1]
+        frame_shape = (shape[1], shape[0])  # x is the fastest axis: a frame is (y, x)
+        frame_bytes = dtype.itemsize * shape[0] * shape[1]
+
+        def decode(data: bytes) -> np.ndarray:
+            frame = np.frombuffer(data, dtype).reshape(frame_shape)
+            if dtype.names:  # RGB24 / RGBA32: one field per channel
+                return np.stack([frame[name] for name in dtype.names], axis=-1)
+            return apply_read_scaling(frame, proxy.slope, proxy.inter)
+
+        raw = _frames_of_stream(path, lambda: ImageOpener(str(path), "rb"), int(proxy.offset), n_frames,
+                                frame_bytes, decode)
+        return header, LazyFrames(path, n_frames, raw, grey)
+    except Exception:
+        return None

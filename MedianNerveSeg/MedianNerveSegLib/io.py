@@ -168,7 +168,8 @@ def _squeeze_stack(path: Path, decoded: _Decoded, spacing_zyx: Sequence[Optional
     keep = [axis for axis, size in enumerate(arr.shape) if size > 1]
     if len(keep) not in (2, 3):
         raise ImageReadError(path, f"not a 2D image or 2D+time stack (shape {arr.shape})")
-    decoded.pixels = arr.reshape([arr.shape[axis] for axis in keep])
+    if len(keep) < arr.ndim:  # (an opened clip has no singleton axis, and no reshape)
+        decoded.pixels = arr.reshape([arr.shape[axis] for axis in keep])
     row, col = spacing_zyx[keep[-2]], spacing_zyx[keep[-1]]
     if row is not None and col is not None:
         decoded.spacing, decoded.spacing_source = (row, col), SpacingSource.FILE_HEADER
@@ -219,9 +220,14 @@ def _read_nifti(path: Path) -> _Decoded:
     arr, header = _nifti_array(path)
     colour = header.get_data_dtype().names is not None
     decoded = _Decoded(channels_to_grey(arr) if colour else arr, arr.shape)
+    return _squeeze_stack(path, decoded, _nifti_spacing_zyx(header, arr.ndim - colour))
+
+
+def _nifti_spacing_zyx(header: Any, ndim: int) -> List[Optional[float]]:
+    """The stated spacing (mm) of each of the ``ndim`` array axes, slowest first."""
     to_mm = {"meter": 1000.0, "micron": 0.001}.get(header.get_xyzt_units()[0], 1.0)
-    zooms = [float(z) * to_mm for z in header.get_zooms()[:arr.ndim - colour]]
-    return _squeeze_stack(path, decoded, _stated(list(reversed(zooms))))
+    zooms = [float(z) * to_mm for z in header.get_zooms()[:ndim]]
+    return _stated(list(reversed(zooms)))
 
 
 def _read_nifti_mask(path: Path) -> np.ndarray:
@@ -451,9 +457,10 @@ def read_image(path: PathLike, spacing_mm: Optional[Union[float, Sequence[float]
 
 
 def open_image(path: PathLike, spacing_mm: Optional[Union[float, Sequence[float]]] = None) -> UltrasoundImage:
-    """As :func:`read_image`, but a multi-frame DICOM or multi-page TIFF is opened, not read: its frames
-    are decoded one at a time as they are asked for (:mod:`frames`); close it with :func:`close_image`."""
-    from .frames import open_dicom_clip, open_tiff_clip
+    """As :func:`read_image`, but a clip (a multi-frame DICOM, multi-page TIFF, or 2D+time NRRD or NIfTI) is
+    opened, not read: its frames are decoded one at a time as they are asked for (:mod:`frames`); close it
+    with :func:`close_image`."""
+    from .frames import open_dicom_clip, open_nifti_clip, open_nrrd_clip, open_tiff_clip
 
     path = Path(path)
     fmt = _check_file(path)
@@ -466,11 +473,34 @@ def open_image(path: PathLike, spacing_mm: Optional[Union[float, Sequence[float]
                 decoded = _Decoded(frames, frames.shape, spacing, source, _dicom_metadata(path, ds))
                 return _image(path, fmt, decoded, spacing_mm)
     elif fmt.name == "tiff":
-        frames = open_tiff_clip(path, lambda page: channels_to_grey(page) if page.ndim == 3 else page)
+        frames = open_tiff_clip(path, _grey_page)
         if frames is not None:
             with _closed_on_error(frames):
                 return _image(path, fmt, _Decoded(frames, frames.shape), spacing_mm)
+    elif fmt.name == "nrrd":
+        opened = open_nrrd_clip(path, _grey_page)
+        if opened is not None:
+            components, frames = opened
+            with _closed_on_error(frames):
+                decoded = _Decoded(frames, frames.shape + ((components,) if components > 1 else ()))
+                decoded = _squeeze_stack(path, decoded, _nrrd_axis_spacings(path, components))
+                return _image(path, fmt, decoded, spacing_mm)
+    elif fmt.name == "nifti":
+        opened = open_nifti_clip(path, _grey_page)
+        if opened is not None:
+            header, frames = opened
+            with _closed_on_error(frames):
+                colour = header.get_data_dtype().names
+                decoded = _Decoded(frames, frames.shape + ((len(colour),) if colour else ()))
+                spacing_zyx = _nifti_spacing_zyx(header, len(header.get_data_shape()))
+                decoded = _squeeze_stack(path, decoded, [s for s, n in zip(spacing_zyx, reversed(
+                    header.get_data_shape())) if n > 1])
+                return _image(path, fmt, decoded, spacing_mm)
     return read_image(path, spacing_mm)
+
+
+def _grey_page(page: np.ndarray) -> np.ndarray:
+    return channels_to_grey(page) if page.ndim == 3 else page
 
 
 @contextlib.contextmanager

@@ -278,3 +278,88 @@ def test_a_clip_that_cannot_be_opened_lazily_leaves_no_file_open(tmp_path, monke
     with pytest.raises(ImageReadError):
         open_image(clip)
     assert closed == [clip]
+
+
+def _write_volume_clip(path: Path, frames: np.ndarray, kind: str) -> Path:
+    """A (T, H, W[, 3]) clip as NRRD (raw or gzip) or NIfTI (.nii, .nii.gz, scaled), 0.1 mm pixels, 0.05 s frames."""
+    colour = frames.ndim == 4
+    if kind.startswith("nrrd"):
+        import nrrd
+
+        header = {"encoding": "raw" if kind == "nrrd-raw" else "gzip",  # axes listed fastest first
+                  "kinds": (["RGB-color"] if colour else []) + ["domain", "domain", "time"],
+                  "spacings": ([np.nan] if colour else []) + [0.1, 0.1, 0.05]}
+        nrrd.write(str(path), frames, header, index_order="C")
+        return path
+    import nibabel
+
+    data = frames.transpose(2, 1, 0) if not colour else frames.transpose(2, 1, 0, 3)  # (x, y, t[, c])
+    if colour:
+        rgb = np.dtype([("R", "u1"), ("G", "u1"), ("B", "u1")])
+        data = np.ascontiguousarray(data).view(rgb)[..., 0]
+    image = nibabel.Nifti1Image(data, np.diag([0.1, 0.1, 1.0, 1.0]))
+    image.header.set_xyzt_units("mm", "sec")
+    if kind == "nifti-scaled":
+        image.header.set_data_dtype(np.int16)
+        image.header.set_slope_inter(0.5, 3.0)
+    nibabel.save(image, str(path))
+    return path
+
+
+@pytest.mark.parametrize("kind,suffix,colour", [("nrrd-raw", ".nrrd", False), ("nrrd-gzip", ".nrrd", False),
+                                                ("nrrd-gzip", ".nrrd", True), ("nifti", ".nii", False),
+                                                ("nifti", ".nii.gz", False), ("nifti-scaled", ".nii.gz", False),
+                                                ("nifti", ".nii", True)])
+def test_an_nrrd_or_nifti_clip_is_opened_frame_by_frame_as_read_image_reads_it(tmp_path, kind, suffix, colour):
+    frames = _clip(6)
+    if colour:
+        frames = (np.repeat(frames[..., None], 3, axis=3) * np.array([1, 0.5, 0.25])).astype(np.uint8)
+    path = _write_volume_clip(tmp_path / f"cine{suffix}", frames, kind)
+    whole, opened = read_image(path), open_image(path)
+    assert isinstance(opened.pixels, LazyFrames) and opened.pixels.shape == whole.pixels.shape == (6, 60, 80)
+    for index in (0, 1, 2, 5, 3):  # in order, and back again
+        np.testing.assert_array_equal(opened.frame(index), whole.frame(index))
+        assert opened.frame(index).dtype == np.float32
+    assert (opened.spacing_mm, opened.spacing_source, opened.metadata) == \
+        (whole.spacing_mm, whole.spacing_source, whole.metadata)
+    assert opened.spacing_mm == pytest.approx((0.1, 0.1))
+    close_image(opened)
+
+
+def test_a_cut_nrrd_clip_is_refused_as_read_image_refuses_it_and_a_cut_gzip_keeps_its_first_frames(tmp_path):
+    raw = _write_volume_clip(tmp_path / "raw.nrrd", _clip(6), "nrrd-raw")
+    raw.write_bytes(raw.read_bytes()[:-60 * 80 * 2])  # the header promises 6 frames, the file holds 4
+    with pytest.raises(ImageReadError) as whole:
+        read_image(raw)
+    with pytest.raises(ImageReadError) as opened:
+        open_image(raw)
+    assert str(opened.value) == str(whole.value)
+
+    import gzip
+
+    full = _write_volume_clip(tmp_path / "full.nii", _clip(6), "nifti")
+    cut = tmp_path / "cut.nii.gz"  # found cut only when frame 4 is decoded: frames 0-3 stand
+    cut.write_bytes(gzip.compress(full.read_bytes()[:-60 * 80 * 2]))
+    segment_files([cut], tmp_path / "out", ThresholdSegmenter(), spacing_mm=0.1, overlay=False)
+    rows = read_results(tmp_path / "out")
+    assert [r.frame for r in rows if r.ok] == [0, 1, 2, 3]
+    assert [r.error for r in rows if not r.ok] == [f"frame {k} cannot be decoded (the file ends before frame {k})"
+                                                   for k in (4, 5)]  # each missing frame said, as a DICOM's
+
+
+def test_segmenting_a_long_nrrd_clip_holds_one_frame_at_a_time(tmp_path):
+    n, h, w = 400, 120, 160
+    frames = np.zeros((n, h, w), np.uint8)
+    frames[:, 40:80, 50:90] = 200
+    path = _write_volume_clip(tmp_path / "long.nrrd", frames, "nrrd-gzip")
+    del frames
+    short = _write_volume_clip(tmp_path / "short.nrrd", _clip(3), "nrrd-gzip")
+    segment_files([short], tmp_path / "warm", ThresholdSegmenter(), spacing_mm=0.1, overlay=False)
+    tracemalloc.start()
+    try:
+        summary = segment_files([path], tmp_path / "out", ThresholdSegmenter(), spacing_mm=0.1, overlay=False)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert summary.n_frames == n
+    assert peak < n * h * w * 4 / 8, f"peak {peak / 1e6:.1f} MB"
