@@ -65,6 +65,25 @@ and Di Cosmo et al. (Jesi). Built with 3D Slicer, MONAI and PyTorch.
 """)
         slicer.app.connect("startupCompleted()", registerSampleData)
         slicer.app.connect("startupCompleted()", registerNerveClicksEffect)
+        registerDicomPlugin()
+
+
+def registerDicomPlugin():
+    """The DICOM browser's loader of a DICOM SEG of ultrasound without a Frame of Reference, which Slicer's
+    own SEG plugin cannot load (MedianNerveSegSlicer/dicom_plugin.py). Registered as the module is created,
+    as Slicer's DICOM plugins are, so that the DICOM module finds it when it starts."""
+    try:
+        slicer.modules.dicomPlugins
+    except AttributeError:
+        slicer.modules.dicomPlugins = {}
+    slicer.modules.dicomPlugins["MedianNerveSegSEGPlugin"] = nerveSegPlugin
+
+
+def nerveSegPlugin():
+    """A new plugin (the DICOM module calls the registered entry with no arguments)."""
+    from MedianNerveSegSlicer.dicom_plugin import NerveSegPlugin
+
+    return NerveSegPlugin()
 
 
 def registerNerveClicksEffect():

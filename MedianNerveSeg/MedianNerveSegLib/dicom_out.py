@@ -2,7 +2,8 @@
 
 Both reference the source ultrasound image (a clip: each of its frames) and are written with
 highdicom; the segment is coded as in :mod:`codes`. The SR holds each frame's CSA, perimeter and
-flattening ratio.
+flattening ratio. :func:`read_dicom_seg` reads such a SEG back by its pixel references alone, which is
+what loads it in Slicer when the image has no Frame of Reference (MedianNerveSegSlicer.dicom_plugin).
 """
 
 from __future__ import annotations
@@ -134,6 +135,22 @@ def write_dicom_sr(source_path: PathLike, seg_path: PathLike, rows: Sequence[Fra
     out_path = Path(out_path)
     atomic_write(out_path, lambda tmp: sr.save_as(tmp, enforce_file_format=True))
     return out_path
+
+
+def read_dicom_seg(path: PathLike) -> List[Tuple[str, np.ndarray]]:
+    """(source SOP Instance UID, (H, W) bool mask of all segments) for each single-frame image a DICOM SEG
+    segments: how a SEG without a Frame of Reference (an ultrasound's) is read back, by pixel references
+    alone. A file that is no such SEG is a ValueError naming it."""
+    import highdicom as hd
+
+    try:
+        seg = hd.seg.segread(str(path))
+        uids = [sop for _, _, sop in seg.get_source_image_uids()]
+        pixels = [seg.get_pixels_by_source_instance([uid], combine_segments=True) for uid in uids]
+    except Exception as error:
+        raise ValueError(f"{path}: not a DICOM SEG of single-frame images ({str(error).splitlines()[0][:160]})") \
+            from None
+    return [(uid, frame[0] > 0) for uid, frame in zip(uids, pixels)]
 
 
 def dicom_refusal(image) -> Optional[str]:

@@ -20,6 +20,7 @@ PIP_REQUIREMENTS = {  # import name -> pip requirement; SimpleITK and numpy are 
     "nibabel": "nibabel",
     "slicerio": "slicerio>=1.0",
     "pydicom": "pydicom>=2.4",
+    "highdicom": "highdicom>=0.22",  # DICOM SEG and SR, out and in
 }
 
 

@@ -728,6 +728,44 @@ class NerveSceneLogic:
             return [seg]
         return [seg, write_dicom_sr(source, seg, [row], folder / f"{source.stem}_sr.dcm", model)]
 
+    def load_dicom_seg(self, path: PathLike, source_file: Callable[[str], Optional[str]] = lambda uid: None) -> list:
+        """A segmentation node per image a DICOM SEG segments, on that image's volume: the loaded volume of its
+        SOP Instance UID, else the file ``source_file`` gives for the UID (e.g. the DICOM database's), loaded.
+        Read by pixel references (highdicom), so a SEG of an ultrasound without a Frame of Reference loads."""
+        from MedianNerveSegLib.dicom_out import read_dicom_seg
+
+        nodes = []
+        for uid, mask in read_dicom_seg(path):
+            volume = self.volume_of_instance(uid)
+            if volume is None and source_file(uid):
+                volume = self.load_image(source_file(uid))
+            if volume is None:
+                raise ValueError(f"{path}: the image it segments (SOP Instance UID {uid}) is not loaded: load it first")
+            node = self.scene.AddNewNodeByClass("vtkMRMLSegmentationNode",
+                                                self.scene.GenerateUniqueName(f"{volume.GetName()} DICOM SEG"))
+            node.CreateDefaultDisplayNodes()
+            node.SetReferenceImageGeometryParameterFromVolumeNode(volume)
+            self.set_segment_mask(node, volume, mask)
+            nodes.append(node)
+        return nodes
+
+    def volume_of_instance(self, sop_instance_uid: str):
+        """The volume node showing the DICOM image of this UID: a DICOM-browser load (subject hierarchy or the
+        "DICOM.instanceUIDs" attribute) or a ``load_image`` of that file; None when none is loaded."""
+        sh = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(self.scene)
+        item = sh.GetItemByUIDList(slicer.vtkMRMLSubjectHierarchyConstants.GetDICOMInstanceUIDName(),
+                                   sop_instance_uid) if sh else 0
+        node = sh.GetItemDataNode(item) if item else None
+        if node is not None and node.IsA("vtkMRMLVolumeNode"):
+            return node
+        for volume in self.scene.GetNodesByClass("vtkMRMLVolumeNode"):
+            if sop_instance_uid in (volume.GetAttribute("DICOM.instanceUIDs") or "").split():
+                return volume
+            source = volume.GetAttribute(ATTR_SOURCE_FILE)
+            if source and Path(source).is_file() and _sop_instance_uid(source) == sop_instance_uid:
+                return volume
+        return None
+
     def export_segmentation(self, segmentation_node, path: PathLike) -> Path:
         """Write the segmentation as a .seg.nrrd (Slicer's segmentation storage; slicerio reads it)."""
         path = Path(path)
@@ -749,6 +787,15 @@ def _frame_results(results_dir: Path, frame_paths: List[Path]) -> List[Optional[
         raise FileNotFoundError(f"{results_dir}: no {RESULTS_FILE} (did the segmentation job finish?)")
     by_input = {Path(r.image).resolve(): r for r in read_results(path)}
     return [by_input.get(Path(p).resolve()) for p in frame_paths]
+
+
+def _sop_instance_uid(path: str) -> str:
+    import pydicom
+
+    try:
+        return str(pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SOPInstanceUID"]).SOPInstanceUID)
+    except Exception:  # not a DICOM, or none in it
+        return ""
 
 
 def _band_of(row: Optional[FrameResult]) -> Optional[Tuple[int, int]]:

@@ -107,3 +107,17 @@ def test_the_cli_seg_nrrd_is_coded_as_the_slicer_module_codes_it(clip_out):
     module_entry = slicer.vtkSlicerTerminologiesModuleLogic.SerializeTerminologyEntry(
         *codes.slicer_terminology_arguments("right"))
     assert terminology_entry_to_string(segment["terminology"]) == module_entry
+
+
+def test_a_seg_without_frame_of_reference_is_read_back_by_its_pixel_references(clip_out, tmp_path):
+    from pydicom import dcmread
+
+    from MedianNerveSegLib.dicom_out import read_dicom_seg
+
+    source, out = clip_out
+    assert "FrameOfReferenceUID" not in dcmread(out / "image_seg.dcm")  # what dcmqi cannot load
+    [(uid, mask)] = read_dicom_seg(out / "image_seg.dcm")
+    assert uid == dcmread(source).SOPInstanceUID
+    np.testing.assert_array_equal(mask, read_mask(out / "image_mask.png") > 0)
+    with pytest.raises(ValueError, match="image.dcm: not a DICOM SEG"):
+        read_dicom_seg(source)

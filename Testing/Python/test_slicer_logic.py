@@ -573,3 +573,103 @@ def test_the_ai_interval_is_in_the_table_until_the_contour_is_edited(mrml, image
     browser.SetSelectedItemNumber(2)
     assert clip.logic.ai_interval(clip_segmentation, clip_volume).high_mm2 == pytest.approx(rows[2].csa_high_mm2,
                                                                                            abs=1e-5)
+
+
+@pytest.fixture(scope="module")
+def dicom_seg(dataset_dir, tmp_path_factory):
+    """A wrist ultrasound DICOM without a Frame of Reference and the DICOM SEG ``segment --dicom-out`` wrote."""
+    from MedianNerveSegLib.cli import main as cli_main
+    from test_cli import _wrist_dicom
+
+    tmp = tmp_path_factory.mktemp("dicom_seg")
+    pixels = np.asarray(Image.open(dataset_dir / "images" / OTHER).convert("L"))
+    source = _wrist_dicom(tmp / "image.dcm", pixels, "L", "HOSP-9")
+    assert cli_main(["segment", str(source), "--dicom-out", "--out", str(tmp / "out")]) == 0
+    return source, tmp / "out" / "image_seg.dcm", read_mask(tmp / "out" / "image_mask.png") > 0
+
+
+def test_a_dicom_seg_without_frame_of_reference_loads_onto_its_image(dicom_seg, dataset_dir):
+    import pydicom
+
+    source, seg, expected = dicom_seg
+    uid = pydicom.dcmread(source).SOPInstanceUID
+    mrml = Mrml()  # the image loaded by the module: found by its file
+    volume = mrml.logic.load_image(source)
+    [node] = mrml.logic.load_dicom_seg(seg)
+    np.testing.assert_array_equal(mrml.logic.segment_mask(node, volume), expected)
+    segment = node.GetSegmentation().GetNthSegment(0)
+    assert segment.GetName() == "Median nerve" and "SCT^119410002^Nerve" in segment.GetTerminology()
+
+    browser = Mrml()  # loaded by the DICOM browser: found by the instance UIDs on its subject hierarchy item
+    volume = browser.logic.load_image(dataset_dir / "images" / OTHER)
+    sh = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(browser.scene)
+    item = sh.CreateItem(sh.GetSceneItemID(), volume)  # as DICOMPlugin.addSeriesInSubjectHierarchy does
+    sh.SetItemUID(item, slicer.vtkMRMLSubjectHierarchyConstants.GetDICOMInstanceUIDName(), f"1.2.3 {uid}")
+    [node] = browser.logic.load_dicom_seg(seg)
+    np.testing.assert_array_equal(browser.logic.segment_mask(node, volume), expected)
+
+    fresh = Mrml()  # not loaded yet: loaded from the file the database gives for its UID
+    [node] = fresh.logic.load_dicom_seg(seg, {uid: str(source)}.get)
+    assert fresh.logic.volume_of_instance(uid) is not None
+    np.testing.assert_array_equal(fresh.logic.segment_mask(node, fresh.logic.volume_of_instance(uid)), expected)
+    with pytest.raises(ValueError, match=f"image_seg.dcm: the image it segments .*{uid}.* is not loaded"):
+        Mrml().logic.load_dicom_seg(seg)
+
+
+def test_the_dicom_plugin_offers_only_segs_without_frame_of_reference_and_loads_them(dicom_seg, monkeypatch,
+                                                                                     tmp_path):
+    """Under a stand-in of Slicer's DICOMLib (DICOMPlugin's tags and DICOMLoadable's fields, as in
+    Modules/Scripted/DICOMLib/DICOMPlugin.py) and of slicer.dicomDatabase."""
+    import importlib
+    import types
+
+    import pydicom
+
+    source, seg, expected = dicom_seg
+    with_frame = tmp_path / "with_frame_seg.dcm"
+    ds = pydicom.dcmread(seg)
+    ds.FrameOfReferenceUID = pydicom.uid.generate_uid()
+    ds.save_as(with_frame)
+
+    class DICOMLoadable:
+        def __init__(self):
+            self.files, self.name, self.tooltip, self.selected, self.confidence = [], "Unknown", "", False, 0.5
+
+    class DICOMPlugin:
+        def __init__(self):
+            self.loadType = "Generic DICOM"
+            self.tags = {"seriesDescription": "0008,103E", "frameOfReferenceUID": "0020,0052",
+                         "modality": "0008,0060", "instanceUID": "0008,0018"}
+            self.in_hierarchy = []
+
+        def addSeriesInSubjectHierarchy(self, loadable, node):
+            self.in_hierarchy.append(node)
+
+    class Database:
+        @staticmethod
+        def fileValue(path, tag):
+            element = pydicom.dcmread(path, stop_before_pixels=True).get(tuple(int(p, 16) for p in tag.split(",")))
+            return "" if element is None else str(element.value)
+
+        @staticmethod
+        def fileForInstance(uid):
+            return str(source) if uid == pydicom.dcmread(source).SOPInstanceUID else ""
+
+    monkeypatch.setitem(sys.modules, "DICOMLib", types.SimpleNamespace(DICOMLoadable=DICOMLoadable,
+                                                                       DICOMPlugin=DICOMPlugin))
+    monkeypatch.setattr(slicer, "dicomDatabase", Database, raising=False)
+    plugin_module = importlib.reload(importlib.import_module("MedianNerveSegSlicer.dicom_plugin"))
+    mrml = Mrml()
+    monkeypatch.setattr(plugin_module, "scene_logic", lambda: mrml.logic)
+
+    plugin = plugin_module.NerveSegPlugin()
+    [loadable] = plugin.examineForImport([[str(seg), str(with_frame)], [str(source)]])
+    assert loadable.files == [str(seg)] and loadable.confidence > 0.95 and loadable.selected  # above Slicer's
+    assert loadable.referencedInstanceUIDs == [pydicom.dcmread(source).SOPInstanceUID]
+    assert plugin.load(loadable)
+    [node] = plugin.in_hierarchy
+    volume = mrml.logic.volume_of_instance(loadable.referencedInstanceUIDs[0])  # loaded from the database
+    np.testing.assert_array_equal(mrml.logic.segment_mask(node, volume), expected)
+    broken = DICOMLoadable()
+    broken.files = [str(source)]  # not a SEG: the load fails, logged, no exception into the browser
+    assert plugin.load(broken) is False

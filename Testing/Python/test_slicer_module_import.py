@@ -49,6 +49,15 @@ class Anything:
         return True
 
 
+class FakeModules(Anything):
+    """slicer.modules: any module, and no dicomPlugins until a module registers one (as in Slicer)."""
+
+    def __getattr__(self, name):
+        if name == "dicomPlugins":
+            raise AttributeError(name)
+        return Anything()
+
+
 class AnythingModule(types.ModuleType):
     def __getattr__(self, name):
         if name.startswith("__"):
@@ -143,7 +152,7 @@ def fake_modules():
         setattr(slicer, name, type(name, (FakeMRMLNode,), {}))
     slicer.mrmlScene = FakeScene()
     slicer.app = Anything()
-    slicer.modules = Anything()
+    slicer.modules = FakeModules()
     slicer.qMRMLSegmentEditorWidget = Anything
     slicer.vtkMRMLLayoutNode = Anything()
 
@@ -227,6 +236,8 @@ def test_module_classes(module):
     parent = SimpleNamespace()
     module.MedianNerveSeg(parent)
     assert parent.categories == ["Segmentation"]
+    # the DICOM browser's loader of our SEGs, registered as Slicer's own plugins are (called with no arguments)
+    assert sys.modules["slicer"].modules.dicomPlugins["MedianNerveSegSEGPlugin"] is module.nerveSegPlugin
     assert parent.title and parent.contributors and parent.helpText and parent.acknowledgementText
     hints = module.MedianNerveSegParameterNode.parameterHints
     assert {"inputVolume", "segmentation", "modelName", "device", "spacingMm"} <= set(hints)
