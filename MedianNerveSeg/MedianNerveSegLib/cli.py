@@ -73,7 +73,7 @@ class _ResultPrinter:
 
 
 def cmd_segment(args: argparse.Namespace) -> int:
-    from .inference import Segmenter
+    from .inference import segmenter_of
     from .io import find_images
     from .pipeline import segment_files
     from .progress import tracker
@@ -81,7 +81,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
     paths = find_images(args.inputs)
     if not paths:
         raise FileNotFoundError(f"no supported image in {', '.join(args.inputs)}")
-    segmenter = Segmenter(args.model, args.device, args.runtime)
+    segmenter = segmenter_of(args.model or [], args.device, args.runtime)
     printer = _ResultPrinter()
     try:
         summary = segment_files(paths, Path(args.out), segmenter, args.spacing, args.save_prob, args.mask_formats,
@@ -439,7 +439,9 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR",
                      help="images (PNG, BMP, JPEG, TIFF, NRRD, NIfTI, MHA, DICOM) or folders of them")
     seg.add_argument("--out", required=True, help="output folder (created if missing)")
-    seg.add_argument("--model", default=None, help="installed model name or model folder (default: the shipped model)")
+    seg.add_argument("--model", action="append", default=None,
+                     help="installed model name or model folder (default: the shipped model); given several "
+                          "times, their ensemble: the mean of their probability maps")
     seg.add_argument("--spacing", type=_spacing, default=None, metavar="MM", help=spacing_help)
     seg.add_argument("--device", default="cpu", help="cpu (default) or cuda / cuda:N where a GPU is available")
     seg.add_argument("--runtime", choices=RUNTIMES, default="auto",
@@ -547,7 +549,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      "the pooled figures over every validated image, each fold's, their spread, "
                                      "and the masks, to --out (cross_validation.md/.json, pooled/, fold_<k>/).")
     cvs.add_argument("--dataset", required=True, help="images/ + masks/ folder")
-    cvs.add_argument("--models", nargs="+", required=True, help="one model folder (or name) per fold")
+    cvs.add_argument("--models", nargs="+", required=True,
+                     help="one model folder (or name) per fold; several of one fold are scored as their ensemble")
     cvs.add_argument("--out", required=True, help="output folder")
     cvs.add_argument("--spacing", type=_spacing, default=None, metavar="MM", help=spacing_help)
     cvs.add_argument("--device", default="cpu", help="cpu (default) or cuda")

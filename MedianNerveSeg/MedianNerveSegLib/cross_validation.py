@@ -1,6 +1,7 @@
 """``cross-validate``: models trained on patient folds (``train --folds N --fold K``), each scored on the fold it was
 validated on, and the figures over every image they validated together (pooled), with each fold's beside them:
 a benchmark over all images instead of one 41-image split, and the spread that tells a better recipe from luck.
+Several models of one fold (other recipes on the same folds) are scored as their ensemble (inference.Ensemble).
 """
 
 from __future__ import annotations
@@ -16,18 +17,20 @@ import numpy as np
 from .benchmark import COMPARISON_KEYS, predict_samples, without_millimetres
 from .data import list_samples
 from .evaluate import evaluate_folders
-from .inference import Segmenter
+from .inference import segmenter_of
 from .metrics import markdown_table
 from .progress import report
 from .uncertainty import BAND, ERROR_LIMIT_MM2, CsaInterval, flag_performance, width_catching
 from .zoo import load_info, model_name, resolve_model
 
 
-def _fold_models(folders: Sequence[Path], samples) -> List[Tuple[int, Path, list]]:
-    """(fold number, model, validation samples) of each model, by fold number. Refused unless every model was
-    trained with ``--folds N --fold K`` on the same N folds of the same seed, each fold once, none trained on a
-    patient it validates and none validating a patient that is not in this dataset."""
-    folds, kinds = [], set()
+def _fold_models(folders: Sequence[Path], samples) -> List[Tuple[int, List[Path], list]]:
+    """(fold number, its models, validation samples) of each fold, by fold number: several models of one fold are
+    scored as their ensemble. Refused unless every model was trained with ``--folds N --fold K`` on the same N
+    folds of the same seed, none twice, none trained on a patient it validates and none validating a patient
+    that is not in this dataset."""
+    folds: Dict[int, Tuple[List[Path], list]] = {}
+    kinds = set()
     for folder in folders:
         training = load_info(folder).training or {}
         config = training.get("config") or {}
@@ -41,15 +44,15 @@ def _fold_models(folders: Sequence[Path], samples) -> List[Tuple[int, Path, list
         fold = [s for s in samples if s.patient in validated]
         if not fold:
             raise ValueError(f"{folder}: none of its validation patients is in this dataset")
-        folds.append((int(config.get("fold") or 0), Path(folder), fold))
+        number = int(config.get("fold") or 0)
+        models, _ = folds.setdefault(number, ([], fold))
+        if any(Path(folder).resolve() == Path(m).resolve() for m in models):
+            raise ValueError(f"fold {number} is given twice: {folder}")
+        models.append(Path(folder))
     if len(kinds) > 1:
         raise ValueError("--models come from different folds (folds, seed: "
                          f"{'; '.join(f'{n}, {seed}' for n, seed in sorted(kinds))}): give the models of one set")
-    numbers = [number for number, _, _ in folds]
-    repeated = sorted({n for n in numbers if numbers.count(n) > 1})
-    if repeated:
-        raise ValueError(f"fold {repeated[0]} is given twice: give one model per fold")
-    return sorted(folds, key=lambda item: item[0])
+    return [(number, *folds[number]) for number in sorted(folds)]
 
 
 def cross_validate(dataset_dir: Path, models: Sequence[str], out_dir: Path, spacing_mm: Any = None,
@@ -63,7 +66,7 @@ def cross_validate(dataset_dir: Path, models: Sequence[str], out_dir: Path, spac
     samples = list_samples(Path(dataset_dir))
     fold_models = _fold_models([resolve_model(model) for model in models], samples)
     numbers = [number for number, _, _ in fold_models]
-    folders = [folder for _, folder, _ in fold_models]
+    folders = [models for _, models, _ in fold_models]
     folds = [fold for _, _, fold in fold_models]
     predictions, truth = out_dir / "predictions", out_dir / "truth"
     for folder in (predictions, truth):
@@ -76,7 +79,7 @@ def cross_validate(dataset_dir: Path, models: Sequence[str], out_dir: Path, spac
         done.append(sample)
 
     for folder, fold in zip(folders, folds):
-        met, known, bands = predict_samples(Segmenter(folder, device), fold, predictions, predictions, truth,
+        met, known, bands = predict_samples(segmenter_of(folder, device), fold, predictions, predictions, truth,
                                             spacing_mm, on_sample=progress)
         spacings |= met
         confidences.update(known)
@@ -90,7 +93,8 @@ def cross_validate(dataset_dir: Path, models: Sequence[str], out_dir: Path, spac
         for sample in fold:
             (fold_truth / f"{sample.stem}.png").symlink_to(Path(sample.mask).resolve())
         summary = evaluate_folders(predictions, fold_truth, out_dir / f"fold_{index}", spacing, confidences=confidences)
-        rows.append({"fold": index, "model": model_name(folder), "version": load_info(folder).version,
+        rows.append({"fold": index, "model": "+".join(map(model_name, folder)),
+                     "version": "+".join(load_info(f).version for f in folder),
                      "n_images": len(fold) - int(summary.get("n_errors") or 0),
                      "n_errors": int(summary.get("n_errors") or 0), **_figures(summary, spacing)})
     pooled = evaluate_folders(predictions, truth, out_dir / "pooled", spacing, confidences=confidences)

@@ -6,7 +6,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Optional, Sequence, Tuple, Union
 
 import numpy as np
 from scipy.special import expit
@@ -125,6 +125,40 @@ class Segmenter:
         else:
             confidence = float(probability[mask].mean()) if found else float(probability.max())
         return Prediction(probability, mask, confidence, found, 1000.0 * (time.perf_counter() - start), band_px=band)
+
+
+class Ensemble(Segmenter):
+    """Several segmenters as one model: the mean of their probability maps, cleaned and measured as one
+    model's (with the first model's threshold and clean-up). Where the members disagree the mean lies near
+    0.5, so the CSA interval (uncertainty.py) widens with their disagreement."""
+
+    def __init__(self, models: Sequence[Union[str, Path]], device: Optional[str] = None,
+                 runtime: Optional[str] = None):
+        if len(models) < 2:
+            raise ValueError("an ensemble needs two or more models")
+        self.members = [Segmenter(model, device, runtime) for model in models]
+        detectors = [m.info.name for m in self.members if is_detector(m.info.architecture)]
+        if detectors:
+            raise ModelFolderError(f"{detectors[0]} is a detector: an ensemble averages probability maps of "
+                                   "semantic segmenters only")
+        first = self.members[0]
+        self.device, self.model_dir, self.info, self.network = first.device, first.model_dir, first.info, None
+        self.runtime = "+".join(dict.fromkeys(m.runtime for m in self.members))
+
+    @property
+    def model_id(self) -> str:
+        return "+".join(m.model_id for m in self.members)
+
+    def probability(self, frame: np.ndarray) -> np.ndarray:
+        return np.mean([m.probability(frame) for m in self.members], axis=0)
+
+
+def segmenter_of(models: Sequence[Optional[Union[str, Path]]], device: Optional[str] = None,
+                 runtime: Optional[str] = None) -> Segmenter:
+    """The Segmenter of one model (the shipped one for none), or the Ensemble of several."""
+    models = [m for m in models if m]
+    return Ensemble(models, device, runtime) if len(models) > 1 else Segmenter(models[0] if models else None,
+                                                                               device, runtime)
 
 
 def openvino_network(model_dir: Path, info: ModelInfo, asked: bool, int8: Optional[Path] = None,

@@ -116,6 +116,16 @@ def test_cross_validate_scores_every_image_once_by_the_model_that_did_not_see_it
     assert [row["fold"] for row in again["folds"]] == [0, 1] and again["folds"][0]["model"] == "fold0"
     assert again["pooled"]["csa_mae_mm2"] is None and again["pooled"]["dice_mean"] == result["pooled"]["dice_mean"]
     assert again["review"] is None  # no mm^2 without a spacing
+
+    other = tmp_path / "other_fold0"  # a second recipe of fold 0: fold 0 is scored as the two models' ensemble
+    assert main(["train", "--dataset", str(dataset_dir), "--out", str(other), "--epochs", "1", "--max-images", "16",
+                 "--input-size", "64", "96", "--folds", "2", "--fold", "0", "--seed", "0"]) in (0, 1)
+    both = tmp_path / "cv4"
+    assert main(["cross-validate", "--dataset", str(dataset_dir), "--models", str(models[0]), str(other),
+                 str(models[1]), "--out", str(both), "--spacing", "0.062"]) == 0
+    ensemble = json.loads((both / "cross_validation.json").read_text())
+    assert ensemble["folds"][0]["model"] == "fold0+other_fold0" and ensemble["folds"][1]["model"] == "fold1"
+    assert [row["n_images"] for row in ensemble["folds"]] == counts
     assert "no millimetre or CSA figure" in (reversed_out / "cross_validation.md").read_text()
 
 

@@ -123,3 +123,49 @@ def test_a_results_file_from_before_the_interval_is_still_read(tmp_path):
         writer.writerow({c: "" for c in columns} | {"image": "x.png", "frame": "0", "area_mm2": "10.5"})
     row = read_results(path)[0]
     assert row.area_mm2 == 10.5 and row.csa_low_mm2 is None
+
+
+class _Disk:
+    """A member whose probability map is a sharp disk of ``radius``."""
+
+    def __init__(self, radius):
+        self.radius = radius
+
+    def probability(self, frame):
+        rows, cols = np.indices(frame.shape)
+        return (np.hypot(rows - 50, cols - 50) <= self.radius).astype(np.float32)
+
+
+def test_where_ensemble_members_disagree_the_interval_spans_them():
+    from MedianNerveSegLib.image import UltrasoundImage
+    from MedianNerveSegLib.inference import Ensemble
+    from MedianNerveSegLib.zoo import ModelInfo
+
+    ensemble = Ensemble.__new__(Ensemble)  # its averaging and clean-up, over two stand-in members
+    ensemble.members, ensemble.network = [_Disk(20), _Disk(26)], None
+    ensemble.info = ModelInfo(name="disks", architecture="unet")
+    image = UltrasoundImage(np.random.default_rng(0).random((100, 100)).astype(np.float32), (0.1, 0.1))
+    prediction = ensemble.predict(image)
+    inner, outer = (int((_Disk(r).probability(image.pixels) > 0).sum()) for r in (20, 26))
+    assert prediction.band_px == (inner, outer)  # the mean is 0.5 between the two contours
+    assert int(prediction.mask.sum()) == outer
+
+
+def test_segment_with_two_models_writes_their_ensemble(dataset_dir, tmp_path):
+    from MedianNerveSegLib.inference import Ensemble, Segmenter
+    from MedianNerveSegLib.io import read_image
+
+    image_path = sorted((dataset_dir / "images").glob("*.png"))[0]
+    image = read_image(image_path, 0.062)
+    models = ["median_nerve_unet", "median_nerve_unet_small"]
+    ensemble = Ensemble(models)
+    expected = np.mean([Segmenter(m).probability(image.pixels) for m in models], axis=0)
+    np.testing.assert_allclose(ensemble.probability(image.pixels), expected, atol=1e-6)
+    out = tmp_path / "out"
+    assert main(["segment", str(image_path), "--out", str(out), "--spacing", "0.062", "--model", models[0],
+                 "--model", models[1]]) == 0
+    [row] = read_results(out)
+    assert row.model == ensemble.model_id == "+".join(Segmenter(m).model_id for m in models)
+    assert row.csa_low_mm2 <= row.area_mm2 <= row.csa_high_mm2
+    with pytest.raises(ValueError, match="two or more"):
+        Ensemble(models[:1])
