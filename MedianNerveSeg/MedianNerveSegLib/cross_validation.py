@@ -45,9 +45,11 @@ def _fold_models(folders: Sequence[Path], samples) -> List[Tuple[int, List[Path]
         if not fold:
             raise ValueError(f"{folder}: none of its validation patients is in this dataset")
         number = int(config.get("fold") or 0)
-        models, _ = folds.setdefault(number, ([], fold))
+        models, first = folds.setdefault(number, ([], fold))
         if any(Path(folder).resolve() == Path(m).resolve() for m in models):
             raise ValueError(f"fold {number} is given twice: {folder}")
+        if fold != first:  # an ensemble is scored on patients none of its members trained on
+            raise ValueError(f"{folder}: validates other patients than {models[0]}, of the same fold {number}")
         models.append(Path(folder))
     if len(kinds) > 1:
         raise ValueError("--models come from different folds (folds, seed: "

@@ -15,7 +15,7 @@ import numpy as np
 
 from .codes import FLATTENING, NERVE, SIDES, TISSUE, WRIST_JOINT
 from .io import NERVE_SEGMENT_NAME, atomic_write
-from .results import FrameResult
+from .results import ENSEMBLE_JOIN, FrameResult
 
 PathLike = Union[str, Path]
 _TYPE_2 = ("PatientName", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime", "StudyID",
@@ -41,9 +41,17 @@ def _source(path: PathLike):
 
 
 def _name_version(model: str) -> Tuple[str, str]:
-    """("median_nerve_unet", "1.0.0") of a results row's "median_nerve_unet@1.0.0"."""
-    name, _, version = model.partition("@")
-    return name or "unknown", version or "unknown"
+    """("median_nerve_unet", "1.0.0") of a results row's "median_nerve_unet@1.0.0"; an ensemble's
+    "a@1 + b@2" gives ("ensemble of 2: a + b", "1 + 2"); each at most 64 characters (DICOM LO)."""
+    members = [member.partition("@") for member in model.split(ENSEMBLE_JOIN)]
+    name = ENSEMBLE_JOIN.join(n for n, _, _ in members)
+    name = f"ensemble of {len(members)}: {name}" if len(members) > 1 else name
+    version = ENSEMBLE_JOIN.join(v for _, _, v in members if v)
+    return _long_string(name or "unknown"), _long_string(version or "unknown")
+
+
+def _long_string(text: str) -> str:
+    return text if len(text) <= 64 else text[:61] + "..."
 
 
 def _algorithm(model: str):

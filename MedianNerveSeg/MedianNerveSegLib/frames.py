@@ -20,6 +20,14 @@ import numpy as np
 RawFrames = Callable[[int], Iterator[np.ndarray]]  # the file's frames from index i on, as stored
 
 
+class FileEnded(ValueError):
+    """The file's data ends before a frame: every later frame is missing too."""
+
+    def __init__(self, frame: int) -> None:
+        super().__init__(f"the file ends before frame {frame}")
+        self.frame = frame
+
+
 class LazyFrames:
     """A (T, H, W) clip whose frames are decoded one at a time, in order (the last one kept)."""
 
@@ -31,6 +39,7 @@ class LazyFrames:
         self._iterator: Optional[Iterator[np.ndarray]] = None
         self._next_index = 0
         self._cached: Tuple[int, Optional[np.ndarray]] = (-1, None)
+        self._ended: Optional[FileEnded] = None  # where the data ran out (later frames fail at once)
         first = self[0]
         self.shape = (n_frames, *first.shape)
         self.dtype = first.dtype
@@ -46,12 +55,15 @@ class LazyFrames:
             return self._cached[1]
         if hasattr(self, "shape") and not 0 <= index < len(self):
             raise IndexError(f"frame {index} of a {len(self)}-frame clip")
+        if self._ended is not None and index >= self._ended.frame:  # not decoded again from the start
+            raise ImageReadError(self.path, f"frame {index} cannot be decoded ({self._ended})")
         if self._iterator is None or index != self._next_index:  # a jump: decode again from that frame
             self._iterator, self._next_index = self._frames_from(index), index
         try:
             raw = next(self._iterator)
         except Exception as exc:
             self._iterator = None
+            self._ended = exc if isinstance(exc, FileEnded) else self._ended
             raise ImageReadError(self.path, f"frame {index} cannot be decoded ({str(exc).splitlines()[0][:160]})") \
                 from exc
         self._next_index += 1
@@ -133,13 +145,14 @@ def _frames_of_stream(path: Path, open_stream: Callable[[], Any], offset: int, n
             for index in range(start, n_frames):
                 data = stream.read(frame_bytes)
                 if len(data) < frame_bytes:
-                    raise ValueError(f"the file ends before frame {index}")
+                    raise FileEnded(index)
                 yield decode(data)
 
     return frames_from
 
 
-NRRD_COLOUR_KINDS = ("RGB-color", "RGBA-color", "3-color", "4-color")
+NRRD_COLOUR_KINDS = ("RGB-color", "RGBA-color", "3-color", "4-color", "vector")
+NRRD_SPATIAL_KINDS = ("domain", "space", "time")  # (an axis of another kind ITK reads as pixel components)
 
 
 def open_nrrd_clip(path: Path, grey: Callable[[np.ndarray], np.ndarray]) -> Optional[Tuple[int, LazyFrames]]:
@@ -155,13 +168,14 @@ def open_nrrd_clip(path: Path, grey: Callable[[np.ndarray], np.ndarray]) -> Opti
             header = nrrd.read_header(handle)
             offset = handle.tell()
         sizes = [int(size) for size in header["sizes"]]
-        kinds = list(header.get("kinds") or [])
-        components = sizes[0] if len(sizes) == 4 and kinds and kinds[0] in NRRD_COLOUR_KINDS else 1
+        kinds = list(header.get("kinds") or ["domain"] * len(sizes))
+        components = sizes[0] if len(sizes) == 4 and kinds[0] in NRRD_COLOUR_KINDS else 1
         encoding = header.get("encoding")
         skips = ("data file", "datafile", "line skip", "lineskip", "byte skip", "byteskip")
         if len(sizes) != 3 + (components > 1) or min(sizes) < 2 or encoding not in ("raw", "gzip", "gz") \
+                or any(kind not in NRRD_SPATIAL_KINDS for kind in kinds[components > 1:]) \
                 or any(header.get(key) for key in skips):
-            return None
+            return None  # a colour picture, a colour axis last, data elsewhere: the whole read
         dtype, n_frames = _determine_datatype(header), sizes[-1]
         frame_shape = tuple(reversed(sizes[:-1]))  # NRRD lists the fastest axis first: (H, W) or (H, W, C)
         frame_bytes = dtype.itemsize * int(np.prod(sizes[:-1]))
@@ -203,6 +217,9 @@ def open_nifti_clip(path: Path, grey: Callable[[np.ndarray], np.ndarray]) -> Opt
         dtype, n_frames = header.get_data_dtype(), shape[-1]
         frame_shape = (shape[1], shape[0])  # x is the fastest axis: a frame is (y, x)
         frame_bytes = dtype.itemsize * shape[0] * shape[1]
+        compressed = str(path).endswith(".gz")
+        if not compressed and path.stat().st_size < int(proxy.offset) + n_frames * frame_bytes:
+            return None  # truncated: the whole read says so
 
         def decode(data: bytes) -> np.ndarray:
             frame = np.frombuffer(data, dtype).reshape(frame_shape)

@@ -15,6 +15,7 @@ from .image import UltrasoundImage
 from .models import KIND_COMMANDS, MODEL_REGISTRY, is_detector
 from .postprocess import clean_mask, min_component_pixels
 from .preprocess import network_array, resize, resize_array, to_network_input
+from .results import ENSEMBLE_JOIN
 from .runtime import INT8_FOLDER, OpenVinoNetwork, choose_runtime, version_label
 from .uncertainty import band_pixels
 from .zoo import MODEL_JSON, WEIGHTS, ModelFolderError, ModelInfo, load_info, load_network, resolve_model
@@ -147,7 +148,8 @@ class Ensemble(Segmenter):
 
     @property
     def model_id(self) -> str:
-        return "+".join(m.model_id for m in self.members)
+        """The members' ids joined by " + " (a member's own id may end in "+int8")."""
+        return ENSEMBLE_JOIN.join(m.model_id for m in self.members)
 
     def probability(self, frame: np.ndarray) -> np.ndarray:
         return np.mean([m.probability(frame) for m in self.members], axis=0)

@@ -17,6 +17,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 PathLike = Union[str, Path]
 RESULTS_FILE = "measurements.csv"
+ENSEMBLE_JOIN = " + "  # an ensemble's model: its members' name@version joined (a version may end in +int8)
 
 
 @dataclass

@@ -2,8 +2,8 @@
 
 The interval is the CSA the pipeline would report at a stricter and at a looser threshold (the
 same clean-up, at :data:`BAND` instead of the model's threshold): where the network is unsure of
-the nerve's edge, or of a neighbouring blob, the two differ. An image whose interval is wider than
-:data:`REVIEW_WIDTH_MM2` is flagged "review". Both were chosen on patient-level cross-validation,
+the nerve's edge, or of a neighbouring blob, the two differ. An image whose interval is at least
+:data:`REVIEW_WIDTH_MM2` wide is flagged "review". Both were chosen on patient-level cross-validation,
 where the flag is scored against the images whose CSA error exceeds :data:`ERROR_LIMIT_MM2`
 (docs/benchmarks/cross_validation.md); the interval is a sensitivity of the threshold, not a
 confidence interval.
@@ -11,6 +11,7 @@ confidence interval.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Dict, Optional, Sequence, Tuple
 
@@ -75,4 +76,4 @@ def width_catching(errors_mm2: Sequence[float], widths_mm2: Sequence[float], sha
     large = np.sort(widths[errors > limit_mm2])
     if not len(large):
         return None
-    return float(large[int(np.floor((1.0 - share) * len(large)))])
+    return float(large[len(large) - math.ceil(share * len(large) - 1e-9)])  # (0.1 * 10 is not 1.0 in floats)

@@ -471,6 +471,9 @@ class NerveSceneLogic:
             column = vtk.vtkDoubleArray()
         column.SetName(name)
         column.SetNumberOfTuples(table_node.GetNumberOfRows())
+        for row in range(table_node.GetNumberOfRows()):  # rows from before this column: empty, not 0
+            column.SetValue(row, "" if isinstance(column, vtk.vtkStringArray) else
+                            0 if isinstance(column, vtk.vtkIntArray) else math.nan)
         table_node.AddColumn(column)
         if name in TABLE_UNITS:
             table_node.SetColumnUnitLabel(name, TABLE_UNITS[name])

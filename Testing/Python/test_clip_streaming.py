@@ -164,8 +164,8 @@ def test_segmenting_a_long_clip_holds_one_frame_at_a_time(tmp_path):
 
 
 def test_an_rgb_clip_read_whole_is_converted_to_grey_a_frame_at_a_time(tmp_path):
-    """An RGB NRRD clip is read whole; its grey conversion holds one frame's float64 temporaries, not the
-    clip's (100 RGB frames once peaked at 1.4 GB)."""
+    """An RGB NRRD clip read whole (read_image; open_image streams it) is converted to grey holding one
+    frame's float64 temporaries, not the clip's (100 RGB frames once peaked at 1.4 GB)."""
     import nrrd
 
     n, h, w = 40, 120, 160
@@ -343,7 +343,7 @@ def test_a_cut_nrrd_clip_is_refused_as_read_image_refuses_it_and_a_cut_gzip_keep
     segment_files([cut], tmp_path / "out", ThresholdSegmenter(), spacing_mm=0.1, overlay=False)
     rows = read_results(tmp_path / "out")
     assert [r.frame for r in rows if r.ok] == [0, 1, 2, 3]
-    assert [r.error for r in rows if not r.ok] == [f"frame {k} cannot be decoded (the file ends before frame {k})"
+    assert [r.error for r in rows if not r.ok] == [f"frame {k} cannot be decoded (the file ends before frame 4)"
                                                    for k in (4, 5)]  # each missing frame said, as a DICOM's
 
 
@@ -363,3 +363,45 @@ def test_segmenting_a_long_nrrd_clip_holds_one_frame_at_a_time(tmp_path):
         tracemalloc.stop()
     assert summary.n_frames == n
     assert peak < n * h * w * 4 / 8, f"peak {peak / 1e6:.1f} MB"
+
+
+def test_a_colour_picture_in_nrrd_is_one_image_not_a_clip_of_strips(tmp_path):
+    import nrrd
+
+    rgb = np.random.default_rng(1).integers(0, 256, (40, 60, 3), dtype=np.uint8)
+    for kinds, data in ((["vector", "domain", "domain"], rgb), (["RGB-color", "domain", "domain"], rgb),
+                        (["domain", "domain", "RGB-color"], rgb.transpose(2, 0, 1).copy())):
+        path = tmp_path / f"{kinds[0]}.nrrd"  # a screenshot as SimpleITK writes it; a colour axis stored last
+        nrrd.write(str(path), data, {"kinds": kinds, "encoding": "gzip"}, index_order="C")
+        whole, opened = read_image(path), open_image(path)
+        assert not isinstance(opened.pixels, LazyFrames)
+        np.testing.assert_array_equal(opened.pixels, whole.pixels)
+
+
+def test_a_cut_uncompressed_nifti_clip_is_refused_as_read_image_refuses_it(tmp_path):
+    path = _write_volume_clip(tmp_path / "cut.nii", _clip(6), "nifti")
+    path.write_bytes(path.read_bytes()[:-60 * 80 * 2])
+    with pytest.raises(ImageReadError) as whole:
+        read_image(path)
+    with pytest.raises(ImageReadError) as opened:
+        open_image(path)
+    assert str(opened.value) == str(whole.value)
+
+
+def test_after_the_data_ends_later_frames_fail_without_decoding_the_file_again():
+    from MedianNerveSegLib.frames import FileEnded
+
+    starts = []
+
+    def frames_from(start):
+        starts.append(start)
+        for index in range(start, 5):
+            if index >= 2:
+                raise FileEnded(index)
+            yield np.full((4, 4), index, np.uint8)
+
+    frames = LazyFrames(Path("cut.nrrd"), 5, frames_from, lambda raw: raw)
+    for index in (2, 3, 4):
+        with pytest.raises(ImageReadError, match=f"frame {index} cannot be decoded .the file ends before frame 2"):
+            frames[index]
+    assert starts == [0, 2]  # the first frame, then one decode that found the end; frames 3 and 4 fail at once

@@ -121,3 +121,15 @@ def test_a_seg_without_frame_of_reference_is_read_back_by_its_pixel_references(c
     np.testing.assert_array_equal(mask, read_mask(out / "image_mask.png") > 0)
     with pytest.raises(ValueError, match="image.dcm: not a DICOM SEG"):
         read_dicom_seg(source)
+
+
+def test_an_ensemble_of_five_models_is_named_within_dicoms_limits(clip_out, tmp_path):
+    from MedianNerveSegLib.dicom_out import write_dicom_seg
+
+    source, out = clip_out
+    model = " + ".join(f"median_nerve_unet_fold{k}@1.0.0+int8" for k in range(5))
+    seg = hd.seg.segread(write_dicom_seg(source, [read_mask(out / "image_mask.png") > 0], tmp_path / "seg.dcm",
+                                         model, "right"))
+    assert seg.ManufacturerModelName.startswith("ensemble of 5: median_nerve_unet_fold0 + ")
+    assert len(seg.ManufacturerModelName) <= 64 and len(seg.SoftwareVersions) <= 64
+    assert str(seg.SoftwareVersions).startswith("1.0.0+int8 + 1.0.0+int8")

@@ -1,6 +1,7 @@
 """Patient-level folds and the nnU-Net v2 export (issue 17): the peer trains and validates on our patients."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -126,6 +127,15 @@ def test_cross_validate_scores_every_image_once_by_the_model_that_did_not_see_it
     ensemble = json.loads((both / "cross_validation.json").read_text())
     assert ensemble["folds"][0]["model"] == "fold0+other_fold0" and ensemble["folds"][1]["model"] == "fold1"
     assert [row["n_images"] for row in ensemble["folds"]] == counts
+    odd = tmp_path / "odd_fold0"  # said to be fold 0 but validating fold 1's patients: its ensemble is refused
+    shutil.copytree(other, odd)
+    info = json.loads((odd / "model.json").read_text())
+    info["training"]["val_patients"], info["training"]["train_patients"] = (
+        json.loads((models[1] / "model.json").read_text())["training"]["val_patients"], [])
+    (odd / "model.json").write_text(json.dumps(info))
+    assert main(["cross-validate", "--dataset", str(dataset_dir), "--models", str(models[0]), str(odd),
+                 str(models[1]), "--out", str(tmp_path / "cv5")]) == 2
+    assert "validates other patients than" in capsys.readouterr().err
     assert "no millimetre or CSA figure" in (reversed_out / "cross_validation.md").read_text()
 
 

@@ -673,3 +673,17 @@ def test_the_dicom_plugin_offers_only_segs_without_frame_of_reference_and_loads_
     broken = DICOMLoadable()
     broken.files = [str(source)]  # not a SEG: the load fails, logged, no exception into the browser
     assert plugin.load(broken) is False
+
+
+def test_a_column_added_to_a_table_with_rows_leaves_them_empty(mrml, image_path, segmenter):
+    volume = mrml.logic.load_image(image_path, spacing_mm=SPACING)
+    segmentation, _ = mrml.logic.segment(volume, segmenter)
+    table = mrml.logic.measurement_table()
+    mrml.logic.update_table(table, mrml.logic.measure(segmentation, volume), "older")
+    for name in ("csa_low_mm2", "csa_high_mm2", "review"):  # a table from before these columns
+        table.RemoveColumn(table.GetColumnIndex(name))
+    interval = mrml.logic.ai_interval(segmentation, volume)
+    mrml.logic.update_table(table, mrml.logic.measure(segmentation, volume), "newer", interval=interval)
+    older, newer = mrml.logic.table_results(table)
+    assert older.csa_low_mm2 is None and older.csa_high_mm2 is None and "review" not in older.flags
+    assert newer.csa_low_mm2 == pytest.approx(interval.low_mm2)

@@ -165,7 +165,13 @@ def test_segment_with_two_models_writes_their_ensemble(dataset_dir, tmp_path):
     assert main(["segment", str(image_path), "--out", str(out), "--spacing", "0.062", "--model", models[0],
                  "--model", models[1]]) == 0
     [row] = read_results(out)
-    assert row.model == ensemble.model_id == "+".join(Segmenter(m).model_id for m in models)
+    assert row.model == ensemble.model_id == " + ".join(Segmenter(m).model_id for m in models)
     assert row.csa_low_mm2 <= row.area_mm2 <= row.csa_high_mm2
     with pytest.raises(ValueError, match="two or more"):
         Ensemble(models[:1])
+
+
+def test_the_width_catching_nine_in_ten_of_ten_is_the_second_smallest():
+    widths = [float(w) for w in range(1, 11)]  # (1 - 0.9) * 10 is 0.999... in floats: not the smallest
+    assert width_catching([2.0] * 10, widths, share=0.9) == 2.0
+    assert width_catching([2.0] * 20, widths * 2, share=0.9) == 2.0
