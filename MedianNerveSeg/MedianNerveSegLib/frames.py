@@ -1,7 +1,7 @@
 """Clips read a frame at a time: memory flat in the clip's length.
 
-:func:`io.open_image` gives a multi-frame DICOM, a multi-page TIFF, or a 2D+time NRRD or NIfTI whose
-frames follow one another in the file an :class:`UltrasoundImage`
+:func:`io.open_image` gives a multi-frame DICOM, a multi-page TIFF, or a 2D+time NRRD, NIfTI or
+uncompressed MetaImage an :class:`UltrasoundImage`
 whose ``pixels`` is a :class:`LazyFrames`: each frame is decoded when asked for, converted to
 grey float32 as :func:`io.read_image` converts a whole clip, and checked for NaN/Inf then (a bad
 frame is refused naming its index; the frames before it stand). Any other file, or a clip
@@ -230,5 +230,52 @@ def open_nifti_clip(path: Path, grey: Callable[[np.ndarray], np.ndarray]) -> Opt
         raw = _frames_of_stream(path, lambda: ImageOpener(str(path), "rb"), int(proxy.offset), n_frames,
                                 frame_bytes, decode)
         return header, LazyFrames(path, n_frames, raw, grey)
+    except Exception:
+        return None
+
+
+def _metaimage_header(path: Path) -> dict:
+    """The MetaImage header's fields (up to ElementDataFile), by name."""
+    fields = {}
+    with open(path, "rb") as handle:
+        for line in handle:
+            key, _, value = line.decode("latin-1").partition("=")
+            fields[key.strip()] = value.strip()
+            if key.strip() == "ElementDataFile" or len(fields) > 100:
+                break
+    return fields
+
+
+def open_metaimage_clip(path: Path, grey: Callable[[np.ndarray], np.ndarray]
+                        ) -> Optional[Tuple[Tuple[float, ...], int, LazyFrames]]:
+    """(spacing per axis, slowest first; colour components; LazyFrames) of an uncompressed 2D+time MetaImage (.mha, or .mhd with its data file), each frame read as a
+    region (SimpleITK streams it), or None to read the file whole (compressed data: ITK would decompress it
+    all for each frame)."""
+    import SimpleITK as sitk
+
+    try:
+        header = _metaimage_header(path)
+        data = path if header.get("ElementDataFile") == "LOCAL" else path.parent / header.get("ElementDataFile", "")
+        if header.get("CompressedData", "False").lower() == "true" or not data.is_file():
+            return None
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(path))
+        reader.ReadImageInformation()
+        size = reader.GetSize()
+        if len(size) != 3 or min(size) < 2:
+            return None
+        n_frames = size[2]
+
+        def frames_from(start: int) -> Iterator[np.ndarray]:
+            for index in range(start, n_frames):
+                reader.SetExtractIndex((0, 0, index))
+                reader.SetExtractSize((size[0], size[1], 0))
+                yield sitk.GetArrayFromImage(reader.Execute())
+
+        first = next(frames_from(0))
+        if data.stat().st_size < n_frames * first.nbytes:
+            return None  # truncated: the whole read says so
+        components = first.shape[2] if first.ndim == 3 else 1
+        return tuple(reversed(reader.GetSpacing())), components, LazyFrames(path, n_frames, frames_from, grey)
     except Exception:
         return None

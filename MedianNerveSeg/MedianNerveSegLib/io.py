@@ -457,10 +457,10 @@ def read_image(path: PathLike, spacing_mm: Optional[Union[float, Sequence[float]
 
 
 def open_image(path: PathLike, spacing_mm: Optional[Union[float, Sequence[float]]] = None) -> UltrasoundImage:
-    """As :func:`read_image`, but a clip (a multi-frame DICOM, multi-page TIFF, or 2D+time NRRD or NIfTI) is
+    """As :func:`read_image`, but a clip (a multi-frame DICOM, multi-page TIFF, or 2D+time NRRD, NIfTI or MHA) is
     opened, not read: its frames are decoded one at a time as they are asked for (:mod:`frames`); close it
     with :func:`close_image`."""
-    from .frames import open_dicom_clip, open_nifti_clip, open_nrrd_clip, open_tiff_clip
+    from .frames import open_dicom_clip, open_metaimage_clip, open_nifti_clip, open_nrrd_clip, open_tiff_clip
 
     path = Path(path)
     fmt = _check_file(path)
@@ -495,6 +495,14 @@ def open_image(path: PathLike, spacing_mm: Optional[Union[float, Sequence[float]
                 spacing_zyx = _nifti_spacing_zyx(header, len(header.get_data_shape()))
                 decoded = _squeeze_stack(path, decoded, [s for s, n in zip(spacing_zyx, reversed(
                     header.get_data_shape())) if n > 1])
+                return _image(path, fmt, decoded, spacing_mm)
+    elif fmt.name == "metaimage":
+        opened = open_metaimage_clip(path, _grey_page)
+        if opened is not None:
+            spacing_zyx, components, frames = opened
+            with _closed_on_error(frames):
+                decoded = _Decoded(frames, frames.shape + ((components,) if components > 1 else ()))
+                decoded = _squeeze_stack(path, decoded, _stated(list(spacing_zyx)))
                 return _image(path, fmt, decoded, spacing_mm)
     return read_image(path, spacing_mm)
 

@@ -291,6 +291,13 @@ def _write_volume_clip(path: Path, frames: np.ndarray, kind: str) -> Path:
                   "spacings": ([np.nan] if colour else []) + [0.1, 0.1, 0.05]}
         nrrd.write(str(path), frames, header, index_order="C")
         return path
+    if kind.startswith("mha"):
+        import SimpleITK as sitk
+
+        image = sitk.GetImageFromArray(frames, isVector=colour)
+        image.SetSpacing((0.1, 0.1, 0.05))
+        sitk.WriteImage(image, str(path), useCompression=kind == "mha-compressed")
+        return path
     import nibabel
 
     data = frames.transpose(2, 1, 0) if not colour else frames.transpose(2, 1, 0, 3)  # (x, y, t[, c])
@@ -309,8 +316,9 @@ def _write_volume_clip(path: Path, frames: np.ndarray, kind: str) -> Path:
 @pytest.mark.parametrize("kind,suffix,colour", [("nrrd-raw", ".nrrd", False), ("nrrd-gzip", ".nrrd", False),
                                                 ("nrrd-gzip", ".nrrd", True), ("nifti", ".nii", False),
                                                 ("nifti", ".nii.gz", False), ("nifti-scaled", ".nii.gz", False),
-                                                ("nifti", ".nii", True)])
-def test_an_nrrd_or_nifti_clip_is_opened_frame_by_frame_as_read_image_reads_it(tmp_path, kind, suffix, colour):
+                                                ("nifti", ".nii", True), ("mha", ".mha", False),
+                                                ("mha", ".mha", True), ("mha", ".mhd", False)])
+def test_an_nrrd_nifti_or_mha_clip_is_opened_frame_by_frame_as_read_image_reads_it(tmp_path, kind, suffix, colour):
     frames = _clip(6)
     if colour:
         frames = (np.repeat(frames[..., None], 3, axis=3) * np.array([1, 0.5, 0.25])).astype(np.uint8)
@@ -378,14 +386,22 @@ def test_a_colour_picture_in_nrrd_is_one_image_not_a_clip_of_strips(tmp_path):
         np.testing.assert_array_equal(opened.pixels, whole.pixels)
 
 
-def test_a_cut_uncompressed_nifti_clip_is_refused_as_read_image_refuses_it(tmp_path):
-    path = _write_volume_clip(tmp_path / "cut.nii", _clip(6), "nifti")
+@pytest.mark.parametrize("suffix", [".nii", ".mha"])
+def test_a_cut_uncompressed_nifti_or_mha_clip_is_refused_as_read_image_refuses_it(tmp_path, suffix):
+    path = _write_volume_clip(tmp_path / f"cut{suffix}", _clip(6), "nifti" if suffix == ".nii" else "mha")
     path.write_bytes(path.read_bytes()[:-60 * 80 * 2])
     with pytest.raises(ImageReadError) as whole:
         read_image(path)
     with pytest.raises(ImageReadError) as opened:
         open_image(path)
     assert str(opened.value) == str(whole.value)
+
+
+def test_a_compressed_mha_clip_is_read_whole(tmp_path):
+    path = _write_volume_clip(tmp_path / "z.mha", _clip(6), "mha-compressed")
+    opened = open_image(path)  # ITK would decompress it all for each frame read as a region
+    assert not isinstance(opened.pixels, LazyFrames)
+    np.testing.assert_array_equal(opened.pixels, read_image(path).pixels)
 
 
 def test_after_the_data_ends_later_frames_fail_without_decoding_the_file_again():
