@@ -548,7 +548,8 @@ def build_parser() -> argparse.ArgumentParser:
                          description="Each model segments the validation patients its model.json names; writes "
                                      "the pooled figures over every validated image, each fold's, their spread, "
                                      "and the masks, to --out (cross_validation.md/.json, pooled/, fold_<k>/).")
-    cvs.add_argument("--dataset", required=True, help="images/ + masks/ folder")
+    cvs.add_argument("--dataset", required=True, help="images/ + masks/ folder, or a dataset store (its training and"
+                     " validation samples)")
     cvs.add_argument("--models", nargs="+", required=True,
                      help="one model folder (or name) per fold; several of one fold are scored as their ensemble")
     cvs.add_argument("--out", required=True, help="output folder")
@@ -561,7 +562,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      "dataset.json) and splits_final.json: patient-level folds, fold 0 of seed 0 "
                                      "being the shipped models' validation patients, so nnU-Net trains and "
                                      "validates on the same patients as the models here.")
-    nnu.add_argument("--dataset", required=True, help="images/ + masks/ folder")
+    nnu.add_argument("--dataset", required=True, help="images/ + masks/ folder, or a dataset store (its training and"
+                     " validation samples)")
     nnu.add_argument("--out", required=True, help="folder to hold Dataset<ID>_<NAME>/ (nnUNet_raw)")
     nnu.add_argument("--id", type=int, default=501, help="nnU-Net dataset id, 1-999 (default 501)")
     nnu.add_argument("--name", default="MedianNerve", help="dataset name (default MedianNerve)")
@@ -598,7 +600,7 @@ def build_parser() -> argparse.ArgumentParser:
     tra = sub.add_parser("train", help="train or fine-tune a model on a folder with images/ and masks/",
                          description="Patient-level split (PzNNN prefix), augmentation, BCE+Dice, AdamW with "
                                      "cosine schedule; writes a model folder usable with segment --model.")
-    tra.add_argument("--dataset", required=True, help="folder with images/ and masks/ of the same stems")
+    tra.add_argument("--dataset", required=True, help="folder with images/ and masks/ of the same stems, or a dataset store")
     tra.add_argument("--out", default=None, help="model folder to write (default with --bundle: BUNDLE/models)")
     tra.add_argument("--bundle", default=None, help="train with a MONAI bundle's configs/train.json "
                                                     "(training/<model>); the options below override it")

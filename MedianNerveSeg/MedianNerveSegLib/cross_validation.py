@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from .benchmark import COMPARISON_KEYS, predict_samples, without_millimetres
-from .data import list_samples
+from .dataset import fold_samples
 from .evaluate import evaluate_folders
 from .inference import segmenter_of
 from .metrics import markdown_table
@@ -65,7 +65,7 @@ def cross_validate(dataset_dir: Path, models: Sequence[str], out_dir: Path, spac
     out_dir = Path(out_dir)
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise FileExistsError(f"{out_dir} is not an empty folder: give a new --out (nothing is written over)")
-    samples = list_samples(Path(dataset_dir))
+    samples = fold_samples(dataset_dir)
     fold_models = _fold_models([resolve_model(model) for model in models], samples)
     numbers = [number for number, _, _ in fold_models]
     folders = [models for _, models, _ in fold_models]

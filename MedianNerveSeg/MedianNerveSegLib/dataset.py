@@ -33,7 +33,7 @@ from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple, Union
 import numpy as np
 from PIL import Image
 
-from .data import DEFAULT_PATIENT_PATTERN, SPLITS, Sample, assign_patients, list_pairs, patient_id
+from .data import DEFAULT_PATIENT_PATTERN, SPLITS, Sample, assign_patients, list_pairs, list_samples, patient_id
 from .io import FolderLock, atomic_write, read_image, read_mask, to_uint8
 from .spacing import SpacingError, parse_spacing
 
@@ -431,6 +431,16 @@ def _refuse_another_patient(records: Iterable[Dict[str, Any]], image_sha256: str
 
 def _meta_of(datalist: Dict[str, Any]) -> Dict[str, Any]:
     return {key: datalist.get(key) for key in META_KEYS}
+
+
+def fold_samples(dataset_dir: PathLike) -> List[Sample]:
+    """Every sample patient folds are made of: a dataset store's training and validation samples (its test
+    patients stay out), else the (image, mask) pairs of images/ and masks/."""
+    folder = Path(dataset_dir)
+    if (folder / DATALIST).is_file():
+        store = LabelledDataset(folder)
+        return store.samples("training") + store.samples("validation")
+    return list_samples(folder)
 
 
 def _is_store(folder: Path) -> bool:

@@ -17,7 +17,8 @@ from typing import Any, Dict, List
 
 import numpy as np
 
-from .data import list_samples, patient_folds
+from .data import patient_folds
+from .dataset import fold_samples
 from .io import atomic_write, read_image, read_mask
 
 
@@ -62,7 +63,7 @@ def export_nnunet(dataset_dir: Path, out_dir: Path, dataset_id: int = 501, name:
     folder is refused (nothing is written over); a multi-frame image or an image and mask of different sizes is
     refused naming the file, and what was written removed. The folder appears whole or not at all (an interrupted
     export leaves at most a hidden ``.Dataset....partial-*`` folder)."""
-    samples = list_samples(Path(dataset_dir))
+    samples = fold_samples(dataset_dir)
     folder = Path(out_dir) / dataset_folder_name(dataset_id, name)
     taken = sorted(p.name for p in Path(out_dir).glob(f"Dataset{dataset_id:03d}_*")) if Path(out_dir).is_dir() else []
     if taken:

@@ -200,8 +200,9 @@ def split_samples(dataset_dir: Path, cfg: TrainConfig) -> Tuple[List[Sample], Li
     if cfg.folds:
         if not 0 <= cfg.fold < cfg.folds:
             raise ValueError(f"--fold {cfg.fold}: folds are numbered 0 to {cfg.folds - 1}")
-        samples = (store.samples("training") + store.samples("validation")) if store else list_samples(dataset_dir)
-        return patient_folds(samples[: cfg.max_images], cfg.folds, cfg.seed)[cfg.fold]
+        from .dataset import fold_samples
+
+        return patient_folds(fold_samples(dataset_dir)[: cfg.max_images], cfg.folds, cfg.seed)[cfg.fold]
     if store:
         return store.samples("training")[: cfg.max_images], store.samples("validation")
     return split_by_patient(list_samples(dataset_dir)[: cfg.max_images], cfg.val_fraction, cfg.seed)

@@ -160,3 +160,32 @@ def test_export_refuses_what_nnunet_would_misread(dataset_dir, tmp_path, capsys)
     Image.open(samples[1].image).save(source / "images" / f"{samples[1].stem}.bmp")
     assert main(["export-nnunet", "--dataset", str(source), "--out", str(tmp_path / "o2"), "--folds", "2"]) == 2
     assert f"share the name '{samples[1].stem}'" in capsys.readouterr().err
+
+
+def test_a_dataset_store_exports_and_cross_validates_on_its_training_and_validation_patients(dataset_dir,
+                                                                                             tmp_path):
+    from MedianNerveSegLib.dataset import LabelledDataset, fold_samples
+
+    source = tmp_path / "source"  # 16 real pairs of 7 patients
+    stems = sorted(p.stem for p in (dataset_dir / "images").glob("*.png"))[:16]
+    for sub in ("images", "masks"):
+        (source / sub).mkdir(parents=True)
+        for stem in stems:
+            shutil.copy(dataset_dir / sub / f"{stem}.png", source / sub / f"{stem}.png")
+    store = LabelledDataset.init(tmp_path / "store", name="corrected")
+    assert store.import_folder(source, spacing_mm=0.062)["added"] == 16
+    samples = fold_samples(store.folder)
+    assert len(samples) == len(store.samples("training")) + len(store.samples("validation")) > 0
+
+    assert main(["export-nnunet", "--dataset", str(store.folder), "--out", str(tmp_path / "raw"), "--folds", "2"]) == 0
+    [dataset] = (tmp_path / "raw").iterdir()
+    assert len(list((dataset / "labelsTr").glob("*.png"))) == len(samples)
+    models = []
+    for fold in (0, 1):
+        models.append(tmp_path / f"fold{fold}")
+        assert main(["train", "--dataset", str(store.folder), "--out", str(models[-1]), "--epochs", "1",
+                     "--input-size", "64", "64", "--folds", "2", "--fold", str(fold)]) in (0, 1)
+    assert main(["cross-validate", "--dataset", str(store.folder), "--models", *map(str, models), "--out",
+                 str(tmp_path / "cv")]) == 0
+    result = json.loads((tmp_path / "cv" / "cross_validation.json").read_text())
+    assert result["n_images"] == len(samples) and not result["not_validated"]
