@@ -217,13 +217,14 @@ def cmd_export_nnunet(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from .report import load_cutoffs, write_report
+    from .report import load_cutoffs, review_text, write_report
 
     report = write_report(args.results, Path(args.out), load_cutoffs(args.cutoffs))
     for side in report.sides:
         levels = ", ".join(f"{level} {s.mean_mm2:.2f} mm^2 (n={s.n})" for level, s in side.levels.items())
         flagged = [v.key for v in side.verdicts if v.at_or_above]
-        print(f"{side.patient} {side.side}: {levels}" + (f"; at or above: {', '.join(flagged)}" if flagged else ""))
+        print(f"{side.patient} {side.side}: {levels}" + (f"; at or above: {', '.join(flagged)}" if flagged else "")
+              + (f"; {review_text(side)}" if review_text(side) else ""))
     for excluded in report.excluded:
         print(f"not in the report: {excluded['image']} frame {excluded['frame']}: {excluded['reason']}",
               file=sys.stderr)

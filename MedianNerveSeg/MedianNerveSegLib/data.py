@@ -118,7 +118,8 @@ def patient_folds(samples: Sequence[Sample], folds: int = 5, seed: int = 0) -> L
     seed 0 and 5 folds fold 0 holds the shipped models' validation patients."""
     patients = _shuffled((s.patient for s in samples), seed)
     if not 2 <= folds <= len(patients):
-        raise ValueError(f"{folds} folds need between 2 and {len(patients)} (the number of patients)")
+        raise ValueError(f"{folds} folds: patient folds need 2 or more folds and at least as many patients as folds "
+                         f"({len(patients)} patients here)")
     bounds = [round(i * len(patients) / folds) for i in range(folds + 1)]
     fold_of = {p: f for f in range(folds) for p in patients[bounds[f]:bounds[f + 1]]}
     return [([s for s in samples if fold_of[s.patient] != f], [s for s in samples if fold_of[s.patient] == f])

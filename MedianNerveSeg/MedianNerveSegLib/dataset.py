@@ -437,10 +437,13 @@ def fold_samples(dataset_dir: PathLike) -> List[Sample]:
     """Every sample patient folds are made of: a dataset store's training and validation samples (its test
     patients stay out), else the (image, mask) pairs of images/ and masks/."""
     folder = Path(dataset_dir)
-    if (folder / DATALIST).is_file():
-        store = LabelledDataset(folder)
-        return store.samples("training") + store.samples("validation")
-    return list_samples(folder)
+    if not _is_store(folder):
+        return list_samples(folder)
+    store = LabelledDataset(folder)  # (a datalist lost is rebuilt from the provenance)
+    samples = store.samples("training") + store.samples("validation")
+    if not samples:
+        raise ValueError(f"{folder}: the dataset store has no training or validation samples")
+    return samples
 
 
 def _is_store(folder: Path) -> bool:

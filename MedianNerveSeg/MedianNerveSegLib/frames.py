@@ -152,7 +152,8 @@ def _frames_of_stream(path: Path, open_stream: Callable[[], Any], offset: int, n
 
 
 NRRD_COLOUR_KINDS = ("RGB-color", "RGBA-color", "3-color", "4-color", "vector")
-NRRD_SPATIAL_KINDS = ("domain", "space", "time")  # (an axis of another kind ITK reads as pixel components)
+NRRD_FRAME_KINDS = ("domain", "space")  # the axes of a frame; an axis of another kind ITK reads as components
+NRRD_CLIP_KINDS = NRRD_FRAME_KINDS + ("time",)  # the clip's axis, the slowest
 
 
 def open_nrrd_clip(path: Path, grey: Callable[[np.ndarray], np.ndarray]) -> Optional[Tuple[int, LazyFrames]]:
@@ -173,9 +174,10 @@ def open_nrrd_clip(path: Path, grey: Callable[[np.ndarray], np.ndarray]) -> Opti
         encoding = header.get("encoding")
         skips = ("data file", "datafile", "line skip", "lineskip", "byte skip", "byteskip")
         if len(sizes) != 3 + (components > 1) or min(sizes) < 2 or encoding not in ("raw", "gzip", "gz") \
-                or any(kind not in NRRD_SPATIAL_KINDS for kind in kinds[components > 1:]) \
+                or any(kind not in NRRD_FRAME_KINDS for kind in kinds[components > 1:-1]) \
+                or kinds[-1] not in NRRD_CLIP_KINDS \
                 or any(header.get(key) for key in skips):
-            return None  # a colour picture, a colour axis last, data elsewhere: the whole read
+            return None  # a colour picture, a colour or time axis elsewhere, data elsewhere: the whole read
         dtype, n_frames = _determine_datatype(header), sizes[-1]
         frame_shape = tuple(reversed(sizes[:-1]))  # NRRD lists the fastest axis first: (H, W) or (H, W, C)
         frame_bytes = dtype.itemsize * int(np.prod(sizes[:-1]))

@@ -138,6 +138,10 @@ class Ensemble(Segmenter):
         if len(models) < 2:
             raise ValueError("an ensemble needs two or more models")
         self.members = [Segmenter(model, device, runtime) for model in models]
+        folders = [m.model_dir.resolve() for m in self.members]
+        twice = next((model for model, folder in zip(models, folders) if folders.count(folder) > 1), None)
+        if twice is not None:
+            raise ValueError(f"--model {twice} is given twice: an ensemble of a model with itself is that model")
         detectors = [m.info.name for m in self.members if is_detector(m.info.architecture)]
         if detectors:
             raise ModelFolderError(f"{detectors[0]} is a detector: an ensemble averages probability maps of "
@@ -158,7 +162,8 @@ class Ensemble(Segmenter):
 def segmenter_of(models: Sequence[Optional[Union[str, Path]]], device: Optional[str] = None,
                  runtime: Optional[str] = None) -> Segmenter:
     """The Segmenter of one model (the shipped one for none), or the Ensemble of several."""
-    models = [m for m in models if m]
+    if any(not str(m).strip() for m in models):
+        raise ValueError("--model: an empty model name")
     return Ensemble(models, device, runtime) if len(models) > 1 else Segmenter(models[0] if models else None,
                                                                                device, runtime)
 

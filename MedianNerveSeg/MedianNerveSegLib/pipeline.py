@@ -20,7 +20,7 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequ
 import numpy as np
 
 from .data import DEFAULT_PATIENT_PATTERN
-from .results import RESULTS_FILE, FrameResult, ResultsWriter, read_results
+from .results import ENSEMBLE_JOIN, RESULTS_FILE, FrameResult, ResultsWriter, read_results
 from .uncertainty import REVIEW_FLAG, csa_interval
 
 PathLike = Union[str, Path]
@@ -192,13 +192,15 @@ def overlay_caption(result: FrameResult) -> List[str]:
     elif result.area_mm2 is None:
         csa = f"CSA {result.area_px} px (spacing unknown)"
     else:
-        csa = f"CSA {result.area_mm2:.2f} mm\u00b2" + (
-            f" (range {result.csa_low_mm2:.1f}-{result.csa_high_mm2:.1f})" if result.csa_low_mm2 is not None else "") + (
-            "  IMPLAUSIBLE" if "implausible-csa" in result.flags else "") + (
-            "  REVIEW" if REVIEW_FLAG in result.flags else "")
+        warnings = [word for flag, word in (("implausible-csa", "IMPLAUSIBLE"), (REVIEW_FLAG, "REVIEW"))
+                    if flag in result.flags]  # first, where a narrow picture cannot cut them off
+        csa = " ".join(warnings + [f"CSA {result.area_mm2:.2f} mm\u00b2"]) + (
+            f" (range {result.csa_low_mm2:.1f}-{result.csa_high_mm2:.1f})" if result.csa_low_mm2 is not None else "")
     where = " ".join(part for part in (result.side or "side unknown", result.level) if part)
     frame = f", frame {result.frame}" + (f" ({result.time_s:.2f} s)" if result.time_s is not None else "")
-    return [csa, where + (frame if result.frame or result.time_s else ""), result.model.replace("@", " ")]
+    members = result.model.split(ENSEMBLE_JOIN)
+    model = f"ensemble of {len(members)} models" if len(members) > 1 else result.model.replace("@", " ")
+    return [csa, where + (frame if result.frame or result.time_s else ""), model]
 
 
 @dataclass(frozen=True)
@@ -344,10 +346,20 @@ def _run_settings(segmenter, spacing_mm, outputs: Outputs, labels: Labels) -> di
     from .spacing import parse_spacing
 
     spacing = parse_spacing(spacing_mm, "--spacing")
-    return {"model": segmenter.model_id,
+    return {"model": segmenter.model_id, "weights": weights_checksums(segmenter),
             "spacing_mm": list(spacing) if spacing else None, "save_prob": bool(outputs.save_prob),
             "mask_formats": sorted(outputs.mask_formats), "patient": labels.patient, "side": labels.side,
             "level": labels.level, "dicom_out": bool(outputs.dicom_out), "overlay": bool(outputs.overlay)}
+
+
+def weights_checksums(segmenter) -> List[str]:
+    """The checksum of each model folder a segmenter (or each member of an ensemble) runs: two folders of one
+    name@version (the folds of a cross-validation, say) are told apart."""
+    from .runtime import model_checksum
+    from .zoo import MODEL_JSON, WEIGHTS
+
+    folders = [getattr(member, "model_dir", None) for member in getattr(segmenter, "members", [segmenter])]
+    return [model_checksum([folder / MODEL_JSON, folder / WEIGHTS]) for folder in folders if folder is not None]
 
 
 _SETTINGS_ADDED = {"overlay": True}  # settings recorded since a later version: an older folder had the default

@@ -92,11 +92,11 @@ class ImageCSA:
     high_mm2: Optional[float] = None
     review: bool = False  # the interval is wide: check the contour
 
-    def text(self) -> str:
-        """'10.21' or '10.21 (range 9.6-10.9, REVIEW)'."""
+    def text(self, unit: str = "") -> str:
+        """'10.21' or '10.21 mm² (range 9.6-10.9, REVIEW)' (with ``unit`` " mm²")."""
         extra = ([f"range {self.low_mm2:.1f}-{self.high_mm2:.1f}"] if self.low_mm2 is not None else []) + (
             ["REVIEW"] if self.review else [])
-        return f"{self.csa_mm2:.2f}" + (f" ({', '.join(extra)})" if extra else "")
+        return f"{self.csa_mm2:.2f}{unit}" + (f" ({', '.join(extra)})" if extra else "")
 
 
 @dataclass
@@ -222,7 +222,7 @@ def _verdict_text(verdict: Verdict, cutoff: Cutoff) -> str:
     return f"{cutoff.label}: {verdict.value:.2f}{unit}, {side} the cut-off {cutoff.threshold:g}{unit}"
 
 
-def _review_text(side: SideSummary) -> str:
+def review_text(side: SideSummary) -> str:
     flagged = [i for level in side.levels.values() for i in level.images if i.review]
     n = sum(level.n for level in side.levels.values())
     return (f"{len(flagged)} of {n} images flagged REVIEW (wide CSA range): check their contours before "
@@ -240,7 +240,7 @@ def report_markdown(report: Report) -> str:
                                f"{f' ({i.acquired})' if i.acquired else ''}: {i.text()}" for i in summary.images)
             lines.append(f"| {level} | {summary.n} | {summary.mean_mm2:.2f} | {_number(summary.sd_mm2)} | {images} |")
         lines += [""] + [f"- {_verdict_text(v, cutoffs[v.key])}" for v in side.verdicts] + [
-            f"- {text}" for text in [_review_text(side)] if text] + [""]
+            f"- {text}" for text in [review_text(side)] if text] + [""]
     if report.excluded:
         lines += ["## Not in any figure", ""] + [f"- {e['image']} frame {e['frame']}: {e['reason']}"
                                                   for e in report.excluded] + [""]
@@ -275,12 +275,12 @@ def report_html(report: Report, plot: str) -> str:
             css = " class='above'" if verdict.at_or_above else ""
             text = _verdict_text(verdict, cutoffs[verdict.key]).replace("mm^2", "mm²")
             parts.append(f"<li{css}>{esc(text)}</li>")
-        review = _review_text(side)
+        review = review_text(side)
         parts.append((f"<li class='above'>{esc(review)}</li>" if review else "") + "</ul>")
         for level, summary in side.levels.items():
             for image in summary.images:
                 caption = f"{Path(image.image).name}{f' frame {image.frame}' if image.frame else ''}, {level}: " \
-                          f"{image.text()} mm²" + (f", {image.acquired}" if image.acquired else "")
+                          f"{image.text(' mm²')}" + (f", {image.acquired}" if image.acquired else "")
                 img = f"<img src='images/{esc(image.overlay)}' alt='{esc(caption)}'>" if image.overlay else ""
                 parts.append(f"<figure>{img}<figcaption>{esc(caption)}</figcaption></figure>")
     if report.excluded:

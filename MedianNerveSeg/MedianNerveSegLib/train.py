@@ -190,11 +190,9 @@ def _loss_function(cfg: TrainConfig) -> Callable[[torch.Tensor, torch.Tensor], t
 def split_samples(dataset_dir: Path, cfg: TrainConfig) -> Tuple[List[Sample], List[Sample]]:
     """Training and validation samples: with ``cfg.folds``, fold ``cfg.fold`` of the patient folds (of a store's
     training and validation samples); else a dataset store's own split, or a patient split of images/ + masks/."""
-    store = None
-    if (Path(dataset_dir) / "datalist.json").is_file():
-        from .dataset import LabelledDataset
+    from .dataset import LabelledDataset, _is_store
 
-        store = LabelledDataset(dataset_dir)
+    store = LabelledDataset(dataset_dir) if _is_store(Path(dataset_dir)) else None
     if cfg.fold and not cfg.folds:
         raise ValueError(f"--fold {cfg.fold} needs --folds N (the number of patient folds)")
     if cfg.folds:
@@ -400,6 +398,8 @@ def train(dataset_dir: Path, out_dir: Path, cfg: TrainConfig, log: Callable[[str
         raise ValueError(f"{dataset_dir}: no training samples")
     log(f"{len(train_samples)} training images, {len(val_samples)} validation images "
         f"({len({s.patient for s in val_samples})} held-out patients)")
+    if cfg.folds and not cfg.name.endswith(f"_fold{cfg.fold}"):  # the models of a cross-validation, told apart
+        cfg = replace(cfg, name=f"{cfg.name}_fold{cfg.fold}")
     recipe = _recipe(cfg)(cfg, device, train_samples, val_samples, log)
     info = recipe.info()
     network = recipe.prepare(_build_network(cfg, device))

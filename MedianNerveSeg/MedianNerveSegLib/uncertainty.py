@@ -38,7 +38,7 @@ class CsaInterval:
 
     @property
     def needs_review(self) -> bool:
-        return self.width_mm2 >= REVIEW_WIDTH_MM2
+        return self.width_mm2 >= REVIEW_WIDTH_MM2 - 1e-9  # (a pixel count times a pixel area: not exact)
 
 
 def band_pixels(probability: np.ndarray, min_component_px: int, min_branch_fraction: float) -> Tuple[int, int]:

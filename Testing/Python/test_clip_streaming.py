@@ -421,3 +421,14 @@ def test_after_the_data_ends_later_frames_fail_without_decoding_the_file_again()
         with pytest.raises(ImageReadError, match=f"frame {index} cannot be decoded .the file ends before frame 2"):
             frames[index]
     assert starts == [0, 2]  # the first frame, then one decode that found the end; frames 3 and 4 fail at once
+
+
+def test_an_nrrd_with_time_as_its_fastest_axis_is_not_cut_into_strips(tmp_path):
+    import nrrd
+
+    path = tmp_path / "time_first.nrrd"
+    nrrd.write(str(path), _clip(3).transpose(1, 2, 0).copy(), {"kinds": ["time", "domain", "domain"],
+                                                               "encoding": "gzip"}, index_order="C")
+    opened = open_image(path)  # read as read_image reads it, whatever that gives: never 60 frames of 80 x 3
+    assert not isinstance(opened.pixels, LazyFrames)
+    np.testing.assert_array_equal(opened.pixels, read_image(path).pixels)

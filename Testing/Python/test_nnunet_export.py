@@ -21,7 +21,7 @@ def test_folds_validate_every_patient_once_and_fold_0_is_the_shipped_split(datas
         assert not {s.patient for s in train} & {s.patient for s in val} and len(train) + len(val) == len(samples)
     assert {s.stem for s in folds[0][1]} == {s.stem for s in split_by_patient(samples, 0.2, 0)[1]}
     assert {s.stem for s in patient_folds(samples, 5, 1)[0][1]} != {s.stem for s in folds[0][1]}
-    with pytest.raises(ValueError, match="folds need between 2 and"):
+    with pytest.raises(ValueError, match=r"5 folds: patient folds need 2 or more folds .* \(2 patients here\)"):
         patient_folds(samples[:3], 5)
 
 
@@ -189,3 +189,9 @@ def test_a_dataset_store_exports_and_cross_validates_on_its_training_and_validat
                  str(tmp_path / "cv")]) == 0
     result = json.loads((tmp_path / "cv" / "cross_validation.json").read_text())
     assert result["n_images"] == len(samples) and not result["not_validated"]
+    assert json.loads((models[1] / "model.json").read_text())["name"].endswith("_fold1")  # told apart
+
+    (store.folder / "datalist.json").unlink()  # lost: rebuilt from the provenance, as every store command does
+    assert [s.stem for s in fold_samples(store.folder)] == [s.stem for s in samples]
+    empty = LabelledDataset.init(tmp_path / "empty", name="empty")
+    assert main(["export-nnunet", "--dataset", str(empty.folder), "--out", str(tmp_path / "raw2")]) == 2

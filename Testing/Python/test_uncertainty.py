@@ -87,7 +87,7 @@ def _row(image, area, low, high, flags=()):
 def test_the_overlay_and_the_report_show_the_range_and_the_review_flag():
     flagged = _row("a.png", 10.2, 9.0, 11.6, ["review"])
     calm = _row("b.png", 9.8, 9.6, 10.0)
-    assert overlay_caption(flagged)[0] == "CSA 10.20 mm\u00b2 (range 9.0-11.6)  REVIEW"
+    assert overlay_caption(flagged)[0] == "REVIEW CSA 10.20 mm\u00b2 (range 9.0-11.6)"
     assert overlay_caption(calm)[0] == "CSA 9.80 mm\u00b2 (range 9.6-10.0)"
     report = summarise([(flagged, ""), (calm, "")])
     images = report.sides[0].levels["inlet"].images
@@ -175,3 +175,46 @@ def test_the_width_catching_nine_in_ten_of_ten_is_the_second_smallest():
     widths = [float(w) for w in range(1, 11)]  # (1 - 0.9) * 10 is 0.999... in floats: not the smallest
     assert width_catching([2.0] * 10, widths, share=0.9) == 2.0
     assert width_catching([2.0] * 20, widths * 2, share=0.9) == 2.0
+
+
+def test_an_interval_exactly_as_wide_as_the_review_width_is_flagged():
+    pixels = round(uncertainty.REVIEW_WIDTH_MM2 / 0.01)  # 100 pixels of 0.01 mm^2: not exactly 1.0 in floats
+    assert csa_interval((1501, 1501 + pixels), 1550, (0.1, 0.1)).needs_review
+    assert not csa_interval((1501, 1500 + pixels), 1550, (0.1, 0.1)).needs_review
+
+
+def test_an_ensemble_refuses_an_empty_or_repeated_member_and_its_overlay_says_ensemble(tmp_path):
+    from MedianNerveSegLib.inference import segmenter_of
+
+    with pytest.raises(ValueError, match="empty model name"):
+        segmenter_of(["", "median_nerve_unet_small"])
+    with pytest.raises(ValueError, match="given twice"):
+        segmenter_of(["median_nerve_unet_small", "median_nerve_unet_small"])
+    row = _row("a.png", 10.2, 9.8, 10.6)
+    row.model = " + ".join(f"median_nerve_unet_fold{k}@1.0.0" for k in range(5))
+    assert overlay_caption(row)[2] == "ensemble of 5 models"
+
+
+def test_a_rerun_with_other_weights_of_the_same_name_and_version_is_refused(dataset_dir, tmp_path):
+    import shutil
+
+    import torch
+
+    from MedianNerveSegLib.zoo import resolve_model
+
+    shipped = resolve_model("median_nerve_unet_small")
+    first, second = tmp_path / "a" / "model", tmp_path / "b" / "model"  # one name@version, other weights
+    shutil.copytree(shipped, first)
+    shutil.copytree(shipped, second)
+    weights = torch.load(second / "model.pt", map_location="cpu")
+    state = weights.get("state_dict", weights) if isinstance(weights, dict) else weights
+    key = next(k for k, v in state.items() if torch.is_tensor(v) and v.is_floating_point())
+    state[key] += 0.01
+    torch.save(weights, second / "model.pt")
+    images = sorted((dataset_dir / "images").glob("*.png"))[:2]
+    out = tmp_path / "out"
+    assert main(["segment", str(images[0]), "--out", str(out), "--spacing", "0.062", "--model", str(first),
+                 "--runtime", "torch"]) == 0
+    assert main(["segment", str(images[1]), "--out", str(out), "--spacing", "0.062", "--model", str(second),
+                 "--runtime", "torch"]) == 2  # not appended to the first model's rows
+    assert len(read_results(out)) == 1
