@@ -53,7 +53,7 @@ def score(model: str, dataset: Path, spacing: float) -> dict:
 
 
 def markdown(rows) -> str:
-    lines = [f"# The review flag of the shipped models on their held-out patients", "",
+    lines = ["# The review flag of the shipped models on their held-out patients", "",
              f"Flag: CSA interval >= {REVIEW_WIDTH_MM2:g} mm^2 wide; a large error: |CSA error| > "
              f"{ERROR_LIMIT_MM2:g} mm^2. Written by `benchmarks/review_flag.py`.", "",
              "| model | images | CSA MAE mm^2 | mean interval width mm^2 | expert CSA in interval | large errors "
