@@ -31,9 +31,6 @@ except ImportError:
     from slicer import vtkMRMLMarkupsLineNode
 
 DEFAULT_MODEL = "median_nerve_unet"
-# A transverse wrist image of the public Jesi dataset (GPL-3.0; DL-UNet paper's repository), with its SHA-256.
-SAMPLE_URL = "https://raw.githubusercontent.com/SasageyoOrg/cvdl-deep-mn/main/Dataset/Images/Pz001-001.bmp"
-SAMPLE_SHA256 = "9be1310e87d68ab2d9e55b4cb26379ab2eb141da724025fc0b148375118b2da7"
 
 
 #
@@ -63,50 +60,9 @@ is in pixels and flagged, never silently in mm<sup>2</sup>. The CTS classifier i
 The pretrained model was trained on the public median nerve ultrasound dataset of Smerilli et al.
 and Di Cosmo et al. (Jesi). Built with 3D Slicer, MONAI and PyTorch.
 """)
-        slicer.app.connect("startupCompleted()", registerSampleData)
-        slicer.app.connect("startupCompleted()", registerNerveClicksEffect)
-        registerDicomPlugin()
+        from MedianNerveSegSlicer import registration  # imports only slicer: sample, clicks effect, DICOM plugin
 
-
-def registerDicomPlugin():
-    """The DICOM browser's loader of a DICOM SEG of ultrasound without a Frame of Reference, which Slicer's
-    own SEG plugin cannot load (MedianNerveSegSlicer/dicom_plugin.py). Registered as the module is created,
-    as Slicer's DICOM plugins are, so that the DICOM module finds it when it starts."""
-    try:
-        slicer.modules.dicomPlugins
-    except AttributeError:
-        slicer.modules.dicomPlugins = {}
-    slicer.modules.dicomPlugins["MedianNerveSegSEGPlugin"] = nerveSegPlugin
-
-
-def nerveSegPlugin():
-    """A new plugin (the DICOM module calls the registered entry with no arguments)."""
-    from MedianNerveSegSlicer.dicom_plugin import NerveSegPlugin
-
-    return NerveSegPlugin()
-
-
-def registerNerveClicksEffect():
-    """The "Nerve clicks" Segment Editor effect of SegmentEditorNerveClicksLib/."""
-    from MedianNerveSegSlicer.widget import registerEffect
-
-    registerEffect(os.path.join(os.path.dirname(__file__), "SegmentEditorNerveClicksLib", "SegmentEditorEffect.py"))
-
-
-def registerSampleData():
-    """A wrist ultrasound image in the Sample Data module (downloaded on demand, checksum verified)."""
-    import SampleData
-
-    SampleData.SampleDataLogic.registerCustomSampleDataSource(
-        category="Median nerve ultrasound",
-        sampleName="MedianNerveWrist1",
-        thumbnailFileName=os.path.join(os.path.dirname(__file__), "Resources", "Icons", "MedianNerveSeg.png"),
-        uris=SAMPLE_URL,
-        fileNames="Pz001-001.bmp",
-        checksums=f"SHA256:{SAMPLE_SHA256}",
-        nodeNames="MedianNerveWrist1",
-        loadFileType="VolumeFile",
-    )
+        registration.register(os.path.dirname(__file__))
 
 
 #

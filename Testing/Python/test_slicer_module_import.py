@@ -237,7 +237,9 @@ def test_module_classes(module):
     module.MedianNerveSeg(parent)
     assert parent.categories == ["Segmentation"]
     # the DICOM browser's loader of our SEGs, registered as Slicer's own plugins are (called with no arguments)
-    assert sys.modules["slicer"].modules.dicomPlugins["MedianNerveSegSEGPlugin"] is module.nerveSegPlugin
+    from MedianNerveSegSlicer import registration
+
+    assert sys.modules["slicer"].modules.dicomPlugins["MedianNerveSegSEGPlugin"] is registration.nerve_seg_plugin
     assert parent.title and parent.contributors and parent.helpText and parent.acknowledgementText
     hints = module.MedianNerveSegParameterNode.parameterHints
     assert {"inputVolume", "segmentation", "modelName", "device", "spacingMm"} <= set(hints)
@@ -351,7 +353,9 @@ def test_sample_data_is_the_dataset_readme_image(module, monkeypatch):
     sample_data = types.ModuleType("SampleData")
     sample_data.SampleDataLogic = SimpleNamespace(registerCustomSampleDataSource=lambda **kw: registered.update(kw))
     monkeypatch.setitem(sys.modules, "SampleData", sample_data)
-    module.registerSampleData()
+    from MedianNerveSegSlicer import registration
+
+    registration.register_sample_data(str(MODULE_DIR))
     assert registered["uris"].endswith("Dataset/Images/Pz001-001.bmp")
     readme = (REPO.parent / "shared" / "data" / "median-nerve-us" / "README.md")
     if readme.is_file():  # the checksum the dataset's README publishes for that file
