@@ -136,5 +136,5 @@ def test_slicer_finds_the_effect_class_and_the_panel_activates_it_by_name(effect
     effect = cls(ScriptedEffect(calls))
     assert f'CLICK_EFFECT = "{effect.scriptedEffect.name}"' in WIDGET_FILE.read_text()
     assert (EFFECT_DIR / "SegmentEditorEffect.png").is_file()
-    registration = (MODULE_DIR / "MedianNerveSeg.py").read_text()
+    registration = (MODULE_DIR / "MedianNerveSegSlicer" / "registration.py").read_text()
     assert '"SegmentEditorNerveClicksLib", "SegmentEditorEffect.py"' in registration
