@@ -1,6 +1,8 @@
 """Shared fixtures: the real dataset beside the repository (skipped when absent)."""
 
+import atexit
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -10,8 +12,11 @@ REPO = Path(__file__).resolve().parents[2]
 DATA = Path(os.environ.get("MEDIAN_NERVE_DATA", REPO.parent / "shared" / "data" / "median-nerve-us"))
 SPACING = 0.062  # mm, from the dataset README
 
-# converted networks (OpenVINO) go to a scratch cache, never the user's home
-os.environ.setdefault("MEDIAN_NERVE_SEG_CACHE", tempfile.mkdtemp(prefix="mns-cache-"))
+# converted networks (OpenVINO) go to a scratch cache, never the user's home, removed when the run ends
+# (some 400 MB a run: left behind, repeated runs filled CI's disk)
+if "MEDIAN_NERVE_SEG_CACHE" not in os.environ:
+    os.environ["MEDIAN_NERVE_SEG_CACHE"] = SCRATCH_CACHE = tempfile.mkdtemp(prefix="mns-cache-")
+    atexit.register(shutil.rmtree, SCRATCH_CACHE, ignore_errors=True)
 
 needs_data = pytest.mark.skipif(not (DATA / "images").is_dir(), reason=f"dataset not found at {DATA}")
 
