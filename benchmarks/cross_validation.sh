@@ -5,6 +5,9 @@
 #   DEVICE=cpu EPOCHS=1 MAX_IMAGES=16 FOLDS=2 bash benchmarks/cross_validation.sh   # a smoke run of the plumbing
 #   CONFIG=benchmarks/configs/unet_small.json DEVICE=cpu EPOCHS=100 bash benchmarks/cross_validation.sh
 #       # the small model's recipe (a TrainConfig JSON instead of a bundle) on 2 CPU cores: one thread per fold
+#   FIRST_STAGES=benchmarks/results/cross_validation/unet_small CONFIG=benchmarks/configs/second_stage_small.json \
+#       DEVICE=cpu EPOCHS=100 bash benchmarks/cross_validation.sh
+#       # two-stage models: each fold's second stage after that fold's model of an earlier run (FIRST_STAGES/fold_<k>)
 # Writes $OUT/fold_<k>/ (the models, their logs) and $OUT/cv/ (cross_validation.md/.json, pooled/, fold_<k>/).
 # nnU-Net v2 on the same folds: median-nerve-seg export-nnunet --dataset $DATA --out nnUNet_raw, then the commands
 # it prints.
@@ -29,8 +32,10 @@ if [[ -e "$OUT" ]]; then echo "error: $OUT exists: give another OUT (nothing is 
 mkdir -p "$OUT"
 pids=()
 for ((k = 0; k < FOLDS; k++)); do
+  first=()
+  [[ -n "${FIRST_STAGES:-}" ]] && first=(--first-stage "$FIRST_STAGES/fold_$k")
   .venv/bin/median-nerve-seg train "${RECIPE[@]}" --dataset "$DATA" --out "$OUT/fold_$k" --device "$DEVICE" \
-      --folds "$FOLDS" --fold "$k" --spacing "$SPACING" "${extra[@]}" > "$OUT/fold_$k.log" 2>&1 &
+      --folds "$FOLDS" --fold "$k" --spacing "$SPACING" "${first[@]}" "${extra[@]}" > "$OUT/fold_$k.log" 2>&1 &
   pids+=($!)
 done
 failed=0

@@ -84,10 +84,12 @@ def nerve_centre(mask: np.ndarray) -> Tuple[float, float]:
     return float(rows.mean()), float(cols.mean())
 
 
-def crop_box(centre: Tuple[float, float], spacing_mm: Tuple[float, float], crop_mm: float,
-             size: Sequence[int]) -> Crop:
-    """The square of ``crop_mm`` around ``centre`` (row, column), in pixels of a frame of ``spacing_mm``."""
-    height, width = max(2, int(round(crop_mm / spacing_mm[0]))), max(2, int(round(crop_mm / spacing_mm[1])))
+def crop_box(centre: Tuple[float, float], spacing_mm: Tuple[float, float],
+             crop_mm: Union[float, Tuple[float, float]], size: Sequence[int]) -> Crop:
+    """The square of ``crop_mm`` (or rectangle of (rows, columns) mm) around ``centre`` (row, column), in pixels of
+    a frame of ``spacing_mm``."""
+    rows_mm, cols_mm = crop_mm if isinstance(crop_mm, (tuple, list)) else (crop_mm, crop_mm)
+    height, width = max(2, int(round(rows_mm / spacing_mm[0]))), max(2, int(round(cols_mm / spacing_mm[1])))
     return Crop(int(round(centre[0] + 0.5 - height / 2)), int(round(centre[1] + 0.5 - width / 2)), height, width,
                 tuple(size))
 

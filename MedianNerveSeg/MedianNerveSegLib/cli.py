@@ -296,7 +296,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .train import config_from_json, train
+    from .train import SECOND_STAGE_INPUT_SIZE, config_from_json, train
 
     overrides = dict(architecture=args.architecture, epochs=args.epochs, batch_size=args.batch_size,
                      learning_rate=args.lr, device=args.device,
@@ -316,6 +316,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise ValueError("give --labels (diagnoses) or --surrogate-csa (the surrogate), not both")
     labels = {"labels": args.labels, "surrogate_csa_mm2": args.surrogate_csa, "weights": args.weights}
     config.classifier = replace(config.classifier, **{k: v for k, v in labels.items() if v is not None})
+    if args.first_stage:
+        window = tuple(args.window_mm) if args.window_mm else config.second_stage.window_mm
+        config.second_stage = replace(config.second_stage, first_stage=args.first_stage, window_mm=window)
+        config.input_size = tuple(args.input_size) if args.input_size else SECOND_STAGE_INPUT_SIZE
+    elif args.window_mm:
+        raise ValueError("--window-mm is the second stage's window: give --first-stage MODEL with it")
     info = train(Path(args.dataset), out, config, stop=stop)
     print(json.dumps(info.metrics, indent=2))
     if info.metrics.get("failed"):
@@ -630,6 +636,12 @@ def build_parser() -> argparse.ArgumentParser:
     tra.add_argument("--device", default=None, help="cpu (default) or cuda")
     tra.add_argument("--time-budget", type=float, default=None, metavar="SECONDS",
                      help="training time: stops before the next epoch would end past it (at most --epochs)")
+    tra.add_argument("--first-stage", default=None, metavar="MODEL",
+                     help="train the second stage of a two-stage model: MODEL (a name or folder, trained on the same "
+                          "patient split) finds the nerve, the new network re-segments a window around it at near "
+                          "native resolution (input size 128 x 256 unless --input-size); MODEL is copied into --out")
+    tra.add_argument("--window-mm", type=float, nargs=2, default=None, metavar=("H", "W"),
+                     help="the second stage's window in mm (default 8 16: the dataset's nerves are at most 3.7 x 13 mm)")
     tra.add_argument("--labels", default=None, metavar="CSV",
                      help="classifiers: a CSV of diagnoses with a label column (CTS or control) and an image or "
                           "patient column")

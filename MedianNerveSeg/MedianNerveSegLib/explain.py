@@ -193,6 +193,9 @@ def explain_segmentation_files(paths: Sequence[Path], out_dir: Path, model, meth
     segmenter = Segmenter(model, device, runtime="torch")  # the maps need PyTorch's gradients
     if is_detector(segmenter.info.architecture):
         raise ValueError(f"{segmenter.model_id}: explain does not support detectors (Mask R-CNN)")
+    if segmenter.info.second_stage:
+        raise ValueError(f"{segmenter.model_id}: a two-stage model; explain maps one network's view of the whole "
+                         f"frame: explain its first stage ({segmenter.model_dir / 'first_stage'})")
     layer = MODEL_REGISTRY[segmenter.info.architecture].explain_layer
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = list(dict.fromkeys(Path(p).resolve() for p in paths))  # a file named twice is explained once

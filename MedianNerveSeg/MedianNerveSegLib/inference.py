@@ -6,7 +6,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 from scipy.special import expit
@@ -49,7 +49,16 @@ def resolve_device(device: Optional[str]) -> str:
 
 
 class Segmenter:
-    """Loads a model folder (or installed model name) once and segments frames with it."""
+    """Loads a model folder (or installed model name) once and segments frames with it; a two-stage model's
+    folder gives a :class:`second_stage.TwoStageSegmenter`."""
+
+    def __new__(cls, model: Optional[Union[str, Path]] = None, device: Optional[str] = None,
+                runtime: Optional[str] = None):
+        if cls is Segmenter and load_info(resolve_model(model)).second_stage:
+            from .second_stage import TwoStageSegmenter
+
+            return super().__new__(TwoStageSegmenter)
+        return super().__new__(cls)
 
     def __init__(self, model: Optional[Union[str, Path]] = None, device: Optional[str] = None,
                  runtime: Optional[str] = None):
@@ -80,7 +89,7 @@ class Segmenter:
     @classmethod
     def from_network(cls, network: "torch.nn.Module", info: ModelInfo, device: str = "cpu") -> "Segmenter":
         """A Segmenter around a network in memory (used during training)."""
-        segmenter = cls.__new__(cls)
+        segmenter = object.__new__(cls)
         segmenter.device, segmenter.model_dir, segmenter.runtime = device, None, "torch"
         segmenter.network, segmenter.info = network.to(device).eval(), info  # training keeps its layout
         return segmenter
@@ -90,8 +99,14 @@ class Segmenter:
         """name@version of the model, +int8 for its int8 network: what a results row says made its mask."""
         return f"{self.info.name}@{version_label(self.info.version, self.runtime)}"
 
-    def probability(self, frame: np.ndarray) -> np.ndarray:
-        """Nerve probability (H, W) for one frame at its own size."""
+    @property
+    def folders(self) -> List[Path]:
+        """The model folders whose networks make this segmenter's masks (none for a network in memory)."""
+        return [self.model_dir] if self.model_dir is not None else []
+
+    def probability(self, frame: np.ndarray, spacing_mm: Optional[Tuple[float, float]] = None) -> np.ndarray:
+        """Nerve probability (H, W) for one frame at its own size (``spacing_mm``: the frame's, for a model that
+        works in mm)."""
         if self.runtime != "torch":
             logits = self.network(network_array(frame, self.info.input_size))
             return expit(resize_array(logits[0, 0], frame.shape))
@@ -115,7 +130,7 @@ class Segmenter:
             empty = np.zeros(frame.shape, bool)
             return Prediction(np.zeros(frame.shape, np.float32), empty, 0.0, False,
                               1000.0 * (time.perf_counter() - start), ("constant-frame",))
-        probability = self.probability(frame)
+        probability = self.probability(frame, image.spacing_mm)
         min_px = min_component_pixels(self.info.min_component_mm2, image.spacing_mm, frame.shape)
         mask = clean_mask(probability, self.info.threshold, min_px, self.info.min_branch_fraction)
         found = bool(mask.any())
@@ -155,8 +170,12 @@ class Ensemble(Segmenter):
         """The members' ids joined by " + " (a member's own id may end in "+int8")."""
         return ENSEMBLE_JOIN.join(m.model_id for m in self.members)
 
-    def probability(self, frame: np.ndarray) -> np.ndarray:
-        return np.mean([m.probability(frame) for m in self.members], axis=0)
+    @property
+    def folders(self) -> List[Path]:
+        return [folder for member in self.members for folder in member.folders]
+
+    def probability(self, frame: np.ndarray, spacing_mm: Optional[Tuple[float, float]] = None) -> np.ndarray:
+        return np.mean([m.probability(frame, spacing_mm) for m in self.members], axis=0)
 
 
 def segmenter_of(models: Sequence[Optional[Union[str, Path]]], device: Optional[str] = None,

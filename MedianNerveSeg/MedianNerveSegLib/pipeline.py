@@ -353,13 +353,13 @@ def _run_settings(segmenter, spacing_mm, outputs: Outputs, labels: Labels) -> di
 
 
 def weights_checksums(segmenter) -> List[str]:
-    """The checksum of each model folder a segmenter (or each member of an ensemble) runs: two folders of one
-    name@version (the folds of a cross-validation, say) are told apart."""
+    """The checksum of each model folder a segmenter runs (each member of an ensemble, both stages of a two-stage
+    model; none for one without a folder): two folders of one name@version (the folds of a cross-validation, say)
+    are told apart."""
     from .runtime import model_checksum
     from .zoo import MODEL_JSON, WEIGHTS
 
-    folders = [getattr(member, "model_dir", None) for member in getattr(segmenter, "members", [segmenter])]
-    return [model_checksum([folder / MODEL_JSON, folder / WEIGHTS]) for folder in folders if folder is not None]
+    return [model_checksum([folder / MODEL_JSON, folder / WEIGHTS]) for folder in getattr(segmenter, "folders", [])]
 
 
 _SETTINGS_ADDED = {"overlay": True}  # settings recorded since a later version: an older folder had the default

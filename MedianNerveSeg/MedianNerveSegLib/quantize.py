@@ -52,6 +52,9 @@ def quantize_model(model: Any, dataset_dir: Path, spacing_mm: Any = None,
 
     floating = Segmenter(model, "cpu", runtime="openvino")
     model_dir, info = floating.model_dir, floating.info
+    if info.second_stage:
+        raise ModelFolderError(f"{model_dir}: a two-stage model; quantize calibrates one network on whole frames, "
+                               "and int8 two-stage models are not supported")
     val_patients = info.training.get("val_patients") or []
     if not val_patients:
         raise ModelFolderError(f"{model_dir / MODEL_JSON}: names no held-out patients (training.val_patients); "

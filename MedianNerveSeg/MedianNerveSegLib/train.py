@@ -58,6 +58,17 @@ class ClassifierTrainConfig:
     segmenter: str = "median_nerve_unet"  # the model whose nerve classify centres its crop on
 
 
+SECOND_STAGE_INPUT_SIZE = (128, 256)  # an 8 x 16 mm window at 0.0625 mm a pixel (the dataset's is 0.062)
+
+
+@dataclass
+class SecondStageTrainConfig:
+    """Two-stage models only (:mod:`second_stage_training`): the first model, and the window the second re-segments."""
+
+    first_stage: Optional[str] = None  # a model name or folder; None: not a two-stage model
+    window_mm: Tuple[float, float] = (8.0, 16.0)  # rows, columns (second_stage.WINDOW_MM)
+
+
 @dataclass
 class TrainConfig:
     name: str = "median_nerve_unet"
@@ -91,6 +102,7 @@ class TrainConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     clicks: ClickTrainConfig = field(default_factory=ClickTrainConfig)
     classifier: ClassifierTrainConfig = field(default_factory=ClassifierTrainConfig)
+    second_stage: SecondStageTrainConfig = field(default_factory=SecondStageTrainConfig)
 
 
 def _load_tensors(samples: Sequence[Sample], size: Sequence[int]) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -343,6 +355,9 @@ class Recipe:
         """The network built for training, before its first step (a variant may load weights into it)."""
         return network
 
+    def written(self, out_dir: Path) -> None:
+        """After the model folder is written (a variant may add to it)."""
+
     def info(self) -> ModelInfo:
         cfg = self.cfg
         return ModelInfo(name=cfg.name, architecture=cfg.architecture, version=cfg.version,
@@ -371,6 +386,10 @@ class SegmenterRecipe(Recipe):
 
 
 def _recipe(cfg: TrainConfig):
+    if cfg.second_stage.first_stage:
+        from .second_stage_training import SecondStageRecipe
+
+        return SecondStageRecipe
     if is_click_model(cfg.architecture):
         from .click_training import ClickRecipe
 
@@ -458,6 +477,7 @@ def train(dataset_dir: Path, out_dir: Path, cfg: TrainConfig, log: Callable[[str
     }
     if rank == 0:
         save_model(out_dir, averaged.module.cpu(), info)
+        recipe.written(out_dir)
         logger.close()
     if world > 1:
         import torch.distributed as dist
@@ -563,4 +583,8 @@ def config_from_json(path: Optional[Path], **overrides: Any) -> TrainConfig:
         data["clicks"] = ClickTrainConfig(**data["clicks"])
     if "classifier" in data and isinstance(data["classifier"], dict):
         data["classifier"] = ClassifierTrainConfig(**data["classifier"])
+    if "second_stage" in data and isinstance(data["second_stage"], dict):
+        data["second_stage"] = SecondStageTrainConfig(**data["second_stage"])
+        if data["second_stage"].first_stage:
+            data.setdefault("input_size", SECOND_STAGE_INPUT_SIZE)
     return TrainConfig(**data)

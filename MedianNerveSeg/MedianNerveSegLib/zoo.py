@@ -49,6 +49,7 @@ class ModelInfo:
     metrics: Dict[str, Any] = field(default_factory=dict)
     click_encoding: Dict[str, Any] = field(default_factory=dict)  # click models: clicks.ClickEncoding's settings
     classification: Dict[str, Any] = field(default_factory=dict)  # classifiers: classify.ClassifierSettings
+    second_stage: Dict[str, Any] = field(default_factory=dict)  # two-stage models: second_stage.SecondStageSettings
 
     @classmethod
     def from_dict(cls, data: Any, source: str = MODEL_JSON) -> "ModelInfo":
@@ -84,14 +85,30 @@ def _problem(info: ModelInfo) -> Optional[str]:
     for key in ("name", "version", "description", "normalization", "architecture"):
         if not isinstance(getattr(info, key), str):
             return f"'{key}' must be a string, got {getattr(info, key)!r}"
-    for key in ("arch_kwargs", "training", "metrics", "click_encoding", "classification"):
+    for key in ("arch_kwargs", "training", "metrics", "click_encoding", "classification", "second_stage"):
         if not isinstance(getattr(info, key), dict):
             return f"'{key}' must be a JSON object, got {getattr(info, key)!r}"
     if info.architecture not in MODEL_REGISTRY:
         return f"'architecture' {info.architecture!r} is not one of {', '.join(sorted(MODEL_REGISTRY))}"
     if info.normalization not in NORMALIZATIONS:
         return f"'normalization' {info.normalization!r} is not one of {', '.join(NORMALIZATIONS)}"
-    return _size_problem(info) or _postprocess_problem(info) or _click_problem(info) or _classifier_problem(info)
+    return (_size_problem(info) or _postprocess_problem(info) or _click_problem(info) or _classifier_problem(info)
+            or _second_stage_problem(info))
+
+
+def _second_stage_problem(info: ModelInfo) -> Optional[str]:
+    """A two-stage model's settings must be ones that second_stage.SecondStageSettings accepts, on a segmenter."""
+    if not info.second_stage:
+        return None
+    if MODEL_REGISTRY[info.architecture].kind != "semantic":
+        return f"'second_stage' is for semantic segmenters only, not a {MODEL_REGISTRY[info.architecture].kind}"
+    from .second_stage import SecondStageSettings
+
+    try:
+        SecondStageSettings.from_dict(info.second_stage)
+    except (TypeError, ValueError) as error:
+        return f"'second_stage': {error}"
+    return None
 
 
 def _classifier_problem(info: ModelInfo) -> Optional[str]:
