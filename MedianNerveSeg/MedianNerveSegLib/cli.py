@@ -316,10 +316,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise ValueError("give --labels (diagnoses) or --surrogate-csa (the surrogate), not both")
     labels = {"labels": args.labels, "surrogate_csa_mm2": args.surrogate_csa, "weights": args.weights}
     config.classifier = replace(config.classifier, **{k: v for k, v in labels.items() if v is not None})
+    config_file = json.loads(Path(args.config).read_text()) if args.config else {}
+    if "second_stage" in config_file and not args.first_stage and not config.second_stage.first_stage:
+        raise ValueError(f"--config {args.config} describes a second stage: give --first-stage MODEL")
     if args.first_stage:
         window = tuple(args.window_mm) if args.window_mm else config.second_stage.window_mm
         config.second_stage = replace(config.second_stage, first_stage=args.first_stage, window_mm=window)
-        config.input_size = tuple(args.input_size) if args.input_size else SECOND_STAGE_INPUT_SIZE
+        if not args.input_size and "input_size" not in config_file:
+            config.input_size = SECOND_STAGE_INPUT_SIZE
     elif args.window_mm:
         raise ValueError("--window-mm is the second stage's window: give --first-stage MODEL with it")
     info = train(Path(args.dataset), out, config, stop=stop)
@@ -639,7 +643,8 @@ def build_parser() -> argparse.ArgumentParser:
     tra.add_argument("--first-stage", default=None, metavar="MODEL",
                      help="train the second stage of a two-stage model: MODEL (a name or folder, trained on the same "
                           "patient split) finds the nerve, the new network re-segments a window around it at near "
-                          "native resolution (input size 128 x 256 unless --input-size); MODEL is copied into --out")
+                          "native resolution (input size 128 x 256 unless --input-size or --config gives one); MODEL's "
+                          "network is copied into --out")
     tra.add_argument("--window-mm", type=float, nargs=2, default=None, metavar=("H", "W"),
                      help="the second stage's window in mm (default 8 16: the dataset's nerves are at most 3.7 x 13 mm)")
     tra.add_argument("--labels", default=None, metavar="CSV",

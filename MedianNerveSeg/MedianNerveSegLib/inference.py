@@ -52,9 +52,9 @@ class Segmenter:
     """Loads a model folder (or installed model name) once and segments frames with it; a two-stage model's
     folder gives a :class:`second_stage.TwoStageSegmenter`."""
 
-    def __new__(cls, model: Optional[Union[str, Path]] = None, device: Optional[str] = None,
-                runtime: Optional[str] = None):
-        if cls is Segmenter and load_info(resolve_model(model)).second_stage:
+    def __new__(cls, *args, **kwargs):
+        if cls is Segmenter and (args or kwargs) and load_info(resolve_model(args[0] if args else
+                                                                            kwargs.get("model"))).second_stage:
             from .second_stage import TwoStageSegmenter
 
             return super().__new__(TwoStageSegmenter)

@@ -29,7 +29,7 @@ from .io import read_image, read_mask
 from .preprocess import network_array
 from .runtime import INT8_FILES, INT8_FOLDER, INT8_RECORD, model_checksum
 from .train import sample_spacing
-from .zoo import MODEL_JSON, WEIGHTS, ModelFolderError
+from .zoo import MODEL_JSON, WEIGHTS, ModelFolderError, load_info, resolve_model
 
 MAX_DICE_DROP = 0.005  # mean DSC against the expert masks, held-out patients
 MAX_CSA_MAE_GAIN_MM2 = 0.1  # CSA mean absolute error against the expert masks, mm^2
@@ -50,11 +50,11 @@ def quantize_model(model: Any, dataset_dir: Path, spacing_mm: Any = None,
     except ImportError:
         raise RuntimeError('quantize needs NNCF: pip install "median-nerve-seg[int8]"') from None
 
+    if load_info(resolve_model(model)).second_stage:
+        raise ModelFolderError(f"{resolve_model(model)}: a two-stage model; quantize calibrates one network on whole "
+                               "frames, and int8 two-stage models are not supported")
     floating = Segmenter(model, "cpu", runtime="openvino")
     model_dir, info = floating.model_dir, floating.info
-    if info.second_stage:
-        raise ModelFolderError(f"{model_dir}: a two-stage model; quantize calibrates one network on whole frames, "
-                               "and int8 two-stage models are not supported")
     val_patients = info.training.get("val_patients") or []
     if not val_patients:
         raise ModelFolderError(f"{model_dir / MODEL_JSON}: names no held-out patients (training.val_patients); "

@@ -19,12 +19,15 @@ import numpy as np
 
 from .classify import crop_box, nerve_centre
 from .clicks import Crop
-from .inference import Segmenter
+from .image import UltrasoundImage
+from .inference import Prediction, Segmenter
 from .postprocess import clean_mask, min_component_pixels
 from .zoo import MODEL_JSON, ModelFolderError
 
 FIRST_STAGE = "first_stage"  # the first model's folder inside a two-stage model's
 WINDOW_MM = (8.0, 16.0)  # rows, columns: the dataset's nerves measure at most 3.7 x 12.9 mm
+# without a spacing the window is the network's own pixels, as if the frame had the training images' pixel size
+WINDOW_WITHOUT_SPACING = "window-without-spacing"
 
 
 @dataclass(frozen=True)
@@ -52,7 +55,7 @@ class SecondStageSettings:
 def window_box(centre: Tuple[float, float], spacing_mm: Optional[Tuple[float, float]],
                settings: SecondStageSettings, size: Sequence[int]) -> Crop:
     """The window around ``centre`` (row, column) in pixels of a frame of ``spacing_mm``; without a spacing, one
-    frame pixel per network pixel (the pixel size the second network learnt at)."""
+    frame pixel per network pixel (the pixel size the second network learnt at: its masks are flagged)."""
     pixel_mm = spacing_mm or (settings.window_mm[0] / size[0], settings.window_mm[1] / size[1])
     return crop_box(centre, pixel_mm, settings.window_mm, size)
 
@@ -63,6 +66,9 @@ class TwoStageSegmenter(Segmenter):
 
     def __init__(self, model: Optional[Union[str, Path]] = None, device: Optional[str] = None,
                  runtime: Optional[str] = None):
+        if (runtime or "").lower() == "openvino-int8":
+            raise RuntimeError("--runtime openvino-int8: a two-stage model has no int8 network (quantize makes none "
+                               "for it); use --runtime openvino or torch")
         super().__init__(model, device, runtime)
         self.settings = SecondStageSettings.from_dict(self.info.second_stage)
         if not (self.model_dir / FIRST_STAGE / MODEL_JSON).is_file():
@@ -79,7 +85,14 @@ class TwoStageSegmenter(Segmenter):
 
     @property
     def folders(self) -> List[Path]:
-        return [self.model_dir, self.first.model_dir]
+        return [folder for folder in (self.model_dir, self.first.model_dir) if folder is not None]
+
+    def predict(self, image: UltrasoundImage, frame_index: int = 0) -> Prediction:
+        """As a segmenter's, flagged :data:`WINDOW_WITHOUT_SPACING` where the frame gives no spacing."""
+        prediction = super().predict(image, frame_index)
+        if image.spacing_mm is None and prediction.found:
+            prediction.flags += (WINDOW_WITHOUT_SPACING,)
+        return prediction
 
     def probability(self, frame: np.ndarray, spacing_mm: Optional[Tuple[float, float]] = None) -> np.ndarray:
         first = self.first.probability(frame, spacing_mm)

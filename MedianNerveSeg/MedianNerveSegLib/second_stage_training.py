@@ -24,19 +24,24 @@ from .io import read_image, read_mask
 from .preprocess import resize_array
 from .second_stage import FIRST_STAGE, SecondStageSettings, TwoStageSegmenter, window_box
 from .train import Recipe, SegmenterRecipe, TrainConfig, sample_spacing, validate
-from .zoo import ModelInfo, load_info, resolve_model
+from .models import MODEL_REGISTRY
+from .zoo import MODEL_JSON, WEIGHTS, ModelInfo, resolve_model
 
 
 def expert_windows(samples: Sequence[Sample], size: Sequence[int], settings: SecondStageSettings,
                    spacing_mm: Any = None) -> Tuple[torch.Tensor, torch.Tensor]:
     """(N, 1, h, w) windows centred on each sample's expert nerve (scaled to 0-1 per window) and their masks;
-    a sample without a nerve has no window and is left out."""
+    a sample without a nerve has no window and is left out; one without a spacing is refused (its window's
+    size in mm would be a guess)."""
     images, masks = [], []
     for sample in samples:
         mask = read_mask(sample.mask)
         if not mask.any():
             continue
         image = read_image(sample.image, spacing_mm=sample_spacing(sample, spacing_mm))
+        if image.spacing_mm is None:
+            raise ValueError(f"{sample.image}: gives no pixel spacing, and the second stage's window is in mm: "
+                             "give --spacing MM")
         box = window_box(nerve_centre(mask), image.spacing_mm, settings, size)
         window = crop_pixels(image.frame(0), box)
         low, high = float(window.min()), float(window.max())
@@ -54,10 +59,15 @@ class SecondStageRecipe(SegmenterRecipe):
     def __init__(self, cfg: TrainConfig, device: str, train_samples: Sequence[Sample],
                  val_samples: Sequence[Sample], log: Callable[[str], None]):
         Recipe.__init__(self, cfg, device, train_samples, val_samples, log)
-        self.first_dir = resolve_model(cfg.second_stage.first_stage)
-        self.first_info = load_info(self.first_dir)
+        given = cfg.second_stage.first_stage
+        self.first_dir = resolve_model(given)
+        self.first = Segmenter(self.first_dir, device, runtime="torch")  # refuses a click model or a classifier
+        self.first_info = self.first.info
         if self.first_info.second_stage:
-            raise ValueError(f"--first-stage {cfg.second_stage.first_stage}: is itself a two-stage model")
+            raise ValueError(f"--first-stage {given}: is itself a two-stage model")
+        if MODEL_REGISTRY[cfg.architecture].kind != "semantic":
+            raise ValueError(f"--architecture {cfg.architecture}: a second stage is a semantic segmenter, not a "
+                             f"{MODEL_REGISTRY[cfg.architecture].kind}")
         trained_on = self.first_info.training.get("train_patients")
         seen = sorted(set(trained_on or []) & {s.patient for s in val_samples})
         if trained_on is None:
@@ -70,7 +80,6 @@ class SecondStageRecipe(SegmenterRecipe):
         self.settings = SecondStageSettings.from_dict({"window_mm": list(cfg.second_stage.window_mm)})
         self.images, self.masks = (t.to(device) for t in expert_windows(train_samples, cfg.input_size,
                                                                          self.settings, cfg.spacing_mm))
-        self.first = None
         log(f"second stage: {self.settings.window_mm[0]:g} x {self.settings.window_mm[1]:g} mm windows at "
             f"{cfg.input_size[0]} x {cfg.input_size[1]}, after the first stage {self.first_info.name} "
             f"({self.first_dir})")
@@ -84,10 +93,18 @@ class SecondStageRecipe(SegmenterRecipe):
         return info
 
     def validate(self, network: torch.nn.Module, info: ModelInfo) -> Dict[str, Any]:
-        if self.first is None:
-            self.first = Segmenter(self.first_dir, self.device, runtime="torch")
         segmenter = TwoStageSegmenter.from_networks(self.first, network, info, self.device)
         return validate(segmenter, self.val_samples, self.cfg.spacing_mm)
 
+    def check_out(self, out_dir: Path) -> None:
+        out, first = Path(out_dir).resolve(), self.first_dir.resolve()
+        if out == first or first in out.parents:
+            raise ValueError(f"--out {out_dir}: is the first stage's folder or inside it ({self.first_dir}); "
+                             "the two-stage model needs a folder of its own")
+
     def written(self, out_dir: Path) -> None:
-        shutil.copytree(self.first_dir, Path(out_dir) / FIRST_STAGE, dirs_exist_ok=True)
+        """The first model's network and card copied in as first_stage/ (not its logs, nor an int8 network)."""
+        first = Path(out_dir) / FIRST_STAGE
+        first.mkdir(exist_ok=True)
+        for name in (MODEL_JSON, WEIGHTS):
+            shutil.copy2(self.first_dir / name, first / name)

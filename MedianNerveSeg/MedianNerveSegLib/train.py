@@ -355,6 +355,9 @@ class Recipe:
         """The network built for training, before its first step (a variant may load weights into it)."""
         return network
 
+    def check_out(self, out_dir: Path) -> None:
+        """Before training: a variant may refuse an output folder (ValueError)."""
+
     def written(self, out_dir: Path) -> None:
         """After the model folder is written (a variant may add to it)."""
 
@@ -420,6 +423,7 @@ def train(dataset_dir: Path, out_dir: Path, cfg: TrainConfig, log: Callable[[str
     if cfg.folds and not cfg.name.endswith(f"_fold{cfg.fold}"):  # the models of a cross-validation, told apart
         cfg = replace(cfg, name=f"{cfg.name}_fold{cfg.fold}")
     recipe = _recipe(cfg)(cfg, device, train_samples, val_samples, log)
+    recipe.check_out(Path(out_dir))
     info = recipe.info()
     network = recipe.prepare(_build_network(cfg, device))
     trainer = network

@@ -137,3 +137,65 @@ def test_quantize_and_explain_refuse_a_two_stage_model_in_one_line(tmp_path, ima
         done = subprocess.run([sys.executable, "-m", "MedianNerveSegLib", *command], capture_output=True, text=True)
         assert done.returncode != 0
         assert re.search(match, done.stderr.strip().splitlines()[-1]), done.stderr
+
+
+@needs_data
+def test_a_frame_without_spacing_is_flagged_and_training_without_spacing_is_refused(tmp_path, dataset_dir, image):
+    from MedianNerveSegLib.second_stage import WINDOW_WITHOUT_SPACING
+    from MedianNerveSegLib.train import SecondStageTrainConfig, TrainConfig, train
+
+    two_stage = Segmenter(constant_two_stage(tmp_path / "model", 10.0), runtime="torch")
+    assert WINDOW_WITHOUT_SPACING in two_stage.predict(read_image(image.source)).flags
+    assert WINDOW_WITHOUT_SPACING not in two_stage.predict(image).flags
+    config = TrainConfig(name="second", input_size=(32, 64), epochs=1, max_images=6,
+                         second_stage=SecondStageTrainConfig("median_nerve_unet_small"))
+    with pytest.raises(ValueError, match=r"Pz\d+-\d+\.png: gives no pixel spacing.*give --spacing"):
+        train(dataset_dir, tmp_path / "out", config, log=lambda _: None)
+
+
+@needs_data
+def test_an_output_folder_inside_the_first_stages_is_refused_before_training(tmp_path, dataset_dir):
+    from MedianNerveSegLib.train import SecondStageTrainConfig, TrainConfig, train
+
+    first = tmp_path / "first"
+    shutil.copytree(resolve_model("median_nerve_unet_small"), first)
+    (first / "model.json").write_text(json.dumps({**json.loads((first / "model.json").read_text()),
+                                                  "training": {}}))  # no patients listed: not refused for them
+    config = TrainConfig(name="second", input_size=(32, 64), epochs=1, max_images=6, spacing_mm=SPACING,
+                         second_stage=SecondStageTrainConfig(str(first)))
+    for out in (first, first / "two_stage"):
+        with pytest.raises(ValueError, match="is the first stage's folder or inside it"):
+            train(dataset_dir, out, config, log=lambda _: None)
+    assert not (first / "two_stage").exists() and not (first / FIRST_STAGE).exists()
+
+
+def test_a_two_stage_model_refuses_the_int8_runtime_in_one_line(tmp_path):
+    with pytest.raises(RuntimeError, match="two-stage model has no int8 network"):
+        Segmenter(constant_two_stage(tmp_path / "model", 10.0), runtime="openvino-int8")
+
+
+def test_copying_a_segmenter_loads_no_model(monkeypatch):
+    import copy
+
+    from MedianNerveSegLib import inference
+
+    segmenter = Segmenter("median_nerve_unet_small", runtime="torch")
+    resolved = []
+    monkeypatch.setattr(inference, "resolve_model", lambda model: resolved.append(model))
+    assert copy.copy(segmenter).info == segmenter.info and resolved == []
+
+
+@needs_data
+def test_the_cli_keeps_the_configs_input_size_and_refuses_a_second_stage_config_without_a_first(tmp_path,
+                                                                                               dataset_dir):
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"architecture": "monai_unet", "arch_kwargs": ARCH, "input_size": [32, 64],
+                                  "batch_size": 4, "second_stage": {"window_mm": [8, 16]}}))
+    base = [sys.executable, "-m", "MedianNerveSegLib", "train", "--dataset", str(dataset_dir), "--config",
+            str(config), "--epochs", "1", "--max-images", "6", "--spacing", str(SPACING)]
+    refused = subprocess.run(base + ["--out", str(tmp_path / "plain")], capture_output=True, text=True)
+    assert refused.returncode != 0 and "describes a second stage: give --first-stage" in refused.stderr
+    subprocess.run(base + ["--out", str(tmp_path / "two"), "--first-stage", "median_nerve_unet_small"],
+                   capture_output=True, text=True)  # exit 1 (a one-epoch model fails validation), folder kept
+    assert json.loads((tmp_path / "two" / "model.json").read_text())["input_size"] == [32, 64]
+    assert sorted(p.name for p in (tmp_path / "two" / FIRST_STAGE).iterdir()) == ["model.json", "model.pt"]
