@@ -131,7 +131,7 @@ class _Disk:
     def __init__(self, radius):
         self.radius = radius
 
-    def probability(self, frame):
+    def probability(self, frame, spacing_mm=None):
         rows, cols = np.indices(frame.shape)
         return (np.hypot(rows - 50, cols - 50) <= self.radius).astype(np.float32)
 
