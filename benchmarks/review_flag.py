@@ -43,13 +43,15 @@ def score(model: str, dataset: Path, spacing: float) -> dict:
             continue
         pixel = spacing * spacing
         truth = float((read_mask(sample.mask) > 0).sum()) * pixel
-        interval = csa_interval(prediction.band_px, int(prediction.mask.sum()), image.spacing_mm)
+        interval = csa_interval(prediction.band_px, int(prediction.mask.sum()), image.spacing_mm,
+                                prediction.review_width_mm2)
         errors.append(float(prediction.mask.sum()) * pixel - truth)
         widths.append(interval.width_mm2)
         inside.append(interval.low_mm2 <= truth <= interval.high_mm2)
     return {"model": segmenter.model_id, "n_images": len(errors), "n_patients": len(held_out),
             "csa_mae_mm2": float(np.mean(np.abs(errors))), "mean_width_mm2": float(np.mean(widths)),
-            "truth_in_interval": float(np.mean(inside)), **flag_performance(errors, widths)}
+            "truth_in_interval": float(np.mean(inside)),
+            **flag_performance(errors, widths, segmenter.info.review_width_mm2)}
 
 
 def markdown(rows) -> str:

@@ -69,7 +69,8 @@ def predict_samples(segmenter: Segmenter, samples, pred_dir: Path, probability_d
         np.save(probability_dir / f"{sample.stem}_prob.npy", prediction.probability.astype(np.float16))
         (gt_dir / f"{sample.stem}.png").symlink_to(Path(sample.mask).resolve())
         confidences[sample.stem] = prediction.confidence
-        intervals[sample.stem] = csa_interval(prediction.band_px, int(prediction.mask.sum()), image.spacing_mm)
+        intervals[sample.stem] = csa_interval(prediction.band_px, int(prediction.mask.sum()), image.spacing_mm,
+                                              prediction.review_width_mm2)
     return spacings, confidences, intervals
 
 

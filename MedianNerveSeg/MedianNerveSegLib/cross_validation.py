@@ -10,7 +10,7 @@ import csv
 import json
 import math
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -143,7 +143,8 @@ def _review(metrics_csv: Path, intervals: Dict[str, Optional[CsaInterval]], fold
             "truth_in_interval": float(np.mean([intervals[s].low_mm2 <= truth[s] <= intervals[s].high_mm2
                                                 for s in stems])) if stems else None,
             "mean_width_mm2": float(np.mean(widths)) if widths else None,
-            "shipped": flag_performance(error_list, widths),
+            "shipped": flag_performance(error_list, widths, _one_or_each([intervals[s].review_width_mm2
+                                                                          for s in stems])),
             "chosen_on_other_folds": {
                 "n_large_errors": n_large, "n_others": n_others,
                 "caught": sum(f and l for f, l in zip(flagged, large)) / n_large if n_large else None,
@@ -164,6 +165,14 @@ def _percent(share: Optional[float]) -> str:
     return "n/a" if share is None else f"{100 * share:.0f}%"
 
 
+def _widths(width: Union[float, List[float]]) -> str:
+    return f"{width:g}" if isinstance(width, (int, float)) else " / ".join(f"{w:g}" for w in width)
+
+
+def _one_or_each(values: List[float]) -> Union[float, List[float]]:
+    return values[0] if len(set(values)) == 1 else values
+
+
 def _review_markdown(review: Optional[Dict[str, Any]]) -> str:
     if not review or not review["n_images"]:
         return ""
@@ -171,8 +180,8 @@ def _review_markdown(review: Optional[Dict[str, Any]]) -> str:
     widths = ", ".join(f"{w:.2f}" for w in chosen["widths_mm2"].values() if w is not None) or "n/a"
     return (f"\nCSA interval (the CSA at probability thresholds {BAND[1]:g} and {BAND[0]:g}) on the {review['n_images']} "
             f"images with a nerve found: mean width {review['mean_width_mm2']:.2f} mm^2; the expert's CSA lies in it "
-            f"for {_percent(review['truth_in_interval'])}. The \"review\" flag (width >= {shipped['width_mm2']:g} "
-            f"mm^2) catches {_percent(shipped['caught'])} of the {shipped['n_large_errors']} images with a CSA error "
+            f"for {_percent(review['truth_in_interval'])}. The \"review\" flag (width >= {_widths(shipped['width_mm2'])} "
+            f"mm^2, the models') catches {_percent(shipped['caught'])} of the {shipped['n_large_errors']} images with a CSA error "
             f"> {shipped['limit_mm2']:g} mm^2 and flags {_percent(shipped['others_flagged'])} of the other "
             f"{shipped['n_others']}. With the width chosen on the other folds to catch 90% ({widths} mm^2): catches "
             f"{_percent(chosen['caught'])}, flags {_percent(chosen['others_flagged'])} of the others.\n")

@@ -17,7 +17,7 @@ from .postprocess import clean_mask, min_component_pixels
 from .preprocess import network_array, resize, resize_array, to_network_input
 from .results import ENSEMBLE_JOIN
 from .runtime import INT8_FOLDER, OpenVinoNetwork, choose_runtime, version_label
-from .uncertainty import band_pixels
+from .uncertainty import REVIEW_WIDTH_MM2, band_pixels
 from .zoo import MODEL_JSON, WEIGHTS, ModelFolderError, ModelInfo, load_info, load_network, resolve_model
 
 if TYPE_CHECKING:  # torch is imported only when PyTorch runs the network (runtime.py)
@@ -35,6 +35,7 @@ class Prediction:
     milliseconds: float
     flags: Tuple[str, ...] = ()  # e.g. "constant-frame": nothing to segment in it
     band_px: Optional[Tuple[int, int]] = None  # nerve pixels at uncertainty.BAND's strict and loose threshold
+    review_width_mm2: float = REVIEW_WIDTH_MM2  # the model's: the interval width from which it is flagged "review"
 
 
 def resolve_device(device: Optional[str]) -> str:
@@ -140,7 +141,8 @@ class Segmenter:
             confidence = float(detections[0]["scores"][0]) if len(detections[0]["scores"]) else 0.0
         else:
             confidence = float(probability[mask].mean()) if found else float(probability.max())
-        return Prediction(probability, mask, confidence, found, 1000.0 * (time.perf_counter() - start), band_px=band)
+        return Prediction(probability, mask, confidence, found, 1000.0 * (time.perf_counter() - start), band_px=band,
+                          review_width_mm2=self.info.review_width_mm2)
 
 
 class Ensemble(Segmenter):

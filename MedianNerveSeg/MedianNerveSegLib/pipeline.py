@@ -174,7 +174,8 @@ def frame_result(segmenter, image, index: int, path: Path, prediction, labels: L
     from .measure import measure_mask
 
     columns = measurement_columns(measure_mask(prediction.mask, image.spacing_mm))
-    interval = csa_interval(prediction.band_px, columns["area_px"], image.spacing_mm) if prediction.found else None
+    interval = (csa_interval(prediction.band_px, columns["area_px"], image.spacing_mm, prediction.review_width_mm2)
+                if prediction.found else None)
     flags = columns["flags"] + list(prediction.flags) + ([REVIEW_FLAG] if interval and interval.needs_review else [])
     return FrameResult(
         image=str(path), frame=index, patient=labels.patient or patient_of(image, path),

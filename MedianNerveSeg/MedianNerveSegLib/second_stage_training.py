@@ -22,7 +22,7 @@ from .data import Sample
 from .inference import Segmenter
 from .io import read_image, read_mask
 from .preprocess import resize_array
-from .second_stage import FIRST_STAGE, SecondStageSettings, TwoStageSegmenter, window_box
+from .second_stage import FIRST_STAGE, REVIEW_WIDTH_MM2, SecondStageSettings, TwoStageSegmenter, window_box
 from .train import Recipe, SegmenterRecipe, TrainConfig, sample_spacing, validate
 from .models import MODEL_REGISTRY
 from .zoo import MODEL_JSON, WEIGHTS, ModelInfo, resolve_model
@@ -85,11 +85,13 @@ class SecondStageRecipe(SegmenterRecipe):
             f"({self.first_dir})")
 
     def info(self) -> ModelInfo:
-        """The second network's card: the first stage's clean-up (threshold, smallest nerve, branches)."""
+        """The second network's card: the first stage's clean-up (threshold, smallest nerve, branches), and the review
+        width of two-stage models."""
         info = super().info()
         first = self.first_info
         info.threshold, info.min_component_mm2 = first.threshold, first.min_component_mm2
         info.min_branch_fraction, info.second_stage = first.min_branch_fraction, self.settings.as_dict()
+        info.review_width_mm2 = REVIEW_WIDTH_MM2
         return info
 
     def validate(self, network: torch.nn.Module, info: ModelInfo) -> Dict[str, Any]:

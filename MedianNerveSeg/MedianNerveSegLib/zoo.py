@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple, Union
 
 from .io import atomic_write
+from .uncertainty import REVIEW_WIDTH_MM2
 from .models import SEGMENTER_KINDS, MODEL_REGISTRY, build_model, is_classifier, is_click_model, is_detector
 
 if TYPE_CHECKING:  # torch is imported where weights are read or written, not to read a model's card
@@ -50,6 +51,7 @@ class ModelInfo:
     click_encoding: Dict[str, Any] = field(default_factory=dict)  # click models: clicks.ClickEncoding's settings
     classification: Dict[str, Any] = field(default_factory=dict)  # classifiers: classify.ClassifierSettings
     second_stage: Dict[str, Any] = field(default_factory=dict)  # two-stage models: second_stage.SecondStageSettings
+    review_width_mm2: float = REVIEW_WIDTH_MM2  # CSA interval width from which a frame is flagged "review"
 
     @classmethod
     def from_dict(cls, data: Any, source: str = MODEL_JSON) -> "ModelInfo":
@@ -155,6 +157,8 @@ def _postprocess_problem(info: ModelInfo) -> Optional[str]:
         return f"'min_component_mm2' must be a number >= 0, got {info.min_component_mm2!r}"
     if not (_is_number(info.min_branch_fraction) and 0 <= info.min_branch_fraction <= 1):
         return f"'min_branch_fraction' must be a number from 0 to 1, got {info.min_branch_fraction!r}"
+    if not (_is_number(info.review_width_mm2) and info.review_width_mm2 > 0):
+        return f"'review_width_mm2' must be a number > 0, got {info.review_width_mm2!r}"
     return None
 
 

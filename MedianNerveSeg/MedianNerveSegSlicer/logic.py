@@ -43,7 +43,7 @@ from MedianNerveSegLib.measure import NerveMeasurement, as_spacing, measure_mask
 from MedianNerveSegLib.pipeline import measurement_columns, measurement_flags
 from MedianNerveSegLib.results import RESULTS_FILE, FrameResult, read_results
 from MedianNerveSegLib.runtime import version_label
-from MedianNerveSegLib.uncertainty import REVIEW_FLAG, CsaInterval, csa_interval
+from MedianNerveSegLib.uncertainty import REVIEW_FLAG, REVIEW_WIDTH_MM2, CsaInterval, csa_interval
 
 PathLike = Union[str, Path]
 
@@ -84,7 +84,7 @@ class NerveSceneLogic:
         self.segmentations_logic = segmentations_logic
         self.sequences_logic = sequences_logic
         self._ai_masks: Dict[Tuple[str, int], np.ndarray] = {}  # (segmentation node ID, frame) -> the AI's mask
-        self._ai_bands: Dict[Tuple[str, int], Tuple[int, int]] = {}  # ... -> its uncertainty band in pixels
+        self._ai_bands: Dict[Tuple[str, int], Tuple[Tuple[int, int], float]] = {}  # ... -> band px, review width
         self._click_sessions: Dict[Tuple[str, int], Any] = {}  # (segmentation node ID, frame) -> refine.ClickSession
         self._observations: Dict[int, Tuple[Any, List[int]]] = {}
         self._next_handle = 1
@@ -228,7 +228,7 @@ class NerveSceneLogic:
                            (ATTR_MILLISECONDS, f"{prediction.milliseconds:.1f}")):
             segmentation_node.SetAttribute(key, value)
         self._ai_masks[(segmentation_node.GetID(), frame)] = prediction.mask.copy()
-        self._set_band((segmentation_node.GetID(), frame), prediction.band_px)
+        self._set_band((segmentation_node.GetID(), frame), prediction.band_px, prediction.review_width_mm2)
         self._place_under(segmentation_node, volume_node)
         return segmentation_node, prediction
 
@@ -252,7 +252,7 @@ class NerveSceneLogic:
         return paths
 
     def import_frame_results(self, volume_node, results_dir: PathLike, frame_paths: List[Path],
-                             model: str = "", model_version: str = ""):
+                             model: str = "", model_version: str = "", review_width_mm2: float = REVIEW_WIDTH_MM2):
         """The masks a ``segment`` job wrote for ``export_frames``' files, as a per-frame segmentation.
 
         The frames' segmentations form a sequence browsed with the clip (edits of the shown frame
@@ -294,28 +294,29 @@ class NerveSceneLogic:
         table = self.measurement_table(f"{name} CSA per frame")
         for frame, (row, mask) in enumerate(zip(rows, masks)):
             self._ai_masks[(proxy.GetID(), frame)] = mask
-            self._set_band((proxy.GetID(), frame), _band_of(row))
+            self._set_band((proxy.GetID(), frame), _band_of(row), review_width_mm2)
             measurement = measure_mask(mask, spacing)
             self.update_table(table, measurement, f"{name} frame {frame}", frame,
-                              interval=csa_interval(_band_of(row), measurement.area_px, spacing))
+                              interval=csa_interval(_band_of(row), measurement.area_px, spacing, review_width_mm2))
         return proxy, table
 
-    def _set_band(self, key: Tuple[str, int], band_px: Optional[Tuple[int, int]]) -> None:
+    def _set_band(self, key: Tuple[str, int], band_px: Optional[Tuple[int, int]], review_width_mm2: float) -> None:
         if band_px is None:
             self._ai_bands.pop(key, None)
         else:
-            self._ai_bands[key] = band_px
+            self._ai_bands[key] = (band_px, review_width_mm2)
 
     def ai_interval(self, segmentation_node, volume_node) -> Optional[CsaInterval]:
         """The CSA interval (uncertainty.py) of the shown frame's AI mask at the volume's spacing now, while the
         segment is that mask: an edited contour, or an unknown spacing, has none."""
         key = (segmentation_node.GetID(), self.frame_of(segmentation_node, volume_node))
-        band, ai_mask = self._ai_bands.get(key), self._ai_masks.get(key)
-        if band is None or ai_mask is None:
+        stored, ai_mask = self._ai_bands.get(key), self._ai_masks.get(key)
+        if stored is None or ai_mask is None:
             return None
+        band, review_width_mm2 = stored
         mask = self.segment_mask(segmentation_node, volume_node)
-        return csa_interval(band, int(mask.sum()), self._spacing(volume_node)[0]) if np.array_equal(mask, ai_mask) \
-            else None
+        return csa_interval(band, int(mask.sum()), self._spacing(volume_node)[0], review_width_mm2) \
+            if np.array_equal(mask, ai_mask) else None
 
     def csa_chart(self, table_node, title: str):
         """A plot chart of CSA (mm², or px when uncalibrated) against frame, from a per-frame table."""

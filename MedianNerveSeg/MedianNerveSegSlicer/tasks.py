@@ -51,7 +51,8 @@ class ClipSegmentationTask(Task):
         results = self.work / "results"
         segmentation, table = self.scene_logic.import_frame_results(self.volume_node, results, self.frames,
                                                                     info.name,
-                                                                    version_label(info.version, self.runtime))
+                                                                    version_label(info.version, self.runtime),
+                                                                    info.review_width_mm2)
         return ClipResult(segmentation, table, segmentation_flags(results, self.low_confidence))
 
     def cleanup(self) -> None:

@@ -117,6 +117,7 @@ def test_train_first_stage_writes_a_two_stage_model_folder_and_refuses_a_first_s
                          second_stage=SecondStageTrainConfig(str(first), (8.0, 16.0)))
     info = train(dataset_dir, tmp_path / "two_stage", second, log=lambda _: None)
     assert info.second_stage == {"window_mm": [8.0, 16.0]} and info.metrics["n_images"] > 0
+    assert info.review_width_mm2 == 1.4
     out = tmp_path / "two_stage"
     assert (out / FIRST_STAGE / "model.json").read_bytes() == (first / "model.json").read_bytes()
     segmenter = Segmenter(out, runtime="torch")

@@ -687,3 +687,13 @@ def test_a_column_added_to_a_table_with_rows_leaves_them_empty(mrml, image_path,
     older, newer = mrml.logic.table_results(table)
     assert older.csa_low_mm2 is None and older.csa_high_mm2 is None and "review" not in older.flags
     assert newer.csa_low_mm2 == pytest.approx(interval.low_mm2)
+
+
+def test_the_slicer_review_flag_takes_the_models_own_width(mrml, image_path, tmp_path):
+    from test_uncertainty import _model_with_review_width
+
+    volume = mrml.logic.load_image(image_path, spacing_mm=SPACING)
+    model = _model_with_review_width(tmp_path / "model", 1e-6)
+    segmentation, _ = mrml.logic.segment(volume, Segmenter(model))
+    interval = mrml.logic.ai_interval(segmentation, volume)
+    assert interval.review_width_mm2 == 1e-6 and interval.needs_review

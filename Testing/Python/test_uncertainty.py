@@ -12,7 +12,9 @@ from MedianNerveSegLib.cross_validation import _review
 from MedianNerveSegLib.pipeline import overlay_caption
 from MedianNerveSegLib.report import summarise
 from MedianNerveSegLib.results import FrameResult, read_results
-from MedianNerveSegLib.uncertainty import (CsaInterval, band_pixels, csa_interval, flag_performance,
+from conftest import SPACING, needs_data
+
+from MedianNerveSegLib.uncertainty import (REVIEW_FLAG, CsaInterval, band_pixels, csa_interval, flag_performance,
                                            width_catching)
 
 
@@ -218,3 +220,37 @@ def test_a_rerun_with_other_weights_of_the_same_name_and_version_is_refused(data
     assert main(["segment", str(images[1]), "--out", str(out), "--spacing", "0.062", "--model", str(second),
                  "--runtime", "torch"]) == 2  # not appended to the first model's rows
     assert len(read_results(out)) == 1
+
+
+def _model_with_review_width(folder, width):
+    import json
+    import shutil
+
+    from MedianNerveSegLib.zoo import resolve_model
+
+    folder.mkdir()
+    for name in ("model.json", "model.pt"):
+        shutil.copy2(resolve_model("median_nerve_unet_small") / name, folder / name)
+    info = json.loads((folder / "model.json").read_text())
+    (folder / "model.json").write_text(json.dumps({**info, "review_width_mm2": width}))
+    return folder
+
+
+@needs_data
+@pytest.mark.parametrize("width, flagged", [(1e-6, True), (1e6, False)])
+def test_segment_flags_review_at_the_models_own_width(dataset_dir, tmp_path, width, flagged):
+    model = _model_with_review_width(tmp_path / "model", width)
+    image = sorted((dataset_dir / "images").iterdir())[0]
+    assert main(["segment", str(image), "--model", str(model), "--spacing", str(SPACING), "--out",
+                     str(tmp_path / "out"), "--no-overlay"]) == 0
+    row = read_results(tmp_path / "out")[0]
+    assert row.csa_high_mm2 > row.csa_low_mm2 and (REVIEW_FLAG in row.flags) == flagged
+
+
+@pytest.mark.parametrize("width", [0, -1.0, "1", float("inf"), None])
+def test_a_bad_review_width_in_model_json_is_refused_naming_it(tmp_path, width):
+    from MedianNerveSegLib.zoo import ModelFolderError, load_info
+
+    model = _model_with_review_width(tmp_path / "model", width)
+    with pytest.raises(ModelFolderError, match=r"model\.json: 'review_width_mm2' must be a number > 0"):
+        load_info(model)
