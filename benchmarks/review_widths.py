@@ -66,12 +66,12 @@ def main() -> None:
     result = {str(cv): scores(*widths_and_errors(cv, args.spacing)) for cv in args.cv}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "review_widths.json").write_text(json.dumps(result, indent=2) + "\n")
-    lines = [f"| cross-validation | images | large errors | ROC AUC | mean width mm^2 | "
+    lines = ["| cross-validation | images | large errors | ROC AUC | mean width mm^2 | "
              + " | ".join(f"caught / flagged at {w:g}" for w in WIDTHS) + " | width flagging 15% | caught there |",
              "|---" * (7 + len(WIDTHS)) + "|"]
     for cv, r in result.items():
-        cells = [f"{100 * r['at_width'][f'{w:g}']['caught']:.0f}% / {100 * r['at_width'][f'{w:g}']['others_flagged']:.0f}%"
-                 for w in WIDTHS]
+        shares = [r["at_width"][f"{w:g}"] for w in WIDTHS]
+        cells = [f"{100 * s['caught']:.0f}% / {100 * s['others_flagged']:.0f}%" for s in shares]
         lines.append(f"| `{cv}` | {r['n_images']} | {r['n_large_errors']} | {r['roc_auc']:.2f} | "
                      f"{r['mean_width_mm2']:.2f} | " + " | ".join(cells)
                      + f" | {r['width_flagging_15pct_mm2']:.2f} | {100 * r['caught_at_that_width']:.0f}% |")

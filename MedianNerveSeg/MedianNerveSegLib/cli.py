@@ -646,7 +646,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "native resolution (input size 128 x 256 unless --input-size or --config gives one); MODEL's "
                           "network is copied into --out")
     tra.add_argument("--window-mm", type=float, nargs=2, default=None, metavar=("H", "W"),
-                     help="the second stage's window in mm (default 8 16: the dataset's nerves are at most 3.7 x 13 mm)")
+                     help="the second stage's window in mm (default 8 16: the dataset's nerves are at most "
+                          "3.7 x 13 mm)")
     tra.add_argument("--labels", default=None, metavar="CSV",
                      help="classifiers: a CSV of diagnoses with a label column (CTS or control) and an image or "
                           "patient column")

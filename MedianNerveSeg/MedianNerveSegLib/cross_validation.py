@@ -180,9 +180,9 @@ def _review_markdown(review: Optional[Dict[str, Any]]) -> str:
     widths = ", ".join(f"{w:.2f}" for w in chosen["widths_mm2"].values() if w is not None) or "n/a"
     return (f"\nCSA interval (the CSA at probability thresholds {BAND[1]:g} and {BAND[0]:g}) on the {review['n_images']} "
             f"images with a nerve found: mean width {review['mean_width_mm2']:.2f} mm^2; the expert's CSA lies in it "
-            f"for {_percent(review['truth_in_interval'])}. The \"review\" flag (width >= {_widths(shipped['width_mm2'])} "
-            f"mm^2, the models') catches {_percent(shipped['caught'])} of the {shipped['n_large_errors']} images with a CSA error "
-            f"> {shipped['limit_mm2']:g} mm^2 and flags {_percent(shipped['others_flagged'])} of the other "
+            f"for {_percent(review['truth_in_interval'])}. The \"review\" flag (width >= "
+            f"{_widths(shipped['width_mm2'])} mm^2, the models') catches {_percent(shipped['caught'])} of the "
+            f"{shipped['n_large_errors']} images with a CSA error > {shipped['limit_mm2']:g} mm^2 and flags {_percent(shipped['others_flagged'])} of the other "
             f"{shipped['n_others']}. With the width chosen on the other folds to catch 90% ({widths} mm^2): catches "
             f"{_percent(chosen['caught'])}, flags {_percent(chosen['others_flagged'])} of the others.\n")
 

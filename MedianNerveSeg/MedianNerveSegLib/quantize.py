@@ -50,9 +50,10 @@ def quantize_model(model: Any, dataset_dir: Path, spacing_mm: Any = None,
     except ImportError:
         raise RuntimeError('quantize needs NNCF: pip install "median-nerve-seg[int8]"') from None
 
-    if load_info(resolve_model(model)).second_stage:
-        raise ModelFolderError(f"{resolve_model(model)}: a two-stage model; quantize calibrates one network on whole "
-                               "frames, and int8 two-stage models are not supported")
+    asked = resolve_model(model)
+    if load_info(asked).second_stage:
+        raise ModelFolderError(f"{asked}: a two-stage model; quantize calibrates one network on whole frames, and "
+                               "int8 two-stage models are not supported")
     floating = Segmenter(model, "cpu", runtime="openvino")
     model_dir, info = floating.model_dir, floating.info
     val_patients = info.training.get("val_patients") or []

@@ -2,13 +2,13 @@
 
 The interval is the CSA the pipeline would report at a stricter and at a looser threshold (the
 same clean-up, at :data:`BAND` instead of the model's threshold): where the network is unsure of
-the nerve's edge, or of a neighbouring blob, the two differ. An image whose interval is at least its model's
-``review_width_mm2`` wide (model.json; :data:`REVIEW_WIDTH_MM2` unless set) is flagged "review". Scored by patient-level cross-validation against the
-images whose CSA error exceeds :data:`ERROR_LIMIT_MM2` (docs/benchmarks/cross_validation.md): 1.0 mm^2
-catches about half of them and flags 8% of the rest; catching 90% would flag more than half, and other
-bands rank the images no better. Two-stage models (second_stage.py) have a wider interval and their own width.
-The interval is a sensitivity of the threshold, not a confidence
-interval.
+the nerve's edge, or of a neighbouring blob, the two differ. An image whose interval is at least its
+model's ``review_width_mm2`` wide (model.json; :data:`REVIEW_WIDTH_MM2` unless set) is flagged "review".
+Scored by patient-level cross-validation against the images whose CSA error exceeds
+:data:`ERROR_LIMIT_MM2` (docs/benchmarks/cross_validation.md): 1.0 mm^2 catches about half of them and
+flags 8% of the rest; catching 90% would flag more than half, and other bands rank the images no
+better. Two-stage models (second_stage.py) have a wider interval and their own width. The interval is
+a sensitivity of the threshold, not a confidence interval.
 """
 
 from __future__ import annotations

@@ -132,7 +132,8 @@ def test_train_first_stage_writes_a_two_stage_model_folder_and_refuses_a_first_s
 @needs_data
 def test_quantize_and_explain_refuse_a_two_stage_model_in_one_line(tmp_path, image):
     model = constant_two_stage(tmp_path / "model", 10.0)
-    for command, match in ((["quantize", "--model", str(model), "--dataset", str(Path(image.source).parent.parent)], "two-stage"),
+    dataset = str(Path(image.source).parent.parent)
+    for command, match in ((["quantize", "--model", str(model), "--dataset", dataset], "two-stage"),
                            (["explain", str(image.source), "--model", str(model), "--out", str(tmp_path / "maps")],
                             "two-stage model; explain .* first stage")):
         done = subprocess.run([sys.executable, "-m", "MedianNerveSegLib", *command], capture_output=True, text=True)
