@@ -10,6 +10,7 @@ over files already in the folder.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import time
@@ -248,6 +249,47 @@ MASK_WRITERS = {"nrrd": _nrrd_writer, "seg.nrrd": _segmentation_writer}
 _CLIP_FRAME = re.compile(r"^(.*)_f\d{4,}$")  # a clip frame's output stem: <stem>_fNNNN
 
 
+class ReadAhead:
+    """Opens the next file of a batch on a thread while this one is segmented: decoding releases the GIL, so it
+    runs on the core the network's single-threaded steps leave free. One file ahead at most, and none over
+    ``max_bytes`` (a clip read whole would be held twice); a file that cannot be opened raises when its turn
+    comes, as it would unread."""
+
+    def __init__(self, paths: Sequence[Path], spacing_mm, max_bytes: int = 64 << 20) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._following = {path: after for path, after in zip(paths, paths[1:])}
+        self._spacing_mm, self._max_bytes = spacing_mm, max_bytes
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="median-nerve-seg-read")
+        self._ahead: Dict[Path, Any] = {}
+
+    def open(self, path: Path):
+        """The opened image of ``path`` (close it with :func:`io.close_image`); starts opening the next file."""
+        from .io import open_image
+
+        ahead = self._ahead.pop(path, None)
+        after = self._following.get(path)
+        if after is not None and after not in self._ahead and self._small(after):
+            self._ahead[after] = self._pool.submit(open_image, after, self._spacing_mm)
+        return ahead.result() if ahead is not None else open_image(path, self._spacing_mm)
+
+    def _small(self, path: Path) -> bool:
+        try:
+            return path.stat().st_size <= self._max_bytes
+        except OSError:
+            return False  # opened in its turn, which names the reason
+
+    def close(self) -> None:
+        """Release a file opened ahead and not used (an interrupted batch)."""
+        from .io import close_image
+
+        for ahead in self._ahead.values():
+            if not ahead.cancel() and ahead.exception() is None:
+                close_image(ahead.result())
+        self._ahead.clear()
+        self._pool.shutdown()
+
+
 def _resumed_stem(rows: Sequence[FrameResult]) -> Optional[str]:
     """The output stem of a clip partly done by an earlier run (from its masks' names), None for a single frame."""
     mask = rows[0].mask if rows else ""
@@ -255,17 +297,17 @@ def _resumed_stem(rows: Sequence[FrameResult]) -> Optional[str]:
     return match.group(1) if match else None
 
 
-def _segment_file(segmenter, path: Path, stem: str, out_dir: Path, spacing_mm, outputs: Outputs, labels: Labels,
+def _segment_file(segmenter, path: Path, stem: str, out_dir: Path, reader: ReadAhead, outputs: Outputs, labels: Labels,
                   earlier: Sequence[FrameResult], warnings: List[str], times: StageTimes) -> Iterator[FrameResult]:
     """Each frame's row of one file, as it is made (a clip's frames are read one at a time; the frames an
     earlier run did, ``earlier``, are skipped). A frame that cannot be read or segmented is an error row and
     the clip goes on; a file that cannot be opened raises. A DICOM input with ``dicom_out`` holds its rows
     until its SEG and SR are written, so that a row can say they were not."""
     from .dicom_out import dicom_refusal
-    from .io import close_image, open_image
+    from .io import close_image
 
     since = time.perf_counter()
-    image = open_image(path, spacing_mm)
+    image = reader.open(path)
     times.add("read", since)
     try:
         side_of(image, labels)  # a file that contradicts --side is one error row, not one a frame
@@ -422,10 +464,11 @@ def segment_files(paths: Sequence[PathLike], out_dir: PathLike, segmenter, spaci
     failures: List[FrameResult] = []
     warnings: List[str] = []
     n_frames, n_skipped, failed = 0, len(paths) - len(todo), set()
-    with ResultsWriter(results_path) as writer:
+    reader = ReadAhead(todo, spacing_mm)
+    with ResultsWriter(results_path) as writer, contextlib.closing(reader):
         check_run_settings(out_dir, settings)
         for path in (progress(todo) if progress else todo):
-            rows = _segment_file(segmenter, path, stems[path], out_dir, spacing_mm, outputs, labels,
+            rows = _segment_file(segmenter, path, stems[path], out_dir, reader, outputs, labels,
                                  earlier.get(str(path), []), warnings, times)
             n_new = 0
             while True:

@@ -310,6 +310,9 @@ def test_benchmark_pipeline_reports_each_stage_and_the_hardware(few_images, tmp_
     assert set(result["ms_per_frame"]) == {"read", "network", "measure", "write outputs", "results row"}
     assert sum(result["ms_per_frame"].values()) <= result["end_to_end_ms_per_frame"] + 1  # stages within the whole
     assert "| **end to end** |" in (tmp_path / "pipeline.md").read_text()
+    alone = result["network_alone_ms_per_frame"]  # the floor: the network on frames in memory
+    assert alone > 0 and result["end_to_end_over_network_alone"] == round(result["end_to_end_ms_per_frame"] / alone, 2)
+    assert f"x the network alone** ({alone} ms/frame" in (tmp_path / "pipeline.md").read_text()
     assert result["first_result_s"] > 0 and result["runtime"].split()[0] in ("torch", "openvino")
     assert result["overlay"] is True
 

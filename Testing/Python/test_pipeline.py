@@ -142,3 +142,78 @@ def test_sigterm_keeps_every_finished_row_and_a_rerun_completes(tmp_path):
     assert rerun.returncode == 0, rerun.stderr
     rows = read_results(out / "measurements.csv")
     assert sorted(r.image for r in rows) == sorted(str(p) for p in inputs.iterdir())
+
+
+def _record_opens(monkeypatch):
+    """Wrap io.open_image/close_image: (path name, thread name) of each open, and the images closed."""
+    import threading
+
+    from MedianNerveSegLib import io
+
+    opened, closed = [], []
+    open_image, close_image = io.open_image, io.close_image
+
+    def recording_open(path, spacing_mm=None):
+        opened.append((path.name, threading.current_thread().name))
+        return open_image(path, spacing_mm)
+
+    def recording_close(image):
+        closed.append(image)
+        close_image(image)
+
+    monkeypatch.setattr(io, "open_image", recording_open)
+    monkeypatch.setattr(io, "close_image", recording_close)
+    return opened, closed
+
+
+def test_the_next_file_is_read_while_this_one_is_segmented(tmp_path, monkeypatch):
+    opened, _ = _record_opens(monkeypatch)
+    inputs = [_square(tmp_path / f"im{i}.png", i) for i in range(3)]
+
+    class WaitingSegmenter(ThresholdSegmenter):
+        def predict(self, image, index=0):  # the next file's read has begun before this frame's network runs
+            following = {"im0.png": "im1.png", "im1.png": "im2.png"}.get(image.source.rsplit("/", 1)[-1])
+            deadline = time.monotonic() + 30
+            while following and following not in [name for name, _ in opened] and time.monotonic() < deadline:
+                time.sleep(0.01)
+            self.seen = getattr(self, "seen", []) + [following in [name for name, _ in opened]]
+            return super().predict(image, index)
+
+    segmenter = WaitingSegmenter()
+    summary = segment_files(inputs, tmp_path / "out", segmenter, spacing_mm=0.1)
+    assert segmenter.seen == [True, True, False] and summary.n_frames == 3
+    threads = dict(opened)
+    assert threads["im0.png"] == "MainThread"
+    assert threads["im1.png"].startswith("median-nerve-seg-read") and threads["im2.png"].startswith("median-nerve")
+    rows = read_results(summary.results_path)  # the rows, in the inputs' order, each its own file's nerve
+    assert [r.image for r in rows] == [str(p) for p in inputs]
+    assert [r.area_px for r in rows] == [400, 400, 400]
+
+
+def test_an_unreadable_file_read_ahead_is_its_own_error_row(tmp_path, monkeypatch):
+    _record_opens(monkeypatch)
+    broken = tmp_path / "im1.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n not a picture")
+    inputs = [_square(tmp_path / "im0.png", 0), broken, _square(tmp_path / "im2.png", 2)]
+    summary = segment_files(inputs, tmp_path / "out", ThresholdSegmenter(), spacing_mm=0.1)
+    rows = read_results(summary.results_path)
+    assert [r.ok for r in rows] == [True, False, True] and rows[1].image == str(broken)
+    assert "not a valid or complete PNG" in rows[1].error
+
+
+def test_an_interrupted_batch_closes_the_clip_it_read_ahead(tmp_path, monkeypatch):
+    opened, closed = _record_opens(monkeypatch)
+    clip = tmp_path / "im1.tif"
+    pages = [Image.fromarray(np.full((60, 80), 10 * i, np.uint8)) for i in range(3)]
+    pages[0].save(clip, save_all=True, append_images=pages[1:])
+
+    class InterruptedSegmenter(ThresholdSegmenter):
+        def predict(self, image, index=0):
+            deadline = time.monotonic() + 30
+            while "im1.tif" not in [name for name, _ in opened] and time.monotonic() < deadline:
+                time.sleep(0.01)
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        segment_files([_square(tmp_path / "im0.png", 0), clip], tmp_path / "out", InterruptedSegmenter())
+    assert any(image.source == str(clip) for image in closed)
