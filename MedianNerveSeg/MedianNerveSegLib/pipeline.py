@@ -3,7 +3,8 @@
 A batch never aborts on one input: a file that cannot be read or segmented becomes an error
 row naming it and the reason, and the batch goes on. Rows are appended to the results file as
 they are produced, so an interrupted run keeps what it did; a rerun into the same folder
-skips the inputs already done. Output names are unique: two inputs with equal stems (from
+skips the inputs already done. The next file is read, and a frame's files written, on threads
+beside the network (:class:`ReadAhead`, ``hand_on``): a row is appended once its files are written. Output names are unique: two inputs with equal stems (from
 different folders, or ``scan.1.png`` and ``scan.1.bmp``) never write over each other, nor
 over files already in the folder.
 """
@@ -14,9 +15,10 @@ import contextlib
 import json
 import re
 import time
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Set, Union
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple, Union
 
 import numpy as np
 
@@ -216,21 +218,27 @@ class Outputs:
     dicom_out: bool = False
 
 
-def _write_frame_outputs(out_dir: Path, stem: str, image, index: int, prediction, outputs: Outputs,
-                         result: FrameResult) -> None:
-    from .io import write_mask_png, write_overlay_png
-
+def _name_frame_outputs(stem: str, outputs: Outputs, result: FrameResult) -> None:
+    """Put the names of a frame's mask (and probability map) in its row."""
     result.mask = f"{stem}_mask.png"
-    write_mask_png(out_dir / result.mask, prediction.mask)
-    if outputs.overlay:
-        write_overlay_png(out_dir / f"{stem}_overlay.png", image.frame(index), prediction.mask,
-                          caption=overlay_caption(result), spacing_mm=image.spacing_mm)
     if outputs.save_prob:
         result.probability = f"{stem}_prob.png"
+
+
+def _write_frame_outputs(out_dir: Path, stem: str, frame: np.ndarray, spacing_mm, prediction, outputs: Outputs,
+                         result: FrameResult, caption: Sequence[str]) -> None:
+    """Write the files a frame's row names (:func:`_name_frame_outputs`), and the overlay."""
+    from .io import write_mask_png, write_overlay_png
+
+    write_mask_png(out_dir / result.mask, prediction.mask)
+    if outputs.overlay:
+        write_overlay_png(out_dir / f"{stem}_overlay.png", frame, prediction.mask, caption=caption,
+                          spacing_mm=spacing_mm)
+    if outputs.save_prob:
         write_probability_png(out_dir / result.probability, prediction.probability)
     for name in outputs.mask_formats:
         suffix, write = MASK_WRITERS[name]()
-        write(out_dir / f"{stem}{suffix}", prediction.mask, image.spacing_mm, result.side)
+        write(out_dir / f"{stem}{suffix}", prediction.mask, spacing_mm, result.side)
 
 
 def _nrrd_writer():
@@ -256,8 +264,6 @@ class ReadAhead:
     comes, as it would unread."""
 
     def __init__(self, paths: Sequence[Path], spacing_mm, max_bytes: int = 64 << 20) -> None:
-        from concurrent.futures import ThreadPoolExecutor
-
         self._following = {path: after for path, after in zip(paths, paths[1:])}
         self._spacing_mm, self._max_bytes = spacing_mm, max_bytes
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="median-nerve-seg-read")
@@ -297,12 +303,14 @@ def _resumed_stem(rows: Sequence[FrameResult]) -> Optional[str]:
     return match.group(1) if match else None
 
 
-def _segment_file(segmenter, path: Path, stem: str, out_dir: Path, reader: ReadAhead, outputs: Outputs, labels: Labels,
-                  earlier: Sequence[FrameResult], warnings: List[str], times: StageTimes) -> Iterator[FrameResult]:
-    """Each frame's row of one file, as it is made (a clip's frames are read one at a time; the frames an
-    earlier run did, ``earlier``, are skipped). A frame that cannot be read or segmented is an error row and
-    the clip goes on; a file that cannot be opened raises. A DICOM input with ``dicom_out`` holds its rows
-    until its SEG and SR are written, so that a row can say they were not."""
+def _segment_file(segmenter, path: Path, stem: str, out_dir: Path, reader: ReadAhead, writer: Executor,
+                  outputs: Outputs, labels: Labels, earlier: Sequence[FrameResult], warnings: List[str],
+                  times: StageTimes) -> Iterator[Tuple[FrameResult, Optional[Future]]]:
+    """Each frame's row of one file, as it is made, with the writing of its files on ``writer`` (None when they
+    are written already). A clip's frames are read one at a time; the frames an earlier run did, ``earlier``, are
+    skipped. A frame that cannot be read or segmented is an error row and the clip goes on; a file that cannot be
+    opened raises. A DICOM input with ``dicom_out`` writes its files at once and holds its rows until its SEG and
+    SR are written (from those files), so that a row can say they were not."""
     from .dicom_out import dicom_refusal
     from .io import close_image
 
@@ -316,16 +324,17 @@ def _segment_file(segmenter, path: Path, stem: str, out_dir: Path, reader: ReadA
             return
         dicom = outputs.dicom_out and image.metadata.get("format") == "dicom"
         refusal = dicom_refusal(image) if dicom else None
-        held, rows = [], list(done.values())
+        held, rows, writing = [], list(done.values()), {}
         for index in range(image.n_frames):
             if index in done:
                 continue
-            row = _segment_frame(segmenter, image, index, path, stem, out_dir, outputs, labels, times)
+            row, writing[index] = _segment_frame(segmenter, image, index, path, stem, out_dir,
+                                                 None if dicom else writer, outputs, labels, times)
             rows.append(row)
             if dicom:
                 held.append(row)
             else:
-                yield row
+                yield row, writing[index]
         rows.sort(key=lambda r: r.frame)
         if dicom:
             failed = [str(r.frame) for r in rows if not r.ok]
@@ -336,38 +345,50 @@ def _segment_file(segmenter, path: Path, stem: str, out_dir: Path, reader: ReadA
                 for row in held:
                     if row.ok and "dicom-out-failed" not in row.flags:
                         row.flags.append("dicom-out-failed")
-            yield from held
-        if image.n_frames > 1 and any(r.ok for r in rows):
+            yield from ((row, None) for row in held)
+        measured = [vars(r) for r in rows if r.ok and _written(writing.get(r.frame))] if image.n_frames > 1 else []
+        if measured:  # (a single frame's files are still being written while the next file is segmented)
             from .plots import plot_csa_per_frame
 
-            measured = [vars(r) for r in rows if r.ok]
             where = f"{measured[0]['side'] or 'side unknown'}, {measured[0]['level']}"
             plot_csa_per_frame(measured, out_dir / f"{stem}_csa.png", f"{path.name} ({where})")
     finally:
         close_image(image)
 
 
-def _segment_frame(segmenter, image, index: int, path: Path, stem: str, out_dir: Path, outputs: Outputs,
-                   labels: Labels, times: StageTimes) -> FrameResult:
-    """One frame's row, its outputs written; an error row (naming the frame) when it cannot be done."""
+def _segment_frame(segmenter, image, index: int, path: Path, stem: str, out_dir: Path, writer: Optional[Executor],
+                   outputs: Outputs, labels: Labels, times: StageTimes) -> Tuple[FrameResult, Optional[Future]]:
+    """One frame's row, and the writing of its files on ``writer`` (None: written here, before returning); an error
+    row (naming the frame) when it cannot be done."""
     since = time.perf_counter()
     try:
-        image.frame(index)
+        frame = image.frame(index)
         since = times.add("read", since)
         prediction = segmenter.predict(image, index)
         since = times.add("network", since)
         result = frame_result(segmenter, image, index, path, prediction, labels)
         since = times.add("measure", since)
         frame_stem = stem + (f"_f{index:04d}" if image.n_frames > 1 else "")
-        _write_frame_outputs(out_dir, frame_stem, image, index, prediction, outputs, result)
+        _name_frame_outputs(frame_stem, outputs, result)
+        write = (out_dir, frame_stem, frame, image.spacing_mm, prediction, outputs, result, overlay_caption(result))
+        writing = writer.submit(_write_frame_outputs, *write) if writer else _write_frame_outputs(*write)
         times.add("write outputs", since)
     except Exception as error:
         if image.n_frames == 1:
             raise
-        result = _error_row(path, error)
-        result.frame = index
-        return result
+        return _frame_error_row(path, index, error), None
     times.frames += 1
+    return result, writing
+
+
+def _written(writing: Optional[Future]) -> bool:
+    """Whether a frame's files were written (waits for them)."""
+    return writing is None or writing.exception() is None
+
+
+def _frame_error_row(path: Path, index: int, error: BaseException) -> FrameResult:
+    result = _error_row(path, error)
+    result.frame = index
     return result
 
 
@@ -465,34 +486,51 @@ def segment_files(paths: Sequence[PathLike], out_dir: PathLike, segmenter, spaci
     warnings: List[str] = []
     n_frames, n_skipped, failed = 0, len(paths) - len(todo), set()
     reader = ReadAhead(todo, spacing_mm)
-    with ResultsWriter(results_path) as writer, contextlib.closing(reader):
+    held: Optional[Tuple[Path, FrameResult, Optional[Future]]] = None  # the last row, until its files are written
+
+    def hand_on(path: Path, row: FrameResult, writing: Optional[Future]) -> None:
+        """Write a row once its files are written (a failed write makes it the frame's error row)."""
+        nonlocal n_frames
+        since = time.perf_counter()
+        if not _written(writing):
+            row = _frame_error_row(path, row.frame, writing.exception())
+        since = times.add("write outputs", since)
+        writer.write(row)
+        if on_result:
+            on_result(row)
+        times.add("results row", since)
+        n_frames += row.ok
+        if not row.ok:
+            failures.append(row)
+            failed.add(path)
+
+    with ResultsWriter(results_path) as writer, contextlib.closing(reader), \
+            ThreadPoolExecutor(1, thread_name_prefix="median-nerve-seg-write") as output_writer:
         check_run_settings(out_dir, settings)
-        for path in (progress(todo) if progress else todo):
-            rows = _segment_file(segmenter, path, stems[path], out_dir, reader, outputs, labels,
-                                 earlier.get(str(path), []), warnings, times)
-            n_new = 0
-            while True:
-                try:
-                    row = next(rows)
-                except StopIteration:
-                    break
-                except Exception as error:  # one bad file is a row, never the end of the batch
-                    if n_new == 0 and earlier.get(str(path)):  # done before: its rows stand, none duplicated
-                        warnings.append(f"{path}: not opened again ({_error_row(path, error).error}); the "
-                                        f"{len(earlier[str(path)])} frames done earlier stand")
+        try:
+            for path in (progress(todo) if progress else todo):
+                rows = _segment_file(segmenter, path, stems[path], out_dir, reader, output_writer, outputs, labels,
+                                     earlier.get(str(path), []), warnings, times)
+                n_new = 0
+                while True:
+                    try:
+                        row, writing = next(rows)
+                    except StopIteration:
                         break
-                    row = _error_row(path, error)
-                n_new += 1
-                since = time.perf_counter()
-                writer.write(row)
-                if on_result:
-                    on_result(row)
-                times.add("results row", since)
-                n_frames += row.ok
-                if not row.ok:
-                    failures.append(row)
-                    failed.add(path)
-            n_skipped += path in resumed and n_new == 0
+                    except Exception as error:  # one bad file is a row, never the end of the batch
+                        if n_new == 0 and earlier.get(str(path)):  # done before: its rows stand, none duplicated
+                            warnings.append(f"{path}: not opened again ({_error_row(path, error).error}); the "
+                                            f"{len(earlier[str(path)])} frames done earlier stand")
+                            break
+                        row, writing = _error_row(path, error), None
+                    n_new += 1
+                    previous, held = held, (path, row, writing)
+                    if previous is not None:  # its files were written while this frame was segmented
+                        hand_on(*previous)
+                n_skipped += path in resumed and n_new == 0
+        finally:  # an interrupted batch keeps its last row too
+            if held is not None:
+                hand_on(*held)
     return BatchSummary(len(paths), n_skipped, len(failed), n_frames, results_path, failures, warnings)
 
 

@@ -4,6 +4,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -217,3 +218,69 @@ def test_an_interrupted_batch_closes_the_clip_it_read_ahead(tmp_path, monkeypatc
     with pytest.raises(KeyboardInterrupt):
         segment_files([_square(tmp_path / "im0.png", 0), clip], tmp_path / "out", InterruptedSegmenter())
     assert any(image.source == str(clip) for image in closed)
+
+
+def test_a_frames_files_are_written_beside_the_next_frame_and_its_row_after_them(tmp_path, monkeypatch):
+    import threading
+
+    from MedianNerveSegLib import io
+
+    writers, overlapped, write_overlay = set(), [], io.write_overlay_png
+    segmenting = {name: threading.Event() for name in ("im0.png", "im1.png", "im2.png", "im3.png")}
+
+    class SignallingSegmenter(ThresholdSegmenter):
+        def predict(self, image, index=0):
+            segmenting[Path(image.source).name].set()
+            return super().predict(image, index)
+
+    def waiting_write(path, *args, **kwargs):  # im0's overlay is written while im1 is segmented
+        writers.add(threading.current_thread().name)
+        if path.name == "im0_overlay.png":
+            overlapped.append(segmenting["im1.png"].wait(timeout=30))
+        write_overlay(path, *args, **kwargs)
+
+    monkeypatch.setattr(io, "write_overlay_png", waiting_write)
+    inputs = [_square(tmp_path / f"im{i}.png", i) for i in range(4)]
+    out, handed_on = tmp_path / "out", []
+    segment_files(inputs, out, SignallingSegmenter(), spacing_mm=0.1,
+                  on_result=lambda row: handed_on.append((out / row.mask).is_file()
+                                                         and (out / row.mask.replace("_mask", "_overlay")).is_file()))
+    assert overlapped == [True] and handed_on == [True] * 4
+    assert len(writers) == 1 and writers.pop().startswith("median-nerve-seg-write")
+    assert [r.area_px for r in read_results(out / "measurements.csv")] == [400] * 4
+
+
+def test_a_frame_whose_files_cannot_be_written_is_its_error_row(tmp_path, monkeypatch):
+    from MedianNerveSegLib import io
+
+    write_overlay = io.write_overlay_png
+
+    def failing_write(path, *args, **kwargs):
+        if "im1" in str(path):
+            raise OSError(28, "No space left on device")
+        write_overlay(path, *args, **kwargs)
+
+    monkeypatch.setattr(io, "write_overlay_png", failing_write)
+    inputs = [_square(tmp_path / f"im{i}.png", i) for i in range(3)]
+    summary = segment_files(inputs, tmp_path / "out", ThresholdSegmenter(), spacing_mm=0.1)
+    rows = read_results(summary.results_path)
+    assert [(Path(r.image).name, r.ok) for r in rows] == [("im0.png", True), ("im1.png", False), ("im2.png", True)]
+    assert "No space left on device" in rows[1].error and summary.n_failed == 1 and summary.n_frames == 2
+
+
+def test_an_interrupted_batch_keeps_the_row_whose_files_were_being_written(tmp_path):
+    inputs = [_square(tmp_path / f"im{i}.png", i) for i in range(3)]
+
+    class InterruptedSegmenter(ThresholdSegmenter):
+        def predict(self, image, index=0):
+            if image.source.endswith("im2.png"):
+                raise KeyboardInterrupt
+            return super().predict(image, index)
+
+    with pytest.raises(KeyboardInterrupt):
+        segment_files(inputs, tmp_path / "out", InterruptedSegmenter(), spacing_mm=0.1)
+    rows = read_results(tmp_path / "out" / "measurements.csv")
+    assert [Path(r.image).name for r in rows] == ["im0.png", "im1.png"]
+    assert all((tmp_path / "out" / r.mask).is_file() for r in rows)
+    summary = segment_files(inputs, tmp_path / "out", ThresholdSegmenter(), spacing_mm=0.1)  # the rerun finishes it
+    assert summary.n_skipped == 2 and len(read_results(summary.results_path)) == 3
