@@ -39,7 +39,13 @@ class CsaInterval:
 
     @property
     def needs_review(self) -> bool:
-        return self.width_mm2 >= self.review_width_mm2 - 1e-9  # (a pixel count times a pixel area: not exact)
+        return bool(is_flagged(self.width_mm2, self.review_width_mm2))
+
+
+def is_flagged(width_mm2: Any, review_width_mm2: Any) -> Any:
+    """Whether an interval of ``width_mm2`` is flagged "review" at ``review_width_mm2`` (numbers or arrays): the one
+    rule for the CSV and for the benchmarks that score it."""
+    return np.asarray(width_mm2) >= np.asarray(review_width_mm2) - 1e-9  # (a pixel count times a pixel area)
 
 
 def band_pixels(probability: np.ndarray, min_component_px: int, min_branch_fraction: float) -> Tuple[int, int]:
@@ -69,7 +75,7 @@ def flag_performance(errors_mm2: Sequence[float], widths_mm2: Sequence[float],
     |CSA error| > ``limit_mm2`` it catches, and the share of the others it flags."""
     errors, widths = np.abs(np.asarray(errors_mm2, float)), np.asarray(widths_mm2, float)
     threshold = np.asarray(width_mm2, float)
-    large, flagged = errors > limit_mm2, widths >= threshold
+    large, flagged = errors > limit_mm2, is_flagged(widths, threshold)
     return {"n_large_errors": int(large.sum()), "n_others": int((~large).sum()),
             "caught": float(flagged[large].mean()) if large.any() else None,
             "others_flagged": float(flagged[~large].mean()) if (~large).any() else None,

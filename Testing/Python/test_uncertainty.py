@@ -185,6 +185,13 @@ def test_an_interval_exactly_as_wide_as_the_review_width_is_flagged():
     assert not csa_interval((1501, 1500 + pixels), 1550, (0.1, 0.1)).needs_review
 
 
+def test_the_benchmarks_score_the_flag_the_csv_gives_at_the_limit():
+    interval = csa_interval((1000, 1001), 1000, (0.062, 0.062), review_width_mm2=0.003844)  # one pixel wide
+    assert interval.width_mm2 < 0.003844 and interval.needs_review  # 0.0038439999999999998: flagged in the CSV
+    scored = flag_performance([2.0, 0.1], [interval.width_mm2] * 2, 0.003844)
+    assert scored["caught"] == 1.0 and scored["others_flagged"] == 1.0
+
+
 def test_an_ensemble_refuses_an_empty_or_repeated_member_and_its_overlay_says_ensemble(tmp_path):
     from MedianNerveSegLib.inference import segmenter_of
 
