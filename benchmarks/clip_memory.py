@@ -1,11 +1,11 @@
 """Peak memory of `segment` on long cine clips: docs/benchmarks/clip_memory.{json,md}.
 
 Builds clips of N frames (the dataset's 606 x 468 images in turn, grey, 0.062 mm pixels) in a scratch
-folder: a multi-frame DICOM (US region spacing), or a gzip NRRD, NIfTI (.nii.gz) or uncompressed MetaImage
-(.mha) with time as the last axis; runs ``median-nerve-seg segment CLIP --no-overlay`` on each as a new process and records its peak
+folder: a multi-frame DICOM (US region spacing), or a gzip NRRD, NIfTI (.nii.gz) or MetaImage (.mha;
+mha-zlib: compressed) with time as the last axis; runs ``median-nerve-seg segment CLIP --no-overlay`` on each as a new process and records its peak
 resident memory (ru_maxrss) and wall time per frame. Run from the repository root, the dataset beside it:
 
-    .venv/bin/python benchmarks/clip_memory.py [--frames 500 5000] [--format dicom|nrrd|nifti|mha]
+    .venv/bin/python benchmarks/clip_memory.py [--frames 500 5000] [--format dicom|nrrd|nifti|mha|mha-zlib]
 
 ``--command`` times another checkout's CLI instead (the "before" figures: a worktree of an older commit).
 """
@@ -68,7 +68,8 @@ def write_clip(path: Path, n_frames: int, images: Path = IMAGES) -> Path:
 
 
 def write_volume_clip(path: Path, n_frames: int, images: Path = IMAGES) -> Path:
-    """The same frames as a gzip NRRD (.nrrd), NIfTI (.nii.gz) or MetaImage (.mha), time the slowest axis."""
+    """The same frames as a gzip NRRD (.nrrd), NIfTI (.nii.gz) or MetaImage (.mha; .zlib.mha compressed), time the
+    slowest axis."""
     sources = sorted(images.glob("*.png"))[:40]
     frames = [np.asarray(Image.open(p).convert("L")) for p in sources]
     frames = [f for f in frames if f.shape == frames[0].shape]
@@ -80,7 +81,7 @@ def write_volume_clip(path: Path, n_frames: int, images: Path = IMAGES) -> Path:
 
         image = sitk.GetImageFromArray(clip)
         image.SetSpacing((0.062, 0.062, 0.0333))
-        sitk.WriteImage(image, str(path))  # uncompressed: compressed MetaImage is read whole
+        sitk.WriteImage(image, str(path), useCompression=path.name.endswith(".zlib.mha"))
     elif path.suffix == ".nrrd":
         import nrrd
 
@@ -95,7 +96,7 @@ def write_volume_clip(path: Path, n_frames: int, images: Path = IMAGES) -> Path:
     return path
 
 
-SUFFIXES = {"dicom": ".dcm", "nrrd": ".nrrd", "nifti": ".nii.gz", "mha": ".mha"}
+SUFFIXES = {"dicom": ".dcm", "nrrd": ".nrrd", "nifti": ".nii.gz", "mha": ".mha", "mha-zlib": ".zlib.mha"}
 
 
 def measured(command: list) -> dict:

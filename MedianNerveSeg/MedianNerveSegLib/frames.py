@@ -1,7 +1,7 @@
 """Clips read a frame at a time: memory flat in the clip's length.
 
 :func:`io.open_image` gives a multi-frame DICOM, a multi-page TIFF, or a 2D+time NRRD, NIfTI or
-uncompressed MetaImage an :class:`UltrasoundImage`
+MetaImage an :class:`UltrasoundImage`
 whose ``pixels`` is a :class:`LazyFrames`: each frame is decoded when asked for, converted to
 grey float32 as :func:`io.read_image` converts a whole clip, and checked for NaN/Inf then (a bad
 frame is refused naming its index; the frames before it stand). Any other file, or a clip
@@ -236,29 +236,64 @@ def open_nifti_clip(path: Path, grey: Callable[[np.ndarray], np.ndarray]) -> Opt
         return None
 
 
-def _metaimage_header(path: Path) -> dict:
-    """The MetaImage header's fields (up to ElementDataFile), by name."""
-    fields = {}
+def _metaimage_header(path: Path) -> Tuple[dict, int]:
+    """The MetaImage header's fields (up to ElementDataFile) by name, and the byte where its data begins (LOCAL)."""
+    fields, end = {}, 0
     with open(path, "rb") as handle:
         for line in handle:
+            end += len(line)
             key, _, value = line.decode("latin-1").partition("=")
             fields[key.strip()] = value.strip()
             if key.strip() == "ElementDataFile" or len(fields) > 100:
                 break
-    return fields
+    return fields, end
+
+
+METAIMAGE_TYPES = {"MET_UCHAR": "u1", "MET_CHAR": "i1", "MET_USHORT": "u2", "MET_SHORT": "i2", "MET_UINT": "u4",
+                   "MET_INT": "i4", "MET_ULONG_LONG": "u8", "MET_LONG_LONG": "i8", "MET_FLOAT": "f4",
+                   "MET_DOUBLE": "f8"}
+
+
+class ZlibStream:
+    """A file's zlib stream from ``offset``, decompressed as it is read; ``seek`` goes forward by decompressing."""
+
+    def __init__(self, handle: Any, offset: int) -> None:
+        import zlib
+
+        handle.seek(offset)
+        self._handle, self._inflate, self._position = handle, zlib.decompressobj(), 0
+
+    def read(self, size: int) -> bytes:
+        parts, have = [], 0
+        while have < size and not self._inflate.eof:
+            data = self._inflate.unconsumed_tail or self._handle.read(1 << 16)
+            if not data:
+                break
+            part = self._inflate.decompress(data, size - have)
+            parts.append(part)
+            have += len(part)
+        self._position += have
+        return b"".join(parts)
+
+    def seek(self, position: int) -> None:
+        if position < self._position:
+            raise ValueError("a zlib stream is read forward only")
+        while self._position < position and self.read(min(position - self._position, 1 << 20)):
+            pass
 
 
 def open_metaimage_clip(path: Path, grey: Callable[[np.ndarray], np.ndarray]
                         ) -> Optional[Tuple[Tuple[float, ...], int, LazyFrames]]:
-    """(spacing per axis, slowest first; colour components; LazyFrames) of an uncompressed 2D+time MetaImage (.mha, or .mhd with its data file), each frame read as a
-    region (SimpleITK streams it), or None to read the file whole (compressed data: ITK would decompress it
-    all for each frame)."""
+    """(spacing per axis, slowest first; colour components; LazyFrames) of a 2D+time MetaImage (.mha, or .mhd with
+    its data file), or None to read the file whole. Uncompressed frames are read as regions (SimpleITK streams
+    them); compressed data (zlib) is decompressed as the frames are read, in order."""
     import SimpleITK as sitk
 
     try:
-        header = _metaimage_header(path)
-        data = path if header.get("ElementDataFile") == "LOCAL" else path.parent / header.get("ElementDataFile", "")
-        if header.get("CompressedData", "False").lower() == "true" or not data.is_file():
+        header, header_end = _metaimage_header(path)
+        local = header.get("ElementDataFile") == "LOCAL"
+        data = path if local else path.parent / header.get("ElementDataFile", "")
+        if not data.is_file():
             return None
         reader = sitk.ImageFileReader()
         reader.SetFileName(str(path))
@@ -266,7 +301,24 @@ def open_metaimage_clip(path: Path, grey: Callable[[np.ndarray], np.ndarray]
         size = reader.GetSize()
         if len(size) != 3 or min(size) < 2:
             return None
-        n_frames = size[2]
+        n_frames, components = size[2], reader.GetNumberOfComponents()
+        spacing = tuple(reversed(reader.GetSpacing()))
+        if header.get("CompressedData", "False").lower() == "true":
+            if "HeaderSize" in header:
+                return None  # bytes to skip in a compressed data file: ITK's reader knows how
+            big_endian = "true" in (header.get("BinaryDataByteOrderMSB", "").lower(),
+                                    header.get("ElementByteOrderMSB", "").lower())
+            dtype = np.dtype(METAIMAGE_TYPES[header["ElementType"]]).newbyteorder(">" if big_endian else "<")
+            frame_shape = (size[1], size[0]) + ((components,) if components > 1 else ())
+
+            @contextlib.contextmanager
+            def open_stream() -> Iterator[ZlibStream]:
+                with open(data, "rb") as handle:
+                    yield ZlibStream(handle, header_end if local else 0)
+
+            raw = _frames_of_stream(path, open_stream, 0, n_frames, dtype.itemsize * int(np.prod(frame_shape)),
+                                    lambda chunk: np.frombuffer(chunk, dtype).reshape(frame_shape))
+            return spacing, components, LazyFrames(path, n_frames, raw, grey)
 
         def frames_from(start: int) -> Iterator[np.ndarray]:
             for index in range(start, n_frames):
@@ -277,7 +329,6 @@ def open_metaimage_clip(path: Path, grey: Callable[[np.ndarray], np.ndarray]
         first = next(frames_from(0))
         if data.stat().st_size < n_frames * first.nbytes:
             return None  # truncated: the whole read says so
-        components = first.shape[2] if first.ndim == 3 else 1
-        return tuple(reversed(reader.GetSpacing())), components, LazyFrames(path, n_frames, frames_from, grey)
+        return spacing, components, LazyFrames(path, n_frames, frames_from, grey)
     except Exception:
         return None

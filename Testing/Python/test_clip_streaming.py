@@ -321,7 +321,9 @@ def _write_volume_clip(path: Path, frames: np.ndarray, kind: str) -> Path:
                                                 ("nrrd-gzip", ".nrrd", True), ("nifti", ".nii", False),
                                                 ("nifti", ".nii.gz", False), ("nifti-scaled", ".nii.gz", False),
                                                 ("nifti", ".nii", True), ("mha", ".mha", False),
-                                                ("mha", ".mha", True), ("mha", ".mhd", False)])
+                                                ("mha", ".mha", True), ("mha", ".mhd", False),
+                                                ("mha-compressed", ".mha", False), ("mha-compressed", ".mha", True),
+                                                ("mha-compressed", ".mhd", False)])
 def test_an_nrrd_nifti_or_mha_clip_is_opened_frame_by_frame_as_read_image_reads_it(tmp_path, kind, suffix, colour):
     frames = _clip(6)
     if colour:
@@ -383,11 +385,46 @@ def test_a_cut_uncompressed_nifti_or_mha_clip_is_refused_as_read_image_refuses_i
     assert str(opened.value) == str(whole.value)
 
 
-def test_a_compressed_mha_clip_is_read_whole(tmp_path):
+def test_a_cut_compressed_mha_clip_keeps_the_frames_before_the_cut(tmp_path):
     path = _write_volume_clip(tmp_path / "z.mha", _clip(6), "mha-compressed")
-    opened = open_image(path)  # ITK would decompress it all for each frame read as a region
-    assert not isinstance(opened.pixels, LazyFrames)
-    np.testing.assert_array_equal(opened.pixels, read_image(path).pixels)
+    path.write_bytes(path.read_bytes()[:-40])  # the zlib data ends in the last frames
+    segment_files([path], tmp_path / "out", ThresholdSegmenter(), spacing_mm=0.1, overlay=False)
+    rows = read_results(tmp_path / "out")
+    cut = min(r.frame for r in rows if not r.ok)
+    assert 0 < cut < 6 and [r.frame for r in rows if r.ok] == list(range(cut))
+    assert [r.error for r in rows if not r.ok] == [f"frame {k} cannot be decoded (the file ends before frame {cut})"
+                                                   for k in range(cut, 6)]
+
+
+def test_a_compressed_mha_clip_is_decompressed_once_in_order(tmp_path, monkeypatch):
+    import zlib
+
+    from MedianNerveSegLib import frames
+
+    path = _write_volume_clip(tmp_path / "z.mha", _clip(40), "mha-compressed")
+    inflated = []
+    decompressobj = zlib.decompressobj
+
+    class Counting:
+        def __init__(self):
+            self._inflate = decompressobj()
+
+        def decompress(self, data, max_length=0):
+            part = self._inflate.decompress(data, max_length)
+            inflated.append(len(part))
+            return part
+
+        def __getattr__(self, name):
+            return getattr(self._inflate, name)
+
+    monkeypatch.setattr(zlib, "decompressobj", Counting)
+    opened = open_image(path)
+    assert isinstance(opened.pixels, LazyFrames)
+    for index in range(40):
+        opened.frame(index)
+    close_image(opened)
+    assert sum(inflated) == 40 * 60 * 80 and max(inflated) <= 60 * 80  # each frame once, never the whole clip
+    assert frames.ZlibStream  # the reader that does it
 
 
 def test_after_the_data_ends_later_frames_fail_without_decoding_the_file_again():
