@@ -13,11 +13,11 @@ from scipy.special import expit
 
 from .image import UltrasoundImage
 from .models import KIND_COMMANDS, MODEL_REGISTRY, is_detector
-from .postprocess import clean_mask, min_component_pixels
+from .postprocess import clean_mask, min_component_pixels, nerve_box
 from .preprocess import network_array, resize, resize_array, to_network_input
 from .results import ENSEMBLE_JOIN
 from .runtime import INT8_FOLDER, OpenVinoNetwork, choose_runtime, version_label
-from .uncertainty import REVIEW_WIDTH_MM2, band_pixels
+from .uncertainty import BAND, REVIEW_WIDTH_MM2, band_pixels
 from .zoo import MODEL_JSON, WEIGHTS, ModelFolderError, ModelInfo, load_info, load_network, resolve_model
 
 if TYPE_CHECKING:  # torch is imported only when PyTorch runs the network (runtime.py)
@@ -133,14 +133,20 @@ class Segmenter:
                               1000.0 * (time.perf_counter() - start), ("constant-frame",))
         probability = self.probability(frame, image.spacing_mm)
         min_px = min_component_pixels(self.info.min_component_mm2, image.spacing_mm, frame.shape)
-        mask = clean_mask(probability, self.info.threshold, min_px, self.info.min_branch_fraction)
-        found = bool(mask.any())
-        band = band_pixels(probability, min_px, self.info.min_branch_fraction) if found else None
+        mask, band, confidence = np.zeros(frame.shape, bool), None, None
+        box = nerve_box(probability, min(self.info.threshold, *BAND))  # the mask and the band lie in it
+        if box is not None:  # cleaned on the box alone: the same masks, a fraction of the work
+            crop = probability[box]
+            mask[box] = clean_mask(crop, self.info.threshold, min_px, self.info.min_branch_fraction)
+            if mask[box].any():
+                band = band_pixels(crop, min_px, self.info.min_branch_fraction)
+                confidence = float(crop[mask[box]].mean())
+        found = band is not None
         detections = getattr(self.network, "last_detections", None)  # a detector's box scores, best first
         if detections is not None:
             confidence = float(detections[0]["scores"][0]) if len(detections[0]["scores"]) else 0.0
-        else:
-            confidence = float(probability[mask].mean()) if found else float(probability.max())
+        elif not found:
+            confidence = float(probability.max())
         return Prediction(probability, mask, confidence, found, 1000.0 * (time.perf_counter() - start), band_px=band,
                           review_width_mm2=self.info.review_width_mm2)
 

@@ -20,10 +20,20 @@ def clean_mask(probability: np.ndarray, threshold: float, min_component_px: int,
     above = probability >= threshold
     if not above.any():
         return above
-    box = _bounding_box(above, margin=2)
+    box = _bounding_box(above, margin=_MARGIN)
     keep = np.zeros_like(above)
     keep[box] = _clean_region(above[box], min_component_px, min_branch_fraction)
     return keep
+
+
+_MARGIN = 2  # pixels around the mask's box that clean_mask works on (room for the hole filling's outside)
+
+
+def nerve_box(probability: np.ndarray, threshold: float) -> Optional[Tuple[slice, slice]]:
+    """The box clean_mask works on at ``threshold`` (None when no pixel reaches it). It holds the box of any higher
+    threshold too, so clean_mask of the probability on it equals that of the whole map there (zero elsewhere)."""
+    above = probability >= threshold
+    return _bounding_box(above, margin=_MARGIN) if above.any() else None
 
 
 def _bounding_box(mask: np.ndarray, margin: int) -> Tuple[slice, slice]:

@@ -124,3 +124,34 @@ def test_a_constant_frame_is_not_found_and_flagged(segmenter, value):
     assert not prediction.found and not prediction.mask.any() and prediction.confidence == 0.0
     assert prediction.mask.shape == prediction.probability.shape == (200, 300)
     assert prediction.flags == ("constant-frame",)
+
+
+@pytest.mark.parametrize("threshold", [0.2, 0.5, 0.8])
+def test_predict_cleans_the_nerve_box_as_it_would_the_whole_map(threshold):
+    from scipy import ndimage
+
+    from MedianNerveSegLib.postprocess import clean_mask, min_component_pixels
+    from MedianNerveSegLib.uncertainty import band_pixels
+
+    rng = np.random.default_rng(7)
+    maps = [ndimage.gaussian_filter(rng.random((90, 120)), sigma=3) for _ in range(12)]
+    maps = [((m - m.min()) / np.ptp(m)).astype(np.float32) for m in maps]  # blobs at every level, edges too
+
+    class MapSegmenter(Segmenter):
+        def probability(self, frame, spacing_mm=None):
+            return maps[int(frame[0, 0])]
+
+    info = ModelInfo(name="maps", architecture="monai_unet", threshold=threshold)
+    segmenter = MapSegmenter.from_network(torch.nn.Identity(), info)
+    for index, probability in enumerate(maps):
+        frame = np.full((90, 120), index, np.float32)
+        frame[1, 1] = 100  # some contrast
+        prediction = segmenter.predict(UltrasoundImage(frame, (0.1, 0.1)))
+        min_px = min_component_pixels(info.min_component_mm2, (0.1, 0.1), frame.shape)
+        whole = clean_mask(probability, threshold, min_px, info.min_branch_fraction)
+        assert np.array_equal(prediction.mask, whole) and prediction.found == bool(whole.any())
+        if whole.any():
+            assert prediction.band_px == band_pixels(probability, min_px, info.min_branch_fraction)
+            assert prediction.confidence == float(probability[whole].mean())
+        else:
+            assert prediction.band_px is None and prediction.confidence == float(probability.max())

@@ -37,3 +37,21 @@ def test_everything_too_small_means_not_found():
 def test_min_component_pixels_uses_spacing():
     assert min_component_pixels(1.0, (0.062, 0.062), (468, 606)) == round(1 / 0.062 ** 2)
     assert min_component_pixels(1.0, None, (468, 606)) == int(468 * 606 * 1e-3)
+
+
+def test_clean_mask_on_the_nerve_box_equals_clean_mask_on_the_whole_map():
+    from scipy import ndimage
+
+    from MedianNerveSegLib.postprocess import nerve_box
+
+    rng = np.random.default_rng(3)
+    for trial in range(40):  # blobs, holes and branches anywhere, at the frame's edges too
+        probability = ndimage.gaussian_filter(rng.random((70, 90)), sigma=rng.uniform(1.5, 4))
+        probability = (probability - probability.min()) / np.ptp(probability)
+        box = nerve_box(probability, 0.25)
+        for threshold in (0.25, 0.5, 0.6, 0.75):
+            whole = clean_mask(probability, threshold, 5, 0.1)
+            on_box = np.zeros_like(whole)
+            on_box[box] = clean_mask(probability[box], threshold, 5, 0.1)
+            assert np.array_equal(on_box, whole), (trial, threshold)
+    assert nerve_box(np.full((4, 4), 0.2), 0.25) is None
