@@ -4,9 +4,10 @@ A batch never aborts on one input: a file that cannot be read or segmented becom
 row naming it and the reason, and the batch goes on. Rows are appended to the results file as
 they are produced, so an interrupted run keeps what it did; a rerun into the same folder
 skips the inputs already done. The next file is read, and a frame's files written, on threads
-beside the network (:class:`ReadAhead`, ``hand_on``): a row is appended once its files are written. Output names are unique: two inputs with equal stems (from
-different folders, or ``scan.1.png`` and ``scan.1.bmp``) never write over each other, nor
-over files already in the folder.
+beside the network (:class:`ReadAhead`, ``hand_on``): a row is appended once its files are
+written. Output names are unique: two inputs with equal stems (from different folders, or
+``scan.1.png`` and ``scan.1.bmp``) never write over each other, nor over files already in the
+folder.
 """
 
 from __future__ import annotations
@@ -15,10 +16,11 @@ import contextlib
 import json
 import re
 import time
+from collections import deque
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple, Union
+from typing import Any, Callable, Deque, Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple, Union
 
 import numpy as np
 
@@ -273,11 +275,19 @@ class ReadAhead:
         """The opened image of ``path`` (close it with :func:`io.close_image`); starts opening the next file."""
         from .io import open_image
 
-        ahead = self._ahead.pop(path, None)
+        ahead = self._ahead.get(path)
         after = self._following.get(path)
         if after is not None and after not in self._ahead and self._small(after):
             self._ahead[after] = self._pool.submit(open_image, after, self._spacing_mm)
-        return ahead.result() if ahead is not None else open_image(path, self._spacing_mm)
+        if ahead is None:
+            return open_image(path, self._spacing_mm)
+        try:
+            image = ahead.result()  # (interrupted while it waits, close() still finds the file to close)
+        except Exception:
+            del self._ahead[path]  # not opened: nothing to close
+            raise
+        del self._ahead[path]
+        return image
 
     def _small(self, path: Path) -> bool:
         try:
@@ -486,15 +496,18 @@ def segment_files(paths: Sequence[PathLike], out_dir: PathLike, segmenter, spaci
     warnings: List[str] = []
     n_frames, n_skipped, failed = 0, len(paths) - len(todo), set()
     reader = ReadAhead(todo, spacing_mm)
-    held: Optional[Tuple[Path, FrameResult, Optional[Future]]] = None  # the last row, until its files are written
+    held: Deque[Tuple[Path, FrameResult, Optional[Future]]] = deque()  # rows whose files are being written
 
-    def hand_on(path: Path, row: FrameResult, writing: Optional[Future]) -> None:
-        """Write a row once its files are written (a failed write makes it the frame's error row)."""
+    def hand_on() -> None:
+        """Write the first held row once its files are written (a failed write makes it the frame's error row); it
+        stays held until then, so that an interrupted batch still writes it."""
         nonlocal n_frames
         since = time.perf_counter()
+        path, row, writing = held[0]
         if not _written(writing):
             row = _frame_error_row(path, row.frame, writing.exception())
         since = times.add("write outputs", since)
+        held.popleft()
         writer.write(row)
         if on_result:
             on_result(row)
@@ -524,13 +537,13 @@ def segment_files(paths: Sequence[PathLike], out_dir: PathLike, segmenter, spaci
                             break
                         row, writing = _error_row(path, error), None
                     n_new += 1
-                    previous, held = held, (path, row, writing)
-                    if previous is not None:  # its files were written while this frame was segmented
-                        hand_on(*previous)
+                    held.append((path, row, writing))
+                    while len(held) > 1:  # the earlier frame's files were written while this one was segmented
+                        hand_on()
                 n_skipped += path in resumed and n_new == 0
-        finally:  # an interrupted batch keeps its last row too
-            if held is not None:
-                hand_on(*held)
+        finally:  # an interrupted batch keeps the rows whose files it was writing
+            while held:
+                hand_on()
     return BatchSummary(len(paths), n_skipped, len(failed), n_frames, results_path, failures, warnings)
 
 

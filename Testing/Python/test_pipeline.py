@@ -284,3 +284,42 @@ def test_an_interrupted_batch_keeps_the_row_whose_files_were_being_written(tmp_p
     assert all((tmp_path / "out" / r.mask).is_file() for r in rows)
     summary = segment_files(inputs, tmp_path / "out", ThresholdSegmenter(), spacing_mm=0.1)  # the rerun finishes it
     assert summary.n_skipped == 2 and len(read_results(summary.results_path)) == 3
+
+
+def test_ctrl_c_while_a_frames_files_are_written_keeps_its_row_and_the_rerun_adds_no_copy(tmp_path, monkeypatch):
+    import os
+    import signal
+    import threading
+
+    from MedianNerveSegLib import io
+
+    im2_segmented, write_overlay = threading.Event(), io.write_overlay_png
+
+    class SignallingSegmenter(ThresholdSegmenter):
+        def predict(self, image, index=0):
+            prediction = super().predict(image, index)
+            if image.source.endswith("im2.png"):
+                im2_segmented.set()
+            return prediction
+
+    def interrupting_write(path, *args, **kwargs):  # the user's Ctrl-C while the batch waits for im1's files
+        if path.name == "im1_overlay.png":
+            im2_segmented.wait(timeout=30)
+            time.sleep(0.3)
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.2)
+        write_overlay(path, *args, **kwargs)
+
+    monkeypatch.setattr(io, "write_overlay_png", interrupting_write)
+    inputs = [_square(tmp_path / f"im{i}.png", i) for i in range(4)]
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        segment_files(inputs, out, SignallingSegmenter(), spacing_mm=0.1)
+    rows = read_results(out / "measurements.csv")
+    assert [Path(r.image).name for r in rows] == [p.name for p in inputs[:len(rows)]] and len(rows) >= 2
+    assert sorted(p.name for p in out.glob("*_mask.png")) == sorted(r.mask for r in rows)  # no file without its row
+    monkeypatch.setattr(io, "write_overlay_png", write_overlay)
+    segment_files(inputs, out, ThresholdSegmenter(), spacing_mm=0.1)
+    rows = read_results(out / "measurements.csv")
+    assert [Path(r.image).name for r in rows] == [p.name for p in inputs]
+    assert sorted(p.name for p in out.glob("*_mask.png")) == [f"im{i}_mask.png" for i in range(4)]
