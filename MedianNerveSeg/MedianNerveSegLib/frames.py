@@ -21,10 +21,11 @@ RawFrames = Callable[[int], Iterator[np.ndarray]]  # the file's frames from inde
 
 
 class FileEnded(ValueError):
-    """The file's data ends before a frame: every later frame is missing too."""
+    """The file's data ends, or cannot be read on (``reason``), before a frame: every later frame is missing too."""
 
-    def __init__(self, frame: int) -> None:
-        super().__init__(f"the file ends before frame {frame}")
+    def __init__(self, frame: int, reason: str = "") -> None:
+        super().__init__(f"the data cannot be read from frame {frame} on ({reason})" if reason
+                         else f"the file ends before frame {frame}")
         self.frame = frame
 
 
@@ -136,14 +137,21 @@ def open_tiff_clip(path: Path, grey: Callable[[np.ndarray], np.ndarray]) -> Opti
 
 
 def _frames_of_stream(path: Path, open_stream: Callable[[], Any], offset: int, n_frames: int, frame_bytes: int,
-                      decode: Callable[[bytes], np.ndarray]) -> RawFrames:
-    """The frames of a file whose frames lie one after another from ``offset`` of the (decompressed) stream."""
+                      decode: Callable[[bytes], np.ndarray], compressed: bool) -> RawFrames:
+    """The frames of a file whose frames lie one after another from ``offset`` of the (decompressed) stream. A
+    ``compressed`` stream must end, its checksum right, after the last frame: else the last frame is refused."""
 
     def frames_from(start: int) -> Iterator[np.ndarray]:
         with open_stream() as stream:
-            stream.seek(offset + start * frame_bytes)  # a compressed stream decompresses up to there
             for index in range(start, n_frames):
-                data = stream.read(frame_bytes)
+                try:
+                    if index == start:
+                        stream.seek(offset + start * frame_bytes)  # a compressed stream decompresses up to there
+                    data = stream.read(frame_bytes)
+                    if compressed and index == n_frames - 1 and stream.read(1):  # (at its end it checks its checksum)
+                        raise ValueError("the compressed data holds more than the header says: it is damaged")
+                except Exception as error:  # damaged data: the frames after it cannot be reached either
+                    raise FileEnded(index, str(error).splitlines()[0][:160] or type(error).__name__) from error
                 if len(data) < frame_bytes:
                     raise FileEnded(index)
                 yield decode(data)
@@ -196,7 +204,7 @@ def open_nrrd_clip(path: Path, grey: Callable[[np.ndarray], np.ndarray]) -> Opti
                     yield stream
 
         raw = _frames_of_stream(path, open_stream, 0 if compressed else offset, n_frames, frame_bytes,
-                                lambda data: np.frombuffer(data, dtype).reshape(frame_shape))
+                                lambda data: np.frombuffer(data, dtype).reshape(frame_shape), compressed)
         return components, LazyFrames(path, n_frames, raw, grey)
     except Exception:  # anything odd: the whole read gives its own, established error
         return None
@@ -230,7 +238,7 @@ def open_nifti_clip(path: Path, grey: Callable[[np.ndarray], np.ndarray]) -> Opt
             return apply_read_scaling(frame, proxy.slope, proxy.inter)
 
         raw = _frames_of_stream(path, lambda: ImageOpener(str(path), "rb"), int(proxy.offset), n_frames,
-                                frame_bytes, decode)
+                                frame_bytes, decode, compressed)
         return header, LazyFrames(path, n_frames, raw, grey)
     except Exception:
         return None
@@ -317,7 +325,7 @@ def open_metaimage_clip(path: Path, grey: Callable[[np.ndarray], np.ndarray]
                     yield ZlibStream(handle, header_end if local else 0)
 
             raw = _frames_of_stream(path, open_stream, 0, n_frames, dtype.itemsize * int(np.prod(frame_shape)),
-                                    lambda chunk: np.frombuffer(chunk, dtype).reshape(frame_shape))
+                                    lambda chunk: np.frombuffer(chunk, dtype).reshape(frame_shape), True)
             return spacing, components, LazyFrames(path, n_frames, raw, grey)
 
         def frames_from(start: int) -> Iterator[np.ndarray]:

@@ -172,6 +172,8 @@ def network_alone_ms(segmenter, images: Sequence[Path], spacing_mm: Any, repeats
         try:
             count = min(image.n_frames, max_frames - len(frames))
             pixels = image.frame(0) if image.n_frames == 1 else np.stack([image.frame(i) for i in range(count)])
+        except ValueError:
+            continue  # a frame that cannot be decoded: its error row names it
         finally:
             close_image(image)
         frames += [(dataclasses.replace(image, pixels=pixels), index) for index in range(count)]
@@ -183,7 +185,7 @@ def network_alone_ms(segmenter, images: Sequence[Path], spacing_mm: Any, repeats
         for image, index in frames:
             segmenter.predict(image, index)
         passes.append(time.perf_counter() - start)
-    return round(1000 * statistics.median(passes) / len(frames), 1)
+    return max(round(1000 * statistics.median(passes) / len(frames), 1), 0.1)
 
 
 def time_to_first_result(image: Path, scratch: Path, model: Optional[str], spacing_mm: Any, runtime: str) -> float:

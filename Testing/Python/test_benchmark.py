@@ -107,3 +107,27 @@ def test_evaluate_model_measures_each_sample_at_its_own_spacing(trained, tmp_pat
     mixed = [SpacedSample(s.image, s.mask, s.patient, (0.1 * (i + 1),) * 2) for i, s in enumerate(samples)]
     assert evaluate_model(model, mixed, out_dir=tmp_path / "mixed")["csa_mae_mm2"] is None  # no one mm figure
     assert evaluate_model(model, mixed, out_dir=tmp_path / "m2")["dice_mean"] == pytest.approx(unknown["dice_mean"])
+
+
+def test_the_network_alone_is_timed_on_the_frames_that_can_be_read(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from MedianNerveSegLib.speed import network_alone_ms
+    from test_pipeline import ThresholdSegmenter
+
+    pages = [np.full((60, 80), 10.0 * i, np.float32) for i in range(4)]
+    pages[2][5, 5] = np.nan  # frame 2 cannot be segmented: the clip is left out, not the benchmark stopped
+    clip = tmp_path / "clip.tif"
+    Image.fromarray(pages[0]).save(clip, save_all=True, append_images=[Image.fromarray(p) for p in pages[1:]])
+    picture = tmp_path / "one.png"
+    Image.fromarray(np.full((60, 80), 200, np.uint8)).save(picture)
+    timed = []
+
+    class Timed(ThresholdSegmenter):
+        def predict(self, image, index=0):
+            timed.append((Path(image.source).name, index))
+            return super().predict(image, index)
+
+    assert network_alone_ms(Timed(), [clip, picture], 0.1, repeats=2) > 0
+    assert timed == [("one.png", 0)] * 2

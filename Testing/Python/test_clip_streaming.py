@@ -455,3 +455,54 @@ def test_an_nrrd_with_time_as_its_fastest_axis_is_not_cut_into_strips(tmp_path):
     opened = open_image(path)  # read as read_image reads it, whatever that gives: never 60 frames of 80 x 3
     assert not isinstance(opened.pixels, LazyFrames)
     np.testing.assert_array_equal(opened.pixels, read_image(path).pixels)
+
+
+def _damaged(path: Path, fails_midway: bool) -> Path:
+    """``path``'s zlib data with 64 bytes of garbage at 40%: the first garbage that zlib refuses before the data's
+    end (``fails_midway``), or one it decompresses to the end and refuses only by its length or checksum there."""
+    import zlib
+
+    data, start = path.read_bytes(), path.read_bytes().index(b"LOCAL\n") + len(b"LOCAL\n")
+    at = start + (len(data) - start) * 2 // 5
+    for seed in range(200):
+        damaged = data[:at] + np.random.default_rng(seed).bytes(64) + data[at + 64:]
+        inflate = zlib.decompressobj()
+        try:
+            inflate.decompress(damaged[start:], 60 * 64 * 64)
+        except zlib.error:
+            if fails_midway:
+                break
+            continue
+        if not fails_midway:
+            break
+    path.write_bytes(damaged)
+    return path
+
+
+def test_damaged_compressed_data_ends_the_clip_there_without_decompressing_it_again(tmp_path, monkeypatch):
+    from MedianNerveSegLib import frames
+
+    clip = (np.random.default_rng(0).integers(0, 4, (60, 64, 64)) * 60).astype(np.uint8)  # compresses, not to nothing
+    path = _damaged(_write_volume_clip(tmp_path / "z.mha", clip, "mha-compressed"), fails_midway=True)
+    streams, stream = [], frames.ZlibStream
+
+    def counted(handle, offset):
+        streams.append(offset)
+        return stream(handle, offset)
+
+    monkeypatch.setattr(frames, "ZlibStream", counted)
+    segment_files([path], tmp_path / "out", ThresholdSegmenter(), spacing_mm=0.1, overlay=False)
+    rows = read_results(tmp_path / "out")
+    first_bad = min(r.frame for r in rows if not r.ok)
+    assert 0 < first_bad < 59 and [r.frame for r in rows if r.ok] == list(range(first_bad))
+    assert all(f"data cannot be read from frame {first_bad} on" in r.error for r in rows if not r.ok)
+    assert len(streams) <= 2  # opened, segmented in order; never decompressed again for each later frame
+
+
+def test_compressed_data_that_does_not_end_right_refuses_the_last_frame(tmp_path):
+    clip = (np.random.default_rng(0).integers(0, 4, (60, 64, 64)) * 60).astype(np.uint8)
+    path = _damaged(_write_volume_clip(tmp_path / "z.mha", clip, "mha-compressed"), fails_midway=False)
+    segment_files([path], tmp_path / "out", ThresholdSegmenter(), spacing_mm=0.1, overlay=False)
+    rows = read_results(tmp_path / "out")
+    assert [r.frame for r in rows if not r.ok] == [59]  # the stream is checked at its end, after the last frame
+    assert "data cannot be read from frame 59 on" in rows[-1].error
