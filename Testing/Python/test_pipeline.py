@@ -287,7 +287,6 @@ def test_an_interrupted_batch_keeps_the_row_whose_files_were_being_written(tmp_p
 
 
 def test_ctrl_c_while_a_frames_files_are_written_keeps_its_row_and_the_rerun_adds_no_copy(tmp_path, monkeypatch):
-    import os
     import signal
     import threading
 
@@ -306,15 +305,23 @@ def test_ctrl_c_while_a_frames_files_are_written_keeps_its_row_and_the_rerun_add
         if path.name == "im1_overlay.png":
             im2_segmented.wait(timeout=30)
             time.sleep(0.3)
-            os.kill(os.getpid(), signal.SIGINT)
+            signal.pthread_kill(main_thread, signal.SIGUSR1)  # at the main thread, blocked in its wait
             time.sleep(0.2)
         write_overlay(path, *args, **kwargs)
 
+    def ctrl_c(signum, frame):  # as Python's SIGINT handler (and the CLI's for SIGTERM): KeyboardInterrupt
+        raise KeyboardInterrupt
+
+    main_thread = threading.main_thread().ident
     monkeypatch.setattr(io, "write_overlay_png", interrupting_write)
     inputs = [_square(tmp_path / f"im{i}.png", i) for i in range(4)]
     out = tmp_path / "out"
-    with pytest.raises(KeyboardInterrupt):
-        segment_files(inputs, out, SignallingSegmenter(), spacing_mm=0.1)
+    previous = signal.signal(signal.SIGUSR1, ctrl_c)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            segment_files(inputs, out, SignallingSegmenter(), spacing_mm=0.1)
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
     rows = read_results(out / "measurements.csv")
     assert [Path(r.image).name for r in rows] == [p.name for p in inputs[:len(rows)]] and len(rows) >= 2
     assert sorted(p.name for p in out.glob("*_mask.png")) == sorted(r.mask for r in rows)  # no file without its row
