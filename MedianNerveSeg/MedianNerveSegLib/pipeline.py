@@ -333,6 +333,8 @@ def _segment_file(segmenter, path: Path, stem: str, out_dir: Path, reader: ReadA
         if image.n_frames > 1 and len(done) >= image.n_frames:
             return
         dicom = outputs.dicom_out and image.metadata.get("format") == "dicom"
+        if dicom:  # its files are written here: the previous file's first, one overlay drawn at a time (one font)
+            writer.submit(lambda: None).result()
         refusal = dicom_refusal(image) if dicom else None
         held, rows, writing = [], list(done.values()), {}
         for index in range(image.n_frames):

@@ -287,12 +287,12 @@ def test_an_interrupted_batch_keeps_the_row_whose_files_were_being_written(tmp_p
 
 
 def test_ctrl_c_while_a_frames_files_are_written_keeps_its_row_and_the_rerun_adds_no_copy(tmp_path, monkeypatch):
-    import signal
     import threading
 
-    from MedianNerveSegLib import io
+    from MedianNerveSegLib import io, pipeline
 
-    im2_segmented, write_overlay = threading.Event(), io.write_overlay_png
+    im2_segmented, write_overlay, wait_for_files = threading.Event(), io.write_overlay_png, pipeline._written
+    interrupted = []
 
     class SignallingSegmenter(ThresholdSegmenter):
         def predict(self, image, index=0):
@@ -301,27 +301,25 @@ def test_ctrl_c_while_a_frames_files_are_written_keeps_its_row_and_the_rerun_add
                 im2_segmented.set()
             return prediction
 
-    def interrupting_write(path, *args, **kwargs):  # the user's Ctrl-C while the batch waits for im1's files
+    def slow_write(path, *args, **kwargs):  # im1's files are still being written when the batch waits for them
         if path.name == "im1_overlay.png":
             im2_segmented.wait(timeout=30)
             time.sleep(0.3)
-            signal.pthread_kill(main_thread, signal.SIGUSR1)  # at the main thread, blocked in its wait
-            time.sleep(0.2)
         write_overlay(path, *args, **kwargs)
 
-    def ctrl_c(signum, frame):  # as Python's SIGINT handler (and the CLI's for SIGTERM): KeyboardInterrupt
-        raise KeyboardInterrupt
+    def ctrl_c_in_the_wait(writing):  # the user's Ctrl-C, raised where the batch waits for a frame's files
+        if im2_segmented.is_set() and writing is not None and not writing.done() and not interrupted:
+            interrupted.append(True)
+            raise KeyboardInterrupt
+        return wait_for_files(writing)
 
-    main_thread = threading.main_thread().ident
-    monkeypatch.setattr(io, "write_overlay_png", interrupting_write)
+    monkeypatch.setattr(io, "write_overlay_png", slow_write)
+    monkeypatch.setattr(pipeline, "_written", ctrl_c_in_the_wait)
     inputs = [_square(tmp_path / f"im{i}.png", i) for i in range(4)]
     out = tmp_path / "out"
-    previous = signal.signal(signal.SIGUSR1, ctrl_c)
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            segment_files(inputs, out, SignallingSegmenter(), spacing_mm=0.1)
-    finally:
-        signal.signal(signal.SIGUSR1, previous)
+    with pytest.raises(KeyboardInterrupt):
+        segment_files(inputs, out, SignallingSegmenter(), spacing_mm=0.1)
+    assert interrupted
     rows = read_results(out / "measurements.csv")
     assert [Path(r.image).name for r in rows] == [p.name for p in inputs[:len(rows)]] and len(rows) >= 2
     assert sorted(p.name for p in out.glob("*_mask.png")) == sorted(r.mask for r in rows)  # no file without its row
