@@ -17,12 +17,10 @@ def clean_mask(probability: np.ndarray, threshold: float, min_component_px: int,
     second branch (bifid nerve) is kept when it is at least ``min_branch_fraction`` of the
     largest component and lies within one nerve diameter of it; other blobs are discarded.
     """
-    above = probability >= threshold
-    if not above.any():
-        return above
-    box = _bounding_box(above, margin=_MARGIN)
-    keep = np.zeros_like(above)
-    keep[box] = _clean_region(above[box], min_component_px, min_branch_fraction)
+    keep = np.zeros(probability.shape, bool)
+    box = nerve_box(probability, threshold)
+    if box is not None:
+        keep[box] = _clean_region(probability[box] >= threshold, min_component_px, min_branch_fraction)
     return keep
 
 
