@@ -143,8 +143,7 @@ def _review(metrics_csv: Path, intervals: Dict[str, Optional[CsaInterval]], fold
             "truth_in_interval": float(np.mean([intervals[s].low_mm2 <= truth[s] <= intervals[s].high_mm2
                                                 for s in stems])) if stems else None,
             "mean_width_mm2": float(np.mean(widths)) if widths else None,
-            "shipped": flag_performance(error_list, widths, _one_or_each([intervals[s].review_width_mm2
-                                                                          for s in stems])),
+            "shipped": flag_performance(error_list, widths, [intervals[s].review_width_mm2 for s in stems]),
             "chosen_on_other_folds": {
                 "n_large_errors": n_large, "n_others": n_others,
                 "caught": sum(f and l for f, l in zip(flagged, large)) / n_large if n_large else None,
@@ -167,10 +166,6 @@ def _percent(share: Optional[float]) -> str:
 
 def _widths(width: Union[float, List[float]]) -> str:
     return f"{width:g}" if isinstance(width, (int, float)) else " / ".join(f"{w:g}" for w in width)
-
-
-def _one_or_each(values: List[float]) -> Union[float, List[float]]:
-    return values[0] if len(set(values)) == 1 else values
 
 
 def _review_markdown(review: Optional[Dict[str, Any]]) -> str:

@@ -30,7 +30,7 @@ WINDOW_MM = (8.0, 16.0)  # rows, columns: the dataset's nerves measure at most 3
 # single-stage model's (1.29 against 0.88 mm^2 on average) and ranks the CSA errors better (ROC AUC 0.86 against
 # 0.80); on the CPU cross-validation (docs/benchmarks/cross_validation.md) 1.4 mm^2 caught 69% of the images with
 # a CSA error > 1.5 mm^2 and flagged 13% of the others, where 1.0 flagged 58%
-REVIEW_WIDTH_MM2 = 1.4
+TWO_STAGE_REVIEW_WIDTH_MM2 = 1.4
 # without a spacing the window is the network's own pixels, as if the frame had the training images' pixel size
 WINDOW_WITHOUT_SPACING = "window-without-spacing"
 

@@ -22,7 +22,7 @@ from .data import Sample
 from .inference import Segmenter
 from .io import read_image, read_mask
 from .preprocess import resize_array
-from .second_stage import FIRST_STAGE, REVIEW_WIDTH_MM2, SecondStageSettings, TwoStageSegmenter, window_box
+from .second_stage import FIRST_STAGE, TWO_STAGE_REVIEW_WIDTH_MM2, SecondStageSettings, TwoStageSegmenter, window_box
 from .train import Recipe, SegmenterRecipe, TrainConfig, sample_spacing, validate
 from .models import MODEL_REGISTRY
 from .zoo import MODEL_JSON, WEIGHTS, ModelInfo, resolve_model
@@ -59,15 +59,15 @@ class SecondStageRecipe(SegmenterRecipe):
     def __init__(self, cfg: TrainConfig, device: str, train_samples: Sequence[Sample],
                  val_samples: Sequence[Sample], log: Callable[[str], None]):
         Recipe.__init__(self, cfg, device, train_samples, val_samples, log)
+        if MODEL_REGISTRY[cfg.architecture].kind != "semantic":
+            raise ValueError(f"--architecture {cfg.architecture}: a second stage is a semantic segmenter, not a "
+                             f"{MODEL_REGISTRY[cfg.architecture].kind}")
         given = cfg.second_stage.first_stage
         self.first_dir = resolve_model(given)
         self.first = Segmenter(self.first_dir, device, runtime="torch")  # refuses a click model or a classifier
         self.first_info = self.first.info
         if self.first_info.second_stage:
             raise ValueError(f"--first-stage {given}: is itself a two-stage model")
-        if MODEL_REGISTRY[cfg.architecture].kind != "semantic":
-            raise ValueError(f"--architecture {cfg.architecture}: a second stage is a semantic segmenter, not a "
-                             f"{MODEL_REGISTRY[cfg.architecture].kind}")
         trained_on = self.first_info.training.get("train_patients")
         seen = sorted(set(trained_on or []) & {s.patient for s in val_samples})
         if trained_on is None:
@@ -91,7 +91,7 @@ class SecondStageRecipe(SegmenterRecipe):
         first = self.first_info
         info.threshold, info.min_component_mm2 = first.threshold, first.min_component_mm2
         info.min_branch_fraction, info.second_stage = first.min_branch_fraction, self.settings.as_dict()
-        info.review_width_mm2 = REVIEW_WIDTH_MM2
+        info.review_width_mm2 = TWO_STAGE_REVIEW_WIDTH_MM2
         return info
 
     def validate(self, network: torch.nn.Module, info: ModelInfo) -> Dict[str, Any]:

@@ -76,10 +76,11 @@ def flag_performance(errors_mm2: Sequence[float], widths_mm2: Sequence[float],
     errors, widths = np.abs(np.asarray(errors_mm2, float)), np.asarray(widths_mm2, float)
     threshold = np.asarray(width_mm2, float)
     large, flagged = errors > limit_mm2, is_flagged(widths, threshold)
+    widths_used = sorted(set(np.atleast_1d(threshold).tolist()))  # one width, or each distinct one
     return {"n_large_errors": int(large.sum()), "n_others": int((~large).sum()),
             "caught": float(flagged[large].mean()) if large.any() else None,
             "others_flagged": float(flagged[~large].mean()) if (~large).any() else None,
-            "width_mm2": float(threshold) if threshold.ndim == 0 else sorted(set(threshold.tolist())),
+            "width_mm2": widths_used[0] if len(widths_used) == 1 else widths_used,
             "limit_mm2": float(limit_mm2)}
 
 
