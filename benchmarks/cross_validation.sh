@@ -8,6 +8,7 @@
 #   FIRST_STAGES=benchmarks/results/cross_validation/unet_small CONFIG=benchmarks/configs/second_stage_small.json \
 #       DEVICE=cpu EPOCHS=100 bash benchmarks/cross_validation.sh
 #       # two-stage models: each fold's second stage after that fold's model of an earlier run (FIRST_STAGES/fold_<k>)
+#   RUN_FOLDS="0 1 2" ...   # train and score only these of the FOLDS folds (less CPU time; fewer images scored)
 # Writes $OUT/fold_<k>/ (the models, their logs) and $OUT/cv/ (cross_validation.md/.json, pooled/, fold_<k>/).
 # nnU-Net v2 on the same folds: median-nerve-seg export-nnunet --dataset $DATA --out nnUNet_raw, then the commands
 # it prints.
@@ -20,6 +21,7 @@ RECIPE=(--bundle "$BUNDLE")
 [[ -n "$CONFIG" ]] && RECIPE=(--config "$CONFIG")
 OUT=${OUT:-benchmarks/results/cross_validation/$(basename "${CONFIG:-$BUNDLE}" .json)}
 FOLDS=${FOLDS:-5}
+RUN_FOLDS=${RUN_FOLDS:-$(seq -s " " 0 $((FOLDS - 1)))}
 DEVICE=${DEVICE:-cuda}
 SPACING=${SPACING:-0.062}
 extra=()
@@ -31,19 +33,21 @@ extra=()
 if [[ -e "$OUT" ]]; then echo "error: $OUT exists: give another OUT (nothing is written over)" >&2; exit 2; fi
 mkdir -p "$OUT"
 pids=()
-for ((k = 0; k < FOLDS; k++)); do
+folds=()
+for k in $RUN_FOLDS; do
   first=()
   [[ -n "${FIRST_STAGES:-}" ]] && first=(--first-stage "$FIRST_STAGES/fold_$k")
   .venv/bin/median-nerve-seg train "${RECIPE[@]}" --dataset "$DATA" --out "$OUT/fold_$k" --device "$DEVICE" \
       --folds "$FOLDS" --fold "$k" --spacing "$SPACING" "${first[@]}" "${extra[@]}" > "$OUT/fold_$k.log" 2>&1 &
   pids+=($!)
+  folds+=("$k")
 done
 failed=0
-for k in "${!pids[@]}"; do
-  wait "${pids[$k]}" || { echo "fold $k: training exited $? (see $OUT/fold_$k.log)" >&2; failed=1; }
+for i in "${!pids[@]}"; do
+  wait "${pids[$i]}" || { echo "fold ${folds[$i]}: training exited $? (see $OUT/fold_${folds[$i]}.log)" >&2; failed=1; }
 done
 models=()
-for ((k = 0; k < FOLDS; k++)); do [[ -f "$OUT/fold_$k/model.json" ]] && models+=("$OUT/fold_$k"); done
+for k in $RUN_FOLDS; do [[ -f "$OUT/fold_$k/model.json" ]] && models+=("$OUT/fold_$k"); done
 if (( ${#models[@]} == 0 )); then echo "error: no fold trained (see $OUT/fold_*.log)" >&2; exit 1; fi
 .venv/bin/median-nerve-seg cross-validate --dataset "$DATA" --models "${models[@]}" --out "$OUT/cv" --spacing "$SPACING"
 exit $failed

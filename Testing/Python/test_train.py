@@ -14,7 +14,8 @@ from PIL import Image
 
 import MedianNerveSegLib.train as train_module
 from MedianNerveSegLib.cli import main
-from MedianNerveSegLib.train import TrainConfig, _TimeBudget, _weight_average, failure, train, validate
+from MedianNerveSegLib.train import (TrainConfig, _loss_function, _TimeBudget, _weight_average, failure, train,
+                                     validate)
 
 TINY = dict(input_size=(32, 48), batch_size=4, max_images=10, architecture="lunet",
             arch_kwargs={"features": [8, 16, 32, 64]})
@@ -60,6 +61,23 @@ def test_bad_options_are_named(dataset_dir, tmp_path):
     for bad in ({"optimizer": "rmsprop"}, {"loss": "focal"}, {"scheduler": "step"}):
         with pytest.raises(ValueError, match=list(bad.values())[0]):
             train(dataset_dir, tmp_path, TrainConfig(epochs=1, **{**TINY, **bad}), log=lambda _: None)
+
+
+def test_the_boundary_aware_loss_costs_a_far_blob_more_than_a_slip_of_the_contour():
+    """Two predictions with the same 60 wrong pixels: a blob 30 pixels from the nerve, and the nerve one pixel
+    wider along its side. BCE + Dice cannot tell them apart; the Hausdorff term makes the blob dearer."""
+    truth = torch.zeros(1, 1, 64, 64)
+    truth[..., 20:40, 10:30] = 1
+    blob, slip = truth.clone(), truth.clone()
+    blob[..., 55:61, 50:60] = 1
+    slip[..., 20:40, 30:33] = 1
+    assert blob.sum() == slip.sum()
+    logits = {name: (mask * 2 - 1) * 6 for name, mask in (("blob", blob), ("slip", slip))}
+    plain = _loss_function(TrainConfig(loss="bce_dice"))
+    boundary = _loss_function(TrainConfig(loss="bce_dice_hd"))
+    assert plain(logits["blob"], truth).item() == pytest.approx(plain(logits["slip"], truth).item(), rel=1e-3)
+    extra = {name: boundary(value, truth).item() - plain(value, truth).item() for name, value in logits.items()}
+    assert extra["blob"] > 5 * extra["slip"] > 0
 
 
 def test_training_uses_a_dataset_store_and_its_split(dataset_dir, tmp_path):
