@@ -20,6 +20,7 @@ from .evaluate import evaluate_folders
 from .inference import segmenter_of
 from .metrics import markdown_table
 from .progress import report
+from .results import ENSEMBLE_JOIN
 from .uncertainty import BAND, ERROR_LIMIT_MM2, CsaInterval, flag_performance, width_catching
 from .zoo import load_info, model_name, resolve_model
 
@@ -88,15 +89,15 @@ def cross_validate(dataset_dir: Path, models: Sequence[str], out_dir: Path, spac
         intervals.update(bands)
     report("cross-validate", total, total)
     spacing = next(iter(spacings)) if len(spacings) == 1 else None
-    rows = []
+    rows, label = [], _labels([f for members in folders for f in members])
     for index, folder, fold in zip(numbers, folders, folds):
         fold_truth = out_dir / f"fold_{index}" / "truth"
         fold_truth.mkdir(parents=True, exist_ok=True)
         for sample in fold:
             (fold_truth / f"{sample.stem}.png").symlink_to(Path(sample.mask).resolve())
         summary = evaluate_folders(predictions, fold_truth, out_dir / f"fold_{index}", spacing, confidences=confidences)
-        rows.append({"fold": index, "model": "+".join(map(model_name, folder)),
-                     "version": "+".join(load_info(f).version for f in folder),
+        rows.append({"fold": index, "model": ENSEMBLE_JOIN.join(map(label.get, folder)),
+                     "version": ENSEMBLE_JOIN.join(load_info(f).version for f in folder),
                      "n_images": len(fold) - int(summary.get("n_errors") or 0),
                      "n_errors": int(summary.get("n_errors") or 0), **_figures(summary, spacing)})
     pooled = evaluate_folders(predictions, truth, out_dir / "pooled", spacing, confidences=confidences)
@@ -112,6 +113,13 @@ def cross_validate(dataset_dir: Path, models: Sequence[str], out_dir: Path, spac
     (out_dir / "cross_validation.json").write_text(json.dumps(result, indent=2) + "\n")
     (out_dir / "cross_validation.md").write_text(markdown(result))
     return result
+
+
+def _labels(folders: Sequence[Path]) -> Dict[Path, str]:
+    """Each model's name in the table: its folder's, with the folder above where two share one (the fold_<k> of two
+    recipes' runs)."""
+    names = [model_name(f) for f in folders]
+    return {f: f"{f.parent.name}/{name}" if names.count(name) > 1 else name for f, name in zip(folders, names)}
 
 
 def _figures(summary: Dict[str, Any], spacing: Any) -> Dict[str, Any]:
@@ -173,12 +181,13 @@ def _review_markdown(review: Optional[Dict[str, Any]]) -> str:
         return ""
     shipped, chosen = review["shipped"], review["chosen_on_other_folds"]
     widths = ", ".join(f"{w:.2f}" for w in chosen["widths_mm2"].values() if w is not None) or "n/a"
-    return (f"\nCSA interval (the CSA at probability thresholds {BAND[1]:g} and {BAND[0]:g}) on the {review['n_images']} "
-            f"images with a nerve found: mean width {review['mean_width_mm2']:.2f} mm^2; the expert's CSA lies in it "
-            f"for {_percent(review['truth_in_interval'])}. The \"review\" flag (width >= "
+    return (f"\nCSA interval (the CSA at probability thresholds {BAND[1]:g} and {BAND[0]:g}) on the "
+            f"{review['n_images']} images with a nerve found: mean width {review['mean_width_mm2']:.2f} mm^2; the "
+            f"expert's CSA lies in it for {_percent(review['truth_in_interval'])}. The \"review\" flag (width >= "
             f"{_widths(shipped['width_mm2'])} mm^2, the models') catches {_percent(shipped['caught'])} of the "
-            f"{shipped['n_large_errors']} images with a CSA error > {shipped['limit_mm2']:g} mm^2 and flags {_percent(shipped['others_flagged'])} of the other "
-            f"{shipped['n_others']}. With the width chosen on the other folds to catch 90% ({widths} mm^2): catches "
+            f"{shipped['n_large_errors']} images with a CSA error > {shipped['limit_mm2']:g} mm^2 and flags "
+            f"{_percent(shipped['others_flagged'])} of the other {shipped['n_others']}. With the width chosen on the "
+            f"other folds to catch 90% ({widths} mm^2): catches "
             f"{_percent(chosen['caught'])}, flags {_percent(chosen['others_flagged'])} of the others.\n")
 
 

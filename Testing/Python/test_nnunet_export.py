@@ -125,7 +125,7 @@ def test_cross_validate_scores_every_image_once_by_the_model_that_did_not_see_it
     assert main(["cross-validate", "--dataset", str(dataset_dir), "--models", str(models[0]), str(other),
                  str(models[1]), "--out", str(both), "--spacing", "0.062"]) == 0
     ensemble = json.loads((both / "cross_validation.json").read_text())
-    assert ensemble["folds"][0]["model"] == "fold0+other_fold0" and ensemble["folds"][1]["model"] == "fold1"
+    assert ensemble["folds"][0]["model"] == "fold0 + other_fold0" and ensemble["folds"][1]["model"] == "fold1"
     assert [row["n_images"] for row in ensemble["folds"]] == counts
     odd = tmp_path / "odd_fold0"  # said to be fold 0 but validating fold 1's patients: its ensemble is refused
     shutil.copytree(other, odd)
@@ -137,6 +137,12 @@ def test_cross_validate_scores_every_image_once_by_the_model_that_did_not_see_it
                  str(models[1]), "--out", str(tmp_path / "cv5")]) == 2
     assert "validates other patients than" in capsys.readouterr().err
     assert "no millimetre or CSA figure" in (reversed_out / "cross_validation.md").read_text()
+    same_name = tmp_path / "run2" / models[0].name  # two recipes' runs both name their folds fold_<k>
+    shutil.copytree(other, same_name)
+    assert main(["cross-validate", "--dataset", str(dataset_dir), "--models", str(models[0]), str(same_name),
+                 str(models[1]), "--out", str(tmp_path / "cv6")]) == 0
+    named = json.loads((tmp_path / "cv6" / "cross_validation.json").read_text())["folds"][0]["model"]
+    assert named == f"{tmp_path.name}/{models[0].name} + run2/{models[0].name}"
 
 
 def test_export_refuses_what_nnunet_would_misread(dataset_dir, tmp_path, capsys):
