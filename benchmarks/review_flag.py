@@ -56,14 +56,15 @@ def score(model: str, dataset: Path, spacing: float) -> dict:
 
 def markdown(rows) -> str:
     lines = ["# The review flag of the shipped models on their held-out patients", "",
-             f"Flag: CSA interval >= {REVIEW_WIDTH_MM2:g} mm^2 wide; a large error: |CSA error| > "
-             f"{ERROR_LIMIT_MM2:g} mm^2. Written by `benchmarks/review_flag.py`.", "",
-             "| model | images | CSA MAE mm^2 | mean interval width mm^2 | expert CSA in interval | large errors "
-             "| caught | others flagged |", "|---|---|---|---|---|---|---|---|"]
+             "Flag: a CSA interval at least the model's review width wide (model.json review_width_mm2, "
+             f"{REVIEW_WIDTH_MM2:g} mm^2 unless set); a large error: |CSA error| > {ERROR_LIMIT_MM2:g} mm^2. "
+             "Written by `benchmarks/review_flag.py`.", "",
+             "| model | images | CSA MAE mm^2 | mean interval width mm^2 | expert CSA in interval | review width mm^2 "
+             "| large errors | caught | others flagged |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         caught = "n/a" if r["caught"] is None else f"{100 * r['caught']:.0f}%"
         lines.append(f"| {r['model']} | {r['n_images']} | {r['csa_mae_mm2']:.3f} | {r['mean_width_mm2']:.2f} | "
-                     f"{100 * r['truth_in_interval']:.0f}% | {r['n_large_errors']} | {caught} | "
+                     f"{100 * r['truth_in_interval']:.0f}% | {r['width_mm2']:g} | {r['n_large_errors']} | {caught} | "
                      f"{100 * r['others_flagged']:.0f}% |")
     return "\n".join(lines) + "\n"
 
