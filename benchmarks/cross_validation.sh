@@ -30,6 +30,14 @@ extra=()
 [[ -n "${EPOCHS:-}" ]] && extra+=(--epochs "$EPOCHS")
 [[ -n "${MAX_IMAGES:-}" ]] && extra+=(--max-images "$MAX_IMAGES")
 [[ -n "${INPUT_SIZE:-}" ]] && extra+=(--input-size $INPUT_SIZE)
+for k in $RUN_FOLDS; do
+  if ! [[ "$k" =~ ^[0-9]+$ ]] || (( k >= FOLDS )); then
+    echo "error: RUN_FOLDS: '$k' is not a fold 0-$((FOLDS - 1))" >&2; exit 2
+  fi
+done
+if [[ -z "${RUN_FOLDS// }" || $(tr ' ' '\n' <<< "$RUN_FOLDS" | grep . | sort | uniq -d) ]]; then
+  echo "error: RUN_FOLDS='$RUN_FOLDS': give each fold once" >&2; exit 2
+fi
 if [[ -e "$OUT" ]]; then echo "error: $OUT exists: give another OUT (nothing is written over)" >&2; exit 2; fi
 mkdir -p "$OUT"
 pids=()

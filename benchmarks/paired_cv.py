@@ -26,8 +26,10 @@ from MedianNerveSegLib.uncertainty import ERROR_LIMIT_MM2  # noqa: E402
 
 
 def per_image(cv_dir: Path) -> dict:
+    """image -> (DSC, |CSA error|) of each image the cross-validation scored (not its error rows)."""
     with open(cv_dir / "pooled" / "metrics.csv", newline="") as handle:
-        return {row["image"]: (float(row["dice"]), abs(float(row["csa_error_mm2"]))) for row in csv.DictReader(handle)}
+        return {row["image"]: (float(row["dice"]), abs(float(row["csa_error_mm2"])))
+                for row in csv.DictReader(handle) if not row["error"] and row["dice"] and row["csa_error_mm2"]}
 
 
 def patient_bootstrap(change: np.ndarray, patients: list) -> list:

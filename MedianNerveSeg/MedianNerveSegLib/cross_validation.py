@@ -7,6 +7,7 @@ Several models of one fold (other recipes on the same folds) are scored as their
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import math
 from pathlib import Path
@@ -22,7 +23,7 @@ from .metrics import markdown_table
 from .progress import report
 from .results import ENSEMBLE_JOIN
 from .uncertainty import BAND, ERROR_LIMIT_MM2, CsaInterval, flag_performance, width_catching
-from .zoo import load_info, model_name, resolve_model
+from .zoo import load_info, resolve_model
 
 
 def _fold_models(folders: Sequence[Path], samples) -> List[Tuple[int, List[Path], list]]:
@@ -116,10 +117,15 @@ def cross_validate(dataset_dir: Path, models: Sequence[str], out_dir: Path, spac
 
 
 def _labels(folders: Sequence[Path]) -> Dict[Path, str]:
-    """Each model's name in the table: its folder's, with the folder above where two share one (the fold_<k> of two
-    recipes' runs)."""
-    names = [model_name(f) for f in folders]
-    return {f: f"{f.parent.name}/{name}" if names.count(name) > 1 else name for f, name in zip(folders, names)}
+    """Each model's name in the table: its folder's name (a bundle's for its models/), with as many folders above
+    it as tell it from the others (two recipes' runs both name their folds fold_<k>)."""
+    named = {f: (f.resolve().parent if f.name == "models" else f.resolve()) for f in folders}
+    labels = {}
+    for folder, path in named.items():
+        others = [other for other in set(named.values()) if other != path]  # whole paths differ: this ends
+        depth = next(d for d in itertools.count(1) if all(o.parts[-d:] != path.parts[-d:] for o in others))
+        labels[folder] = Path(*path.parts[-depth:]).as_posix()
+    return labels
 
 
 def _figures(summary: Dict[str, Any], spacing: Any) -> Dict[str, Any]:

@@ -202,7 +202,8 @@ def _loss_function(cfg: TrainConfig) -> Callable[[torch.Tensor, torch.Tensor], t
     neighbouring blob taken or a flat end left out costs far more than a pixel's slip along the contour
     (Karimi & Salcudean, "Reducing the Hausdorff distance in medical image segmentation with convolutional
     neural networks", IEEE TMI 2020; MONAI's LogHausdorffDTLoss, the log keeping an untrained model's huge
-    distances from swamping the other terms)."""
+    distances from swamping the other terms). Its distance transforms run in SciPy on the CPU, even when training
+    on a GPU: about 0.5 s a batch of 16 at 288 x 384 on 2 CPU cores."""
     dice = DiceLoss(sigmoid=True)
     if cfg.loss == "dice":
         return dice

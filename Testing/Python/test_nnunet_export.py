@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -201,3 +202,12 @@ def test_a_dataset_store_exports_and_cross_validates_on_its_training_and_validat
     assert [s.stem for s in fold_samples(store.folder)] == [s.stem for s in samples]
     empty = LabelledDataset.init(tmp_path / "empty", name="empty")
     assert main(["export-nnunet", "--dataset", str(empty.folder), "--out", str(tmp_path / "raw2")]) == 2
+
+
+def test_models_of_the_same_folder_name_are_labelled_apart_by_the_folders_above():
+    from MedianNerveSegLib.cross_validation import _labels
+
+    runs = [Path("/a/run/fold_0"), Path("/b/run/fold_0"), Path("/a/run/fold_1")]
+    assert list(_labels(runs).values()) == ["a/run/fold_0", "b/run/fold_0", "fold_1"]
+    bundles = [Path("/p/X/models"), Path("/q/X/models")]  # a bundle's models/ is named by its bundle
+    assert list(_labels(bundles).values()) == ["p/X", "q/X"]

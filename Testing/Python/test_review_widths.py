@@ -38,7 +38,7 @@ def _cv(folder, radii, soft=0.0):
 
 def test_the_members_spread_ranks_the_ensembles_large_errors(tmp_path):
     review_widths = _script()
-    # images 0-3: the members agree with the expert; images 4-5: they disagree, and the ensemble is off by ~3 mm^2
+    # images 0-3: the members agree with the expert; images 4-5: they disagree, and the ensemble is off by ~5 mm^2
     ensemble = _cv(tmp_path / "ensemble", [30, 30, 30, 30, 36, 36])
     member_a = _cv(tmp_path / "a", [30, 30, 31, 30, 30, 31])
     member_b = _cv(tmp_path / "b", [30, 31, 30, 30, 40, 40])
@@ -53,7 +53,25 @@ def test_the_members_spread_ranks_the_ensembles_large_errors(tmp_path):
 def test_the_interval_width_is_the_band_that_segment_reports(tmp_path):
     review_widths = _script()
     sharp = _cv(tmp_path / "sharp", [30, 30])
-    soft = _cv(tmp_path / "soft", [30, 30], soft=8.0)  # probability 0.75 to 0.25 over 4 pixels around radius 32
+    soft = _cv(tmp_path / "soft", [30, 30], soft=8.0)  # probability 0.75 to 0.25 from radius 32 to 36
     assert review_widths.images(sharp, SPACING)["P0"][0] == 0.0
     band = (np.sum(_disk(30, 8) >= 0.25) - np.sum(_disk(30, 8) >= 0.75)) * SPACING ** 2
     assert review_widths.images(soft, SPACING)["P0"][0] == pytest.approx(band)
+
+
+def test_a_member_that_finds_no_nerve_is_the_widest_disagreement_not_a_left_out_image(tmp_path):
+    review_widths = _script()
+    ensemble = _cv(tmp_path / "ensemble", [30, 30, 30, 36])
+    member_a = _cv(tmp_path / "a", [30, 30, 30, 0])  # no nerve found on the ensemble's large error
+    member_b = _cv(tmp_path / "b", [30, 30, 31, 36])
+    result = review_widths.disagreement_scores(ensemble, [member_a, member_b], SPACING)
+    assert (result["n_images"], result["n_left_out"], result["n_large_errors"]) == (4, 0, 1)
+    assert result["roc_auc"] == 1.0 and result["at_width"]["1.6"]["caught"] == 1.0
+
+
+def test_a_set_without_a_large_error_scores_none_instead_of_failing(tmp_path):
+    review_widths = _script()
+    result = review_widths.interval_scores(_cv(tmp_path / "good", [30, 30, 0]), SPACING)
+    assert (result["n_images"], result["n_left_out"], result["n_large_errors"]) == (2, 1, 0)
+    assert result["roc_auc"] is None and result["width_flagging_15pct_mm2"] is None
+    assert result["at_width"]["1"]["caught"] is None and result["at_width"]["1"]["others_flagged"] == 0.0
