@@ -211,8 +211,10 @@ def cmd_export_nnunet(args: argparse.Namespace) -> int:
     folder = Path(done["folder"])
     print(f"wrote {done['cases']} cases of {done['patients']} patients to {folder}; validation cases per fold: "
           f"{done['folds']}")
-    print(f"next: nnUNet_raw={folder.parent} nnUNetv2_plan_and_preprocess -d {args.id} -c 2d; copy "
-          f"{folder / 'splits_final.json'} into $nnUNet_preprocessed/{folder.name}/; nnUNetv2_train {args.id} 2d FOLD")
+    print(f"next, with nnUNet_raw={folder.parent} and nnUNet_preprocessed, nnUNet_results set (nnU-Net v2.8.1 ran "
+          f"these steps on this export): nnUNetv2_plan_and_preprocess -d {args.id} -c 2d --verify_dataset_integrity; "
+          f"copy {folder / 'splits_final.json'} into $nnUNet_preprocessed/{folder.name}/ (nnU-Net's trainer then "
+          f"validates each FOLD on our patients); nnUNetv2_train {args.id} 2d FOLD")
     return EXIT_OK
 
 
@@ -611,7 +613,8 @@ def build_parser() -> argparse.ArgumentParser:
     tra = sub.add_parser("train", help="train or fine-tune a model on a folder with images/ and masks/",
                          description="Patient-level split (PzNNN prefix), augmentation, BCE+Dice, AdamW with "
                                      "cosine schedule; writes a model folder usable with segment --model.")
-    tra.add_argument("--dataset", required=True, help="folder with images/ and masks/ of the same stems, or a dataset store")
+    tra.add_argument("--dataset", required=True,
+                     help="folder with images/ and masks/ of the same stems, or a dataset store")
     tra.add_argument("--out", default=None, help="model folder to write (default with --bundle: BUNDLE/models)")
     tra.add_argument("--bundle", default=None, help="train with a MONAI bundle's configs/train.json "
                                                     "(training/<model>); the options below override it")
