@@ -203,7 +203,8 @@ def _loss_function(cfg: TrainConfig) -> Callable[[torch.Tensor, torch.Tensor], t
     (Karimi & Salcudean, "Reducing the Hausdorff distance in medical image segmentation with convolutional
     neural networks", IEEE TMI 2020; MONAI's LogHausdorffDTLoss, the log keeping an untrained model's huge
     distances from swamping the other terms). Its distance transforms run in SciPy on the CPU, even when training
-    on a GPU: about 0.5 s a batch of 16 at 288 x 384 on 2 CPU cores."""
+    on a GPU: about 0.5 s a batch of 16 at 288 x 384 on 2 CPU cores. Cross-validated from scratch it made the small
+    recipe much worse (it learns to miss the nerve: docs/benchmarks/cross_validation.md); no shipped model uses it."""
     dice = DiceLoss(sigmoid=True)
     if cfg.loss == "dice":
         return dice
