@@ -2,8 +2,8 @@
 its ROC AUC against |CSA error| > 1.5 mm^2, the share of large errors caught and of other images flagged at several
 widths, and the width that flags 15% of the others (chosen on these same images). The scores:
 
-- the CSA interval's width (``--cv``), each image's mask and interval recomputed as ``segment`` does (the model's
-  threshold 0.5, smallest nerve 1 mm^2, branches 0.2);
+- the CSA interval's width (``--cv``), each image's mask and interval recomputed as ``segment`` does with the
+  default clean-up (zoo.ModelInfo: threshold 0.5, smallest nerve 1 mm^2, branches 0.2);
 - an ensemble's disagreement (``--members ENSEMBLE_CV MEMBER_CV ...``): the spread (largest minus smallest) of the
   CSAs its members give alone, from each member's own cross-validation, scored against the ensemble's errors.
 
@@ -17,6 +17,7 @@ Writes review_widths.json and review_widths.md. Run from the repository root on 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import sys
@@ -38,9 +39,10 @@ WIDTHS = (1.0, 1.2, 1.4, 1.6)
 CLEAN_UP = ModelInfo  # the default threshold, smallest nerve and branch share that segment applies
 
 
+@functools.lru_cache(maxsize=None)  # a cross-validation given as --cv and as a member is read once
 def images(cv: Path, spacing: float) -> Dict[str, Tuple[float, float, float]]:
     """stem -> (interval width, CSA, |CSA error|) in mm^2 of each image ``cv`` scored; the width is NaN where no
-    nerve was found (its CSA 0). The clean-up is the model's default one (zoo.ModelInfo)."""
+    nerve was found (its CSA 0)."""
     scored, pixel_mm2 = {}, spacing * spacing
     for prob_file in sorted((cv / "predictions").glob("*_prob.npy")):
         stem = prob_file.name[: -len("_prob.npy")]

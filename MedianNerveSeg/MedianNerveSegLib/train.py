@@ -206,14 +206,17 @@ def _loss_function(cfg: TrainConfig) -> Callable[[torch.Tensor, torch.Tensor], t
     on a GPU: about 0.5 s a batch of 16 at 288 x 384 on 2 CPU cores. Cross-validated from scratch it made the small
     recipe much worse (it learns to miss the nerve: docs/benchmarks/cross_validation.md); no shipped model uses it."""
     dice = DiceLoss(sigmoid=True)
+
+    def bce_dice(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return F.binary_cross_entropy_with_logits(logits, target) + dice(logits, target)
+
     if cfg.loss == "dice":
         return dice
     if cfg.loss == "bce_dice":
-        return lambda logits, target: F.binary_cross_entropy_with_logits(logits, target) + dice(logits, target)
+        return bce_dice
     if cfg.loss == "bce_dice_hd":
         hausdorff = LogHausdorffDTLoss(include_background=True, sigmoid=True)  # one channel: the nerve
-        return lambda logits, target: (F.binary_cross_entropy_with_logits(logits, target) + dice(logits, target)
-                                       + HAUSDORFF_WEIGHT * hausdorff(logits, target))
+        return lambda logits, target: bce_dice(logits, target) + HAUSDORFF_WEIGHT * hausdorff(logits, target)
     raise ValueError(f"unknown loss '{cfg.loss}' (bce_dice, dice, bce_dice_hd)")
 
 
